@@ -1,0 +1,92 @@
+"""Parsing ``Idempotency-Key`` values and deriving the keys and fingerprints stored.
+
+The header follows draft-ietf-httpapi-idempotency-key-header: its value is a
+Structured Field string (``"abc"``). Many clients send a bare value instead
+(``abc``, as Stripe documents), so both forms are accepted. Either way the key
+is 1 to 255 printable ASCII characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sloguard.exceptions import InvalidIdempotencyKey
+
+MAX_KEY_LENGTH = 255
+
+_PRINTABLE = frozenset(range(0x20, 0x7F))
+_SEPARATOR = b"\x1f"
+
+
+def parse_idempotency_key(raw: bytes) -> str:
+    """Return the key carried by a raw header value, or raise ``InvalidIdempotencyKey``."""
+    value = raw.strip(b" \t")
+    if value[:1] == b'"':
+        value = _unquote_sf_string(value)
+    elif not value:
+        raise InvalidIdempotencyKey("the key is empty")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidIdempotencyKey(
+            f"the key is {len(value)} characters long; at most {MAX_KEY_LENGTH} are allowed"
+        )
+    if not _PRINTABLE.issuperset(value):
+        raise InvalidIdempotencyKey("the key must consist of printable ASCII characters")
+    return value.decode("ascii")
+
+
+def _unquote_sf_string(value: bytes) -> bytes:
+    """Decode an RFC 8941 sf-string (``"..."`` with ``\\"`` and ``\\\\`` escapes)."""
+    if len(value) < 2 or value[-1:] != b'"':
+        raise InvalidIdempotencyKey("a quoted key must end with a double quote")
+    inner = value[1:-1]
+    if b"\\" not in inner and b'"' not in inner:
+        if not inner:
+            raise InvalidIdempotencyKey("the key is empty")
+        return inner
+    out = bytearray()
+    escaped = False
+    for byte in inner:
+        if escaped:
+            if byte not in b'"\\':
+                raise InvalidIdempotencyKey('only \\" and \\\\ may be escaped in a quoted key')
+            out.append(byte)
+            escaped = False
+        elif byte == 0x5C:  # backslash
+            escaped = True
+        elif byte == 0x22:  # an unescaped quote ends the string early
+            raise InvalidIdempotencyKey("a quoted key contains an unescaped double quote")
+        else:
+            out.append(byte)
+    if escaped:
+        raise InvalidIdempotencyKey("a quoted key ends inside an escape")
+    if not out:
+        raise InvalidIdempotencyKey("the key is empty")
+    return bytes(out)
+
+
+def principal_of_authorization(authorization: bytes) -> str:
+    """The default principal: a digest of the ``Authorization`` header ("" when absent)."""
+    if not authorization:
+        return ""
+    return hashlib.blake2b(authorization, digest_size=16).hexdigest()
+
+
+def scoped_key(principal: str, method: str, path: str, key: str) -> str:
+    """The store key: one principal's key for one method and path, never another's."""
+    # Length prefixes make the encoding injective whatever the principal and path contain.
+    return f"{len(principal)}:{principal}|{method}|{len(path)}:{path}|{key}"
+
+
+def request_fingerprint(method: str, path: str, query: bytes, body: Iterable[bytes]) -> bytes:
+    """A digest of what makes two requests "the same": method, path, query and body."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(method.encode("ascii"))
+    digest.update(_SEPARATOR)
+    digest.update(path.encode("utf-8", "surrogateescape"))
+    digest.update(_SEPARATOR)
+    digest.update(query)
+    digest.update(_SEPARATOR)
+    for chunk in body:
+        digest.update(chunk)
+    return digest.digest()

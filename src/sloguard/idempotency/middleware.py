@@ -1,0 +1,338 @@
+"""IdempotencyMiddleware: execute each keyed request at most once and replay its response."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection, Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
+from sloguard.idempotency.keys import (
+    parse_idempotency_key,
+    principal_of_authorization,
+    request_fingerprint,
+    scoped_key,
+)
+from sloguard.idempotency.memory import MemoryStore
+from sloguard.idempotency.store import Claim, ClaimStatus, Store, StoredResponse
+from sloguard.problems import send_problem
+
+logger = logging.getLogger("sloguard.idempotency")
+
+Principal = Callable[[Scope], str]
+"""Maps a request to the identity its keys are scoped to."""
+
+DEFAULT_METHODS = frozenset({"POST", "PATCH"})
+DEFAULT_REPLAY_HEADERS = ("Idempotent-Replayed", "X-Idempotent-Replay")
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+# Never stored: hop-by-hop headers (RFC 9110 section 7.6.1) describe one
+# connection, and a replayed Set-Cookie would hand one session's cookie to a retry.
+UNSTORED_HEADERS = frozenset(
+    {
+        b"set-cookie",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_IN_FLIGHT_RETRY_AFTER = (b"retry-after", b"1")
+
+
+class IdempotencyMiddleware:
+    """Pure ASGI middleware honouring ``Idempotency-Key`` on unsafe requests.
+
+    See README.md ("HTTP semantics") for what a client sees. Every option has a
+    default; ``IdempotencyMiddleware(app)`` keeps responses in a ``MemoryStore``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Store | None = None,
+        methods: Collection[str] = DEFAULT_METHODS,
+        paths: Collection[str] | None = None,
+        require_key: bool = False,
+        key_header: str = "Idempotency-Key",
+        replay_headers: Iterable[str] = DEFAULT_REPLAY_HEADERS,
+        principal: Principal | None = None,
+        lease_seconds: float = 60.0,
+        wait_seconds: float = 0.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        release_on_server_error: bool = True,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        if wait_seconds < 0:
+            raise ConfigurationError(f"wait_seconds must not be negative, got {wait_seconds!r}")
+        if max_body_bytes < 0:
+            raise ConfigurationError(f"max_body_bytes must not be negative, got {max_body_bytes!r}")
+        self.app = app
+        self.store: Store = store if store is not None else MemoryStore()
+        self.methods = frozenset(method.upper() for method in methods)
+        self.paths = tuple(paths) if paths is not None else None
+        self.require_key = require_key
+        self.key_header = key_header
+        self.lease_seconds = lease_seconds
+        self.wait_seconds = wait_seconds
+        self.max_body_bytes = max_body_bytes
+        self.release_on_server_error = release_on_server_error
+        self._principal = principal
+        self._key_header = key_header.lower().encode("latin-1")
+        self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in self.methods
+            or (self.paths is not None and not scope["path"].startswith(self.paths))
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        raw_key: bytes | None = None
+        authorization = b""
+        key_header = self._key_header
+        for name, value in scope["headers"]:
+            if name == key_header:
+                if raw_key is not None:
+                    await _bad_key(send, self.key_header, "the header must be sent once")
+                    return
+                raw_key = value
+            elif name == b"authorization":
+                authorization = value
+        if raw_key is None:
+            if self.require_key:
+                await send_problem(
+                    send,
+                    400,
+                    "idempotency_key_missing",
+                    "Idempotency key required",
+                    f"{scope['method']} {scope['path']} requires an {self.key_header} header.",
+                )
+                return
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = parse_idempotency_key(raw_key)
+        except InvalidIdempotencyKey as exc:
+            await _bad_key(send, self.key_header, str(exc))
+            return
+
+        principal = (
+            self._principal(scope)
+            if self._principal is not None
+            else principal_of_authorization(authorization)
+        )
+        method: str = scope["method"]
+        path: str = scope["path"]
+        store_key = scoped_key(principal, method, path, key)
+
+        messages, fingerprint = await _read_request(receive, method, path, scope["query_string"])
+        if messages is None:
+            return  # the client left before its request was complete: nothing to run
+        claim = await self._claim(store_key, fingerprint)
+
+        if claim.fingerprint != fingerprint:
+            await send_problem(
+                send,
+                422,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                f"This {self.key_header} was already used for a different request "
+                "(other method, path, query or body).",
+            )
+            return
+        if claim.status is ClaimStatus.COMPLETED:
+            assert claim.response is not None
+            await self._replay(claim.response, send)
+            return
+        if claim.status is ClaimStatus.IN_FLIGHT:
+            await send_problem(
+                send,
+                409,
+                "idempotency_request_in_flight",
+                "Request in progress",
+                f"A request with this {self.key_header} is still being processed; "
+                "retry later to receive its response.",
+                headers=(_IN_FLIGHT_RETRY_AFTER,),
+            )
+            return
+
+        recorder = _ResponseRecorder(self, send, store_key, claim.token, fingerprint)
+        try:
+            await self.app(scope, _replaying(messages, receive), recorder.send)
+        except BaseException:
+            if not recorder.finished:
+                await self._release_quietly(store_key, claim.token)
+            raise
+        if not recorder.finished:
+            # The app returned without completing a response: nothing to replay.
+            await self._release_quietly(store_key, claim.token)
+
+    async def _claim(self, store_key: str, fingerprint: bytes) -> Claim:
+        claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+        if claim.status is not ClaimStatus.IN_FLIGHT or self.wait_seconds <= 0:
+            return claim
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_seconds
+        while claim.status is ClaimStatus.IN_FLIGHT and claim.fingerprint == fingerprint:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self.store.wait(store_key)
+            claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+        return claim
+
+    async def _replay(self, response: StoredResponse, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [*response.headers, *self._replay_headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _release_quietly(self, store_key: str, token: int) -> None:
+        try:
+            await self.store.release(store_key, token)
+        except Exception:
+            # The lease expires on its own; a failed release must not mask the app's outcome.
+            logger.warning("could not release idempotency key %r", store_key, exc_info=True)
+
+
+class _ResponseRecorder:
+    """Per-request: passes the response through and keeps a copy to store."""
+
+    __slots__ = (
+        "_chunks",
+        "_fingerprint",
+        "_headers",
+        "_middleware",
+        "_send",
+        "_size",
+        "_status",
+        "_store_key",
+        "_token",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        middleware: IdempotencyMiddleware,
+        send: Send,
+        store_key: str,
+        token: int,
+        fingerprint: bytes,
+    ) -> None:
+        self._middleware = middleware
+        self._send = send
+        self._store_key = store_key
+        self._token = token
+        self._fingerprint = fingerprint
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+        self.finished = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._status = message["status"]
+            self._headers = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if name.lower() not in UNSTORED_HEADERS
+            ]
+        elif kind == "http.response.body":
+            chunks = self._chunks
+            if chunks is not None:
+                body: bytes = message.get("body", b"")
+                self._size += len(body)
+                if self._size > self._middleware.max_body_bytes:
+                    self._chunks = None  # too large to keep; the client still gets it all
+                elif body:
+                    chunks.append(body)
+            if not message.get("more_body", False):
+                self.finished = True
+                await self._finish()
+        await self._send(message)
+
+    async def _finish(self) -> None:
+        """Store (or release) before the last chunk leaves, so a client that has the
+        response and retries at once gets the replay rather than a 409."""
+        middleware = self._middleware
+        if self._chunks is None:
+            logger.info(
+                "response to idempotency key %r not stored: over %d bytes",
+                self._store_key,
+                middleware.max_body_bytes,
+            )
+            await middleware._release_quietly(self._store_key, self._token)
+            return
+        if self._status >= 500 and middleware.release_on_server_error:
+            await middleware._release_quietly(self._store_key, self._token)
+            return
+        response = StoredResponse(
+            self._fingerprint, self._status, tuple(self._headers), b"".join(self._chunks)
+        )
+        try:
+            await middleware.store.complete(self._store_key, self._token, response)
+        except Exception:
+            logger.warning("could not store response for %r", self._store_key, exc_info=True)
+
+
+async def _read_request(
+    receive: Receive, method: str, path: str, query: bytes
+) -> tuple[list[Message] | None, bytes]:
+    """Buffer the request body once and fingerprint the request.
+
+    Returns the messages as received (to hand on unchanged) and the fingerprint;
+    ``None`` for the messages when the client disconnected first.
+    """
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, b""
+        messages.append(message)
+        if not message.get("more_body", False):
+            break
+    body = [message.get("body", b"") for message in messages]
+    return messages, request_fingerprint(method, path, query, body)
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that yields the buffered messages, then defers to the real one."""
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        message = next(pending, None)
+        return message if message is not None else await receive()
+
+    return replay
+
+
+async def _bad_key(send: Send, key_header: str, reason: str) -> None:
+    await send_problem(
+        send,
+        400,
+        "idempotency_key_invalid",
+        "Invalid idempotency key",
+        f"{key_header}: {reason}. Send 1 to 255 printable ASCII characters, "
+        'as a bare value (abc) or a quoted string ("abc").',
+    )

@@ -1,0 +1,88 @@
+"""The storage contract behind IdempotencyMiddleware, and the records it keeps.
+
+A store knows four things about a scoped key: nothing (the first request may
+claim it), an in-flight claim (a lease with a fencing token and an expiry), or
+a completed response. ``claim`` folds "look up" and "claim if free" into one
+atomic operation so that a networked store answers a replay in one round trip
+and a miss in two (claim, then complete).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A completed response, kept whole so that a replay is byte for byte."""
+
+    fingerprint: bytes
+    status: int
+    headers: Headers
+    body: bytes
+    nbytes: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Approximate memory held: payload bytes plus a flat per-object overhead.
+        size = 256 + len(self.fingerprint) + len(self.body)
+        for name, value in self.headers:
+            size += len(name) + len(value) + 64
+        object.__setattr__(self, "nbytes", size)
+
+
+class ClaimStatus(enum.Enum):
+    CLAIMED = "claimed"
+    """The caller now holds the lease and must ``complete`` or ``release`` it."""
+    IN_FLIGHT = "in_flight"
+    """Another request holds an unexpired lease on the key."""
+    COMPLETED = "completed"
+    """A response is stored under the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to :meth:`Store.claim`."""
+
+    status: ClaimStatus
+    token: int = 0
+    """The fencing token of the lease; meaningful when ``CLAIMED``."""
+    fingerprint: bytes = b""
+    """The fingerprint of the request holding or having completed the key."""
+    response: StoredResponse | None = None
+    """The stored response; set when ``COMPLETED``."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where idempotency claims and completed responses live.
+
+    Implementations must make ``claim`` atomic: of any number of concurrent
+    claims on one free key, exactly one returns ``CLAIMED``.
+    """
+
+    async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        """Return the stored response, report an in-flight lease, or take a new lease.
+
+        An expired lease counts as free: the new claimant gets a new, larger token.
+        """
+        ...
+
+    async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
+        """Store ``response`` if ``token`` still holds the lease; False if it was taken over
+        or the response cannot be stored (too large for the store)."""
+        ...
+
+    async def release(self, key: str, token: int) -> None:
+        """Drop the lease if ``token`` still holds it, so that a retry runs again."""
+        ...
+
+    async def wait(self, key: str) -> None:
+        """Return once the lease on ``key`` has ended: completed, released or expired.
+
+        Callers bound the wait themselves (``asyncio.timeout``).
+        """
+        ...
