@@ -15,7 +15,6 @@ from sloguard.exceptions import InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255
 
-_PRINTABLE = frozenset(range(0x20, 0x7F))
 _SEPARATOR = b"\x1f"
 
 
@@ -30,9 +29,10 @@ def parse_idempotency_key(raw: bytes) -> str:
         raise InvalidIdempotencyKey(
             f"the key is {len(value)} characters long; at most {MAX_KEY_LENGTH} are allowed"
         )
-    if not _PRINTABLE.issuperset(value):
+    key = value.decode("latin-1")
+    if not (value.isascii() and key.isprintable()):
         raise InvalidIdempotencyKey("the key must consist of printable ASCII characters")
-    return value.decode("ascii")
+    return key
 
 
 def _unquote_sf_string(value: bytes) -> bytes:
@@ -65,28 +65,20 @@ def _unquote_sf_string(value: bytes) -> bytes:
     return bytes(out)
 
 
-def principal_of_authorization(authorization: bytes) -> str:
-    """The default principal: a digest of the ``Authorization`` header ("" when absent)."""
-    if not authorization:
-        return ""
-    return hashlib.blake2b(authorization, digest_size=16).hexdigest()
-
-
 def scoped_key(principal: str, method: str, path: str, key: str) -> str:
-    """The store key: one principal's key for one method and path, never another's."""
-    # Length prefixes make the encoding injective whatever the principal and path contain.
-    return f"{len(principal)}:{principal}|{method}|{len(path)}:{path}|{key}"
+    """The store key: one principal's key for one method and path, never another's.
+
+    Length prefixes make it injective whatever the principal and path contain.
+    It holds the principal (by default the ``Authorization`` header) in clear:
+    a store that keeps keys outside the process must digest them first.
+    """
+    return f"{len(principal)}:{principal}\x1f{method}\x1f{len(path)}:{path}\x1f{key}"
 
 
-def request_fingerprint(method: str, path: str, query: bytes, body: Iterable[bytes]) -> bytes:
-    """A digest of what makes two requests "the same": method, path, query and body."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(method.encode("ascii"))
-    digest.update(_SEPARATOR)
-    digest.update(path.encode("utf-8", "surrogateescape"))
-    digest.update(_SEPARATOR)
-    digest.update(query)
-    digest.update(_SEPARATOR)
+def request_fingerprint(query: bytes, body: Iterable[bytes]) -> bytes:
+    """A digest of what, beyond the scoped key's method and path, makes two requests
+    "the same": the query string and the body."""
+    digest = hashlib.blake2b(query + _SEPARATOR, digest_size=16)
     for chunk in body:
         digest.update(chunk)
     return digest.digest()

@@ -12,12 +12,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
 from sloguard.idempotency.keys import (
     parse_idempotency_key,
-    principal_of_authorization,
     request_fingerprint,
     scoped_key,
 )
 from sloguard.idempotency.memory import MemoryStore
-from sloguard.idempotency.store import Claim, ClaimStatus, Store, StoredResponse
+from sloguard.idempotency.store import Claim, ClaimStatus, Headers, Store, StoredResponse
 from sloguard.problems import send_problem
 
 logger = logging.getLogger("sloguard.idempotency")
@@ -129,19 +128,23 @@ class IdempotencyMiddleware:
             await _bad_key(send, self.key_header, str(exc))
             return
 
-        principal = (
-            self._principal(scope)
-            if self._principal is not None
-            else principal_of_authorization(authorization)
-        )
         method: str = scope["method"]
         path: str = scope["path"]
+        principal = (
+            authorization.decode("latin-1") if self._principal is None else self._principal(scope)
+        )
         store_key = scoped_key(principal, method, path, key)
 
-        messages, fingerprint = await _read_request(receive, method, path, scope["query_string"])
+        messages = await _read_request(receive)
         if messages is None:
             return  # the client left before its request was complete: nothing to run
-        claim = await self._claim(store_key, fingerprint)
+        fingerprint = request_fingerprint(
+            scope["query_string"], [m.get("body", b"") for m in messages]
+        )
+
+        claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+        if claim.status is ClaimStatus.IN_FLIGHT and self.wait_seconds > 0:
+            claim = await self._wait_for_lease(store_key, fingerprint, claim)
 
         if claim.fingerprint != fingerprint:
             await send_problem(
@@ -169,21 +172,19 @@ class IdempotencyMiddleware:
             )
             return
 
-        recorder = _ResponseRecorder(self, send, store_key, claim.token, fingerprint)
+        exchange = _Exchange(self, store_key, claim.token, fingerprint, messages, receive, send)
         try:
-            await self.app(scope, _replaying(messages, receive), recorder.send)
+            await self.app(scope, exchange.receive, exchange.send)
         except BaseException:
-            if not recorder.finished:
+            if not exchange.finished:
                 await self._release_quietly(store_key, claim.token)
             raise
-        if not recorder.finished:
+        if not exchange.finished:
             # The app returned without completing a response: nothing to replay.
             await self._release_quietly(store_key, claim.token)
 
-    async def _claim(self, store_key: str, fingerprint: bytes) -> Claim:
-        claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
-        if claim.status is not ClaimStatus.IN_FLIGHT or self.wait_seconds <= 0:
-            return claim
+    async def _wait_for_lease(self, store_key: str, fingerprint: bytes, claim: Claim) -> Claim:
+        """Wait (up to ``wait_seconds``) for an in-flight duplicate to finish, then claim again."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
         while claim.status is ClaimStatus.IN_FLIGHT and claim.fingerprint == fingerprint:
@@ -214,14 +215,17 @@ class IdempotencyMiddleware:
             logger.warning("could not release idempotency key %r", store_key, exc_info=True)
 
 
-class _ResponseRecorder:
-    """Per-request: passes the response through and keeps a copy to store."""
+class _Exchange:
+    """One claimed request: hands the buffered request to the app, passes its
+    response through and keeps a copy to store."""
 
     __slots__ = (
         "_chunks",
         "_fingerprint",
         "_headers",
         "_middleware",
+        "_pending",
+        "_receive",
         "_send",
         "_size",
         "_status",
@@ -233,32 +237,33 @@ class _ResponseRecorder:
     def __init__(
         self,
         middleware: IdempotencyMiddleware,
-        send: Send,
         store_key: str,
         token: int,
         fingerprint: bytes,
+        request_messages: list[Message],
+        receive: Receive,
+        send: Send,
     ) -> None:
         self._middleware = middleware
-        self._send = send
         self._store_key = store_key
         self._token = token
         self._fingerprint = fingerprint
+        self._pending = request_messages
+        self._receive = receive
+        self._send = send
         self._status = 0
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: Headers = ()
         self._chunks: list[bytes] | None = []
         self._size = 0
         self.finished = False
 
+    async def receive(self) -> Message:
+        if self._pending:
+            return self._pending.pop(0)
+        return await self._receive()
+
     async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self._status = message["status"]
-            self._headers = [
-                (name, value)
-                for name, value in message.get("headers", ())
-                if name.lower() not in UNSTORED_HEADERS
-            ]
-        elif kind == "http.response.body":
+        if message["type"] == "http.response.body":
             chunks = self._chunks
             if chunks is not None:
                 body: bytes = message.get("body", b"")
@@ -269,12 +274,19 @@ class _ResponseRecorder:
                     chunks.append(body)
             if not message.get("more_body", False):
                 self.finished = True
+                # Store before the last chunk leaves, so that a client that has the
+                # response and retries at once gets the replay rather than a 409.
                 await self._finish()
+        elif message["type"] == "http.response.start":
+            self._status = message["status"]
+            self._headers = tuple(
+                header
+                for header in message.get("headers", ())
+                if header[0].lower() not in UNSTORED_HEADERS
+            )
         await self._send(message)
 
     async def _finish(self) -> None:
-        """Store (or release) before the last chunk leaves, so a client that has the
-        response and retries at once gets the replay rather than a 409."""
         middleware = self._middleware
         if self._chunks is None:
             logger.info(
@@ -283,48 +295,28 @@ class _ResponseRecorder:
                 middleware.max_body_bytes,
             )
             await middleware._release_quietly(self._store_key, self._token)
-            return
-        if self._status >= 500 and middleware.release_on_server_error:
+        elif self._status >= 500 and middleware.release_on_server_error:
             await middleware._release_quietly(self._store_key, self._token)
-            return
-        response = StoredResponse(
-            self._fingerprint, self._status, tuple(self._headers), b"".join(self._chunks)
-        )
-        try:
-            await middleware.store.complete(self._store_key, self._token, response)
-        except Exception:
-            logger.warning("could not store response for %r", self._store_key, exc_info=True)
+        else:
+            body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            response = StoredResponse(self._fingerprint, self._status, self._headers, body)
+            try:
+                await middleware.store.complete(self._store_key, self._token, response)
+            except Exception:
+                logger.warning("could not store response for %r", self._store_key, exc_info=True)
 
 
-async def _read_request(
-    receive: Receive, method: str, path: str, query: bytes
-) -> tuple[list[Message] | None, bytes]:
-    """Buffer the request body once and fingerprint the request.
-
-    Returns the messages as received (to hand on unchanged) and the fingerprint;
-    ``None`` for the messages when the client disconnected first.
-    """
+async def _read_request(receive: Receive) -> list[Message] | None:
+    """Buffer the request body once, keeping the messages as received to hand on
+    unchanged; ``None`` when the client disconnected first."""
     messages: list[Message] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None, b""
+            return None
         messages.append(message)
         if not message.get("more_body", False):
-            break
-    body = [message.get("body", b"") for message in messages]
-    return messages, request_fingerprint(method, path, query, body)
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """A receive that yields the buffered messages, then defers to the real one."""
-    pending = iter(messages)
-
-    async def replay() -> Message:
-        message = next(pending, None)
-        return message if message is not None else await receive()
-
-    return replay
+            return messages
 
 
 async def _bad_key(send: Send, key_header: str, reason: str) -> None:

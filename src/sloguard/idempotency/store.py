@@ -1,37 +1,38 @@
 """The storage contract behind IdempotencyMiddleware, and the records it keeps.
 
-A store knows four things about a scoped key: nothing (the first request may
-claim it), an in-flight claim (a lease with a fencing token and an expiry), or
-a completed response. ``claim`` folds "look up" and "claim if free" into one
-atomic operation so that a networked store answers a replay in one round trip
-and a miss in two (claim, then complete).
+A store knows three states of a scoped key: free (the first request may claim
+it), in flight (a lease with a fencing token and an expiry) or completed (a
+stored response). ``claim`` folds "look up" and "claim if free" into one atomic
+operation, so that a networked store answers a replay in one round trip and a
+miss in two (claim, then complete).
+
+Records are named tuples: one is built on every request, and a tuple costs a
+fraction of a frozen dataclass.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
+class StoredResponse(NamedTuple):
     """A completed response, kept whole so that a replay is byte for byte."""
 
     fingerprint: bytes
     status: int
     headers: Headers
     body: bytes
-    nbytes: int = field(init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # Approximate memory held: payload bytes plus a flat per-object overhead.
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held: payload bytes plus a flat per-object overhead."""
         size = 256 + len(self.fingerprint) + len(self.body)
         for name, value in self.headers:
             size += len(name) + len(value) + 64
-        object.__setattr__(self, "nbytes", size)
+        return size
 
 
 class ClaimStatus(enum.Enum):
@@ -43,8 +44,7 @@ class ClaimStatus(enum.Enum):
     """A response is stored under the key."""
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     """The answer to :meth:`Store.claim`."""
 
     status: ClaimStatus

@@ -1,0 +1,200 @@
+"""Hot-path cost of sloguard's middleware, in-process (ASGI calls, no server).
+
+    pip install -e ".[bench]" && python benchmarks/hot_path.py
+
+Every variant serves the same JSON POST handler on plain Starlette. Variants are
+measured round-robin in the same run, so machine noise hits them alike; the
+table gives the median and p99 of per-request times and the ratio of medians
+to the bare app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message
+
+from sloguard import IdempotencyMiddleware, MemoryStore
+
+BODY = b'{"document": "report.docx", "format": "pdf", "pages": 12}'
+
+
+async def create_item(request: Request) -> JSONResponse:
+    data = await request.json()
+    return JSONResponse({"id": 1, **data}, status_code=201)
+
+
+def bare_app() -> Starlette:
+    return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
+
+
+def scope_for(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/items",
+        "raw_path": b"/items",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(BODY)).encode()),
+            (b"authorization", b"Bearer bench-token"),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+KeyMaker = Callable[[], list[tuple[bytes, bytes]]]
+
+
+@dataclass
+class Variant:
+    name: str
+    app: ASGIApp
+    headers: KeyMaker
+    expect_status: int = 201
+    samples: list[float] = field(default_factory=list)
+
+
+def no_key() -> list[tuple[bytes, bytes]]:
+    return []
+
+
+def fresh_keys(name: bytes) -> KeyMaker:
+    counter = itertools.count()
+    return lambda: [(b"idempotency-key", b"%s-%d" % (name, next(counter)))]
+
+
+def same_key() -> list[tuple[bytes, bytes]]:
+    return [(b"idempotency-key", b"replayed-key")]
+
+
+async def request_once(variant: Variant) -> float:
+    scope = scope_for(variant.headers())
+    request: Message = {"type": "http.request", "body": BODY, "more_body": False}
+    status = 0
+
+    async def receive() -> Message:
+        return request
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    start = time.perf_counter_ns()
+    await variant.app(scope, receive, send)
+    elapsed = time.perf_counter_ns() - start
+    if status != variant.expect_status:
+        raise RuntimeError(f"{variant.name}: status {status}, expected {variant.expect_status}")
+    return elapsed / 1000
+
+
+def variants() -> list[Variant]:
+    found = [
+        Variant("bare Starlette app", bare_app(), no_key),
+        Variant("IdempotencyMiddleware, no key", IdempotencyMiddleware(bare_app()), no_key),
+        Variant(
+            "IdempotencyMiddleware, miss (fresh key)",
+            IdempotencyMiddleware(bare_app(), store=MemoryStore()),
+            fresh_keys(b"miss"),
+        ),
+        Variant(
+            "IdempotencyMiddleware, replay",
+            IdempotencyMiddleware(bare_app(), store=MemoryStore()),
+            same_key,
+        ),
+    ]
+    try:
+        from idempotency_header_middleware import IdempotencyHeaderMiddleware
+        from idempotency_header_middleware.backends.memory import MemoryBackend
+    except ImportError:
+        print("asgi-idempotency-header not installed: pip install -e '.[bench]' to compare\n")
+        return found
+    found += [
+        Variant(
+            "peer asgi-idempotency-header, miss",
+            IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend()),
+            fresh_keys(b"peer"),
+        ),
+        Variant(
+            "peer asgi-idempotency-header, replay",
+            IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend()),
+            same_key,
+        ),
+    ]
+    return found
+
+
+async def measure(rounds: int, per_round: int, warmup: int) -> list[Variant]:
+    measured = variants()
+    for variant in measured:
+        for _ in range(warmup):
+            await request_once(variant)
+    gc.collect()
+    for _ in range(rounds):
+        for variant in measured:
+            variant.samples.extend([await request_once(variant) for _ in range(per_round)])
+    return measured
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(measured: list[Variant]) -> None:
+    bare = statistics.median(measured[0].samples)
+    medians = {v.name: statistics.median(v.samples) for v in measured}
+    width = max(len(v.name) for v in measured)
+    print(f"{'variant':<{width}}  {'median µs':>9}  {'p99 µs':>8}  {'x bare':>6}  {'added µs':>8}")
+    for variant in measured:
+        median = medians[variant.name]
+        print(
+            f"{variant.name:<{width}}  {median:9.2f}  {percentile(variant.samples, 0.99):8.2f}"
+            f"  {median / bare:6.2f}  {median - bare:8.2f}"
+        )
+    ours = medians["IdempotencyMiddleware, miss (fresh key)"]
+    peer = medians.get("peer asgi-idempotency-header, miss")
+    print(f"\nsamples per variant: {len(measured[0].samples)}")
+    print(f"miss / bare: {ours / bare:.2f} (target <= 1.5)")
+    print(f"replay / bare: {medians['IdempotencyMiddleware, replay'] / bare:.2f} (target <= 0.5)")
+    print(f"no key / bare: {medians['IdempotencyMiddleware, no key'] / bare:.2f} (target <= 1.05)")
+    if peer is not None:
+        print(f"miss / peer miss: {ours / peer:.2f}")
+        print(
+            f"added cost of a miss, ours / peer's: {(ours - bare) / (peer - bare):.2f}"
+            " (target <= 0.4)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--per-round", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=500)
+    args = parser.parse_args()
+    report(asyncio.run(measure(args.rounds, args.per_round, args.warmup)))
+
+
+if __name__ == "__main__":
+    main()

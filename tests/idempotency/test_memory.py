@@ -1,0 +1,200 @@
+"""MemoryStore: the Store contract, and its three bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sloguard import ConfigurationError, MemoryStore, Store
+from sloguard._clock import ManualClock
+from sloguard.idempotency import ClaimStatus, StoredResponse
+
+FP = b"fingerprint-1"
+
+
+def response(body: bytes = b"{}", status: int = 200, fingerprint: bytes = FP) -> StoredResponse:
+    return StoredResponse(fingerprint, status, ((b"content-type", b"application/json"),), body)
+
+
+async def claimed(store: MemoryStore, key: str, fingerprint: bytes = FP) -> int:
+    claim = await store.claim(key, fingerprint, 60)
+    assert claim.status is ClaimStatus.CLAIMED
+    return claim.token
+
+
+def test_memory_store_implements_the_store_protocol() -> None:
+    assert isinstance(MemoryStore(), Store)
+
+
+async def test_claim_complete_then_claim_returns_the_response(store: MemoryStore) -> None:
+    token = await claimed(store, "k")
+    stored = response(b'{"ok":1}')
+    assert await store.complete("k", token, stored)
+
+    claim = await store.claim("k", b"other", 60)
+    assert claim.status is ClaimStatus.COMPLETED
+    assert claim.response == stored
+    assert claim.fingerprint == FP
+    assert len(store) == 1
+
+
+async def test_a_second_claim_sees_the_lease_in_flight(store: MemoryStore) -> None:
+    await claimed(store, "k")
+    claim = await store.claim("k", b"fp-2", 60)
+    assert claim.status is ClaimStatus.IN_FLIGHT
+    assert claim.fingerprint == FP
+    assert store.in_flight == 1
+
+
+async def test_release_frees_the_key_and_only_for_its_own_token(store: MemoryStore) -> None:
+    token = await claimed(store, "k")
+    await store.release("k", token + 1)
+    assert (await store.claim("k", FP, 60)).status is ClaimStatus.IN_FLIGHT
+    await store.release("k", token)
+    assert (await store.claim("k", FP, 60)).status is ClaimStatus.CLAIMED
+
+
+async def test_an_expired_lease_is_taken_over_with_a_larger_token(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    old = await claimed(store, "k")
+    clock.advance(61)
+    new = await claimed(store, "k")
+    assert new > old
+
+    assert not await store.complete("k", old, response(b"stale"))
+    await store.release("k", old)  # the stale holder cannot free the new lease either
+    assert (await store.claim("k", FP, 60)).status is ClaimStatus.IN_FLIGHT
+    assert await store.complete("k", new, response(b"fresh"))
+    claim = await store.claim("k", FP, 60)
+    assert claim.response is not None
+    assert claim.response.body == b"fresh"
+
+
+async def test_an_expired_lease_nobody_took_over_may_still_complete(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    token = await claimed(store, "k")
+    clock.advance(600)
+    assert await store.complete("k", token, response())
+
+
+async def test_responses_expire_after_the_ttl(clock: ManualClock) -> None:
+    store = MemoryStore(ttl_seconds=10, clock=clock)
+    await store.complete("k", await claimed(store, "k"), response())
+    clock.advance(9.9)
+    assert (await store.claim("k", FP, 60)).status is ClaimStatus.COMPLETED
+    clock.advance(0.2)
+    assert (await store.claim("k", FP, 60)).status is ClaimStatus.CLAIMED
+    assert len(store) == 0
+
+
+async def test_max_entries_evicts_the_least_recently_used(clock: ManualClock) -> None:
+    store = MemoryStore(max_entries=3, clock=clock)
+    for key in "abc":
+        await store.complete(key, await claimed(store, key), response())
+    await store.claim("a", FP, 60)  # touch a: b is now least recently used
+    await store.complete("d", await claimed(store, "d"), response())
+
+    assert len(store) == 3
+    assert (await store.claim("b", FP, 60)).status is ClaimStatus.CLAIMED
+    for key in "acd":
+        assert (await store.claim(key, FP, 60)).status is ClaimStatus.COMPLETED
+
+
+async def test_max_bytes_evicts_until_the_total_fits(clock: ManualClock) -> None:
+    one = response(b"x" * 1000)
+    store = MemoryStore(max_bytes=3 * one.nbytes + 10, clock=clock)
+    for key in "abcd":
+        await store.complete(key, await claimed(store, key), response(b"x" * 1000))
+
+    assert len(store) == 3
+    assert store.nbytes <= store.max_bytes
+    assert store.nbytes == 3 * one.nbytes
+    assert (await store.claim("a", FP, 60)).status is ClaimStatus.CLAIMED
+
+
+async def test_a_response_larger_than_the_store_is_not_stored(clock: ManualClock) -> None:
+    store = MemoryStore(max_bytes=500, clock=clock)
+    await store.complete("small", await claimed(store, "small"), response(b"s"))
+    token = await claimed(store, "huge")
+
+    assert not await store.complete("huge", token, response(b"x" * 1000))
+    assert (await store.claim("huge", FP, 60)).status is ClaimStatus.CLAIMED
+    assert (await store.claim("small", FP, 60)).status is ClaimStatus.COMPLETED
+
+
+async def test_nbytes_counts_headers_and_body() -> None:
+    small = StoredResponse(FP, 200, (), b"")
+    big = StoredResponse(FP, 200, ((b"x-a", b"1" * 100),), b"b" * 100)
+    assert big.nbytes - small.nbytes >= 203
+
+
+async def test_wait_returns_when_the_lease_ends(store: MemoryStore) -> None:
+    token = await claimed(store, "k")
+    waiter = asyncio.create_task(store.wait("k"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await store.complete("k", token, response())
+    await asyncio.wait_for(waiter, timeout=5)
+
+
+async def test_wait_returns_at_once_when_there_is_no_live_lease(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    await store.wait("nothing")
+    await claimed(store, "k")
+    clock.advance(61)
+    await store.wait("k")
+
+
+async def test_expired_leases_are_swept_so_abandoned_claims_cannot_pile_up(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    for i in range(1500):
+        await claimed(store, f"k{i}")
+        clock.advance(1)
+    # Only leases taken in the last 59 seconds are alive; the sweep dropped most of the rest.
+    assert store.in_flight == 59
+    assert len(store._leases) < 1100
+
+
+async def test_clear_forgets_everything(store: MemoryStore) -> None:
+    await store.complete("a", await claimed(store, "a"), response())
+    await claimed(store, "b")
+    store.clear()
+    assert len(store) == 0
+    assert store.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"ttl_seconds": 0}, {"max_entries": 0}, {"max_bytes": 0}],
+)
+def test_bad_bounds_are_rejected(options: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        MemoryStore(**options)  # type: ignore[arg-type]
+
+
+async def test_expired_responses_release_their_memory_as_new_ones_arrive(
+    clock: ManualClock,
+) -> None:
+    store = MemoryStore(ttl_seconds=10, clock=clock)
+    for i in range(100):
+        await store.complete(f"old{i}", await claimed(store, f"old{i}"), response(b"x" * 100))
+    held = store.nbytes
+    clock.advance(11)
+    await store.complete("new", await claimed(store, "new"), response(b"x" * 100))
+
+    assert store._responses.currsize == held // 100  # only "new" is still held
+    assert len(store) == 1
+
+
+async def test_the_expiry_queue_stays_bounded_under_lru_eviction(clock: ManualClock) -> None:
+    store = MemoryStore(max_entries=10, clock=clock)
+    for i in range(20_000):
+        await store.complete(f"k{i}", await claimed(store, f"k{i}"), response())
+
+    assert len(store) == 10
+    assert len(store._expiries) <= 2 * 10 + 1024 + 1
