@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sloguard import ConfigurationError, IdempotencyMiddleware, MemoryStore
 from sloguard._clock import ManualClock
+from sloguard.idempotency import StoredResponse
 from tests.asgi import body_of, call, headers_of, http_scope
 from tests.idempotency.conftest import BIG_BODY, Factory, Handlers
 
@@ -620,3 +622,25 @@ async def _never() -> Message:
 
 async def _ignore(message: Message) -> None:
     raise AssertionError("send must not be called")
+
+
+class _FailingStore(MemoryStore):
+    async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
+        raise ConnectionError("store went away")
+
+    async def release(self, key: str, token: int) -> None:
+        raise ConnectionError("store went away")
+
+
+@pytest.mark.parametrize("path", ["/items", "/fail"], ids=["store", "release"])
+async def test_a_failing_store_write_is_logged_without_credentials_and_loses_no_response(
+    make_client: Factory, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    client = make_client(store=_FailingStore())
+    with caplog.at_level(logging.WARNING, logger="sloguard.idempotency"):
+        response = await client.post(path, headers={**KEY, "Authorization": "Bearer top-secret"})
+
+    assert response.status_code in (201, 503)
+    assert response.json()["n"] == 1
+    assert "order-42" in caplog.text
+    assert "top-secret" not in caplog.text

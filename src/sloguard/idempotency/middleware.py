@@ -172,16 +172,18 @@ class IdempotencyMiddleware:
             )
             return
 
-        exchange = _Exchange(self, store_key, claim.token, fingerprint, messages, receive, send)
+        exchange = _Exchange(
+            self, key, store_key, claim.token, fingerprint, messages, receive, send
+        )
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except BaseException:
             if not exchange.finished:
-                await self._release_quietly(store_key, claim.token)
+                await exchange.release()
             raise
         if not exchange.finished:
             # The app returned without completing a response: nothing to replay.
-            await self._release_quietly(store_key, claim.token)
+            await exchange.release()
 
     async def _wait_for_lease(self, store_key: str, fingerprint: bytes, claim: Claim) -> Claim:
         """Wait (up to ``wait_seconds``) for an in-flight duplicate to finish, then claim again."""
@@ -207,13 +209,6 @@ class IdempotencyMiddleware:
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _release_quietly(self, store_key: str, token: int) -> None:
-        try:
-            await self.store.release(store_key, token)
-        except Exception:
-            # The lease expires on its own; a failed release must not mask the app's outcome.
-            logger.warning("could not release idempotency key %r", store_key, exc_info=True)
-
 
 class _Exchange:
     """One claimed request: hands the buffered request to the app, passes its
@@ -223,6 +218,7 @@ class _Exchange:
         "_chunks",
         "_fingerprint",
         "_headers",
+        "_key",
         "_middleware",
         "_pending",
         "_receive",
@@ -237,6 +233,7 @@ class _Exchange:
     def __init__(
         self,
         middleware: IdempotencyMiddleware,
+        key: str,
         store_key: str,
         token: int,
         fingerprint: bytes,
@@ -245,6 +242,7 @@ class _Exchange:
         send: Send,
     ) -> None:
         self._middleware = middleware
+        self._key = key  # the client's key, for logs (the store key holds credentials)
         self._store_key = store_key
         self._token = token
         self._fingerprint = fingerprint
@@ -291,19 +289,27 @@ class _Exchange:
         if self._chunks is None:
             logger.info(
                 "response to idempotency key %r not stored: over %d bytes",
-                self._store_key,
+                self._key,
                 middleware.max_body_bytes,
             )
-            await middleware._release_quietly(self._store_key, self._token)
+            await self.release()
         elif self._status >= 500 and middleware.release_on_server_error:
-            await middleware._release_quietly(self._store_key, self._token)
+            await self.release()
         else:
             body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
             response = StoredResponse(self._fingerprint, self._status, self._headers, body)
             try:
                 await middleware.store.complete(self._store_key, self._token, response)
             except Exception:
-                logger.warning("could not store response for %r", self._store_key, exc_info=True)
+                logger.warning("could not store the response to key %r", self._key, exc_info=True)
+
+    async def release(self) -> None:
+        """Give the key up so that a retry runs the handler again."""
+        try:
+            await self._middleware.store.release(self._store_key, self._token)
+        except Exception:
+            # The lease expires on its own; a failed release must not mask the app's outcome.
+            logger.warning("could not release idempotency key %r", self._key, exc_info=True)
 
 
 async def _read_request(receive: Receive) -> list[Message] | None:
