@@ -440,6 +440,8 @@ async def test_set_cookie_and_hop_by_hop_headers_are_never_replayed() -> None:
     replay = await call(middleware, scope)
 
     assert headers_of(first) == headers
+    # The first client gets the response as the app streamed it, chunk by chunk.
+    assert [m["body"] for m in first if m["type"] == "http.response.body"] == [b"a", b"b"]
     assert headers_of(replay) == [
         (b"content-type", b"text/plain"),
         (b"x-kept", b"1"),
