@@ -3,6 +3,7 @@
 from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status, burn_rate
 from sloguard.slo.compliance import Metrics, check_compliance
 from sloguard.slo.loader import load_slo_dir, load_slo_file, parse_slo_text
+from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import (
     AvailabilityTarget,
     BudgetAlert,
@@ -32,7 +33,9 @@ __all__ = [
     "OutcomeCounter",
     "Priority",
     "SLOFile",
+    "SLOManager",
     "SLOSpec",
+    "SLOStatus",
     "SheddingConfig",
     "WindowSnapshot",
     "budget_status",
