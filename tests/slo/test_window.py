@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.slo import LatencyWindow
+from sloguard.slo import window as window_module
 from sloguard.slo.window import BucketClosed, latency_mapping
 
 QUANTILES = (0.50, 0.95, 0.99)
@@ -118,6 +119,9 @@ def test_closed_buckets_are_reported_once_with_their_start() -> None:
     assert window.open_bucket() == (0.0, 0, 0)
     window.snapshot(40.0)
     assert len(closed) == 2
+    window.add(0.1, True, 41.0)
+    assert window.snapshot(41.0).requests == 1
+    assert window_module._NO_SKETCH.count == 0  # the idle placeholder is never written
 
 
 def test_memory_is_bounded_without_reads() -> None:

@@ -9,10 +9,10 @@ errors (SRE workbook, chapter 5):
 - budget consumed (over the month) = ``e / (n * b)``; 1.0 means exhausted.
 
 Outcome counts are kept at three resolutions so that memory stays bounded:
-1-minute slots for an hour (the 5 m and 1 h burn rates), 5-minute slots for
-six hours (6 h) and 6-hour slots for 30 days (the month). They are fed once
-per closed window bucket, not per request. The counts live in this process
-only: after a restart the month starts again.
+1-minute slots for five minutes (the 5 m burn rate), 5-minute slots for six
+hours (1 h and 6 h) and 6-hour slots for 30 days (the month), 16 bytes a
+slot. They are fed once per closed window bucket, not per request. The counts
+live in this process only: after a restart the month starts again.
 """
 
 from __future__ import annotations
@@ -74,25 +74,25 @@ class _CountRing:
 
 
 class OutcomeCounter:
-    """Rolling request and error counts of one capability, up to 30 days back (~4 KB)."""
+    """Rolling request and error counts of one capability, up to 30 days back (~3.5 KB)."""
 
-    __slots__ = ("_hour", "_month", "_six_hours")
+    __slots__ = ("_minutes", "_month", "_six_hours")
 
     def __init__(self) -> None:
-        self._hour = _CountRing(60.0, 60)
+        self._minutes = _CountRing(60.0, 5)
         self._six_hours = _CountRing(300.0, 72)
         self._month = _CountRing(21_600.0, 120)
 
     def add(self, at: float, requests: int, errors: int) -> None:
         """Count ``requests`` (of which ``errors`` failed) that happened at ``at``."""
-        self._hour.add(at, requests, errors)
+        self._minutes.add(at, requests, errors)
         self._six_hours.add(at, requests, errors)
         self._month.add(at, requests, errors)
 
     def totals(self, now: float, span: float) -> tuple[int, int]:
         """Requests and errors over about the last ``span`` seconds (to the slot width)."""
-        if span <= 3_600.0:
-            return self._hour.totals(now, span)
+        if span <= 300.0:
+            return self._minutes.totals(now, span)
         if span <= 21_600.0:
             return self._six_hours.totals(now, span)
         return self._month.totals(now, span)

@@ -209,7 +209,8 @@ class SLOManager:
     def record(self, capability: str, *, latency_s: float, ok: bool = True) -> None:
         """Count one request of ``capability``: its latency in seconds and whether it succeeded.
 
-        A capability with no SLO file is ignored.
+        A capability with no SLO file is ignored. ``latency_s`` must be finite
+        (a difference of two clock readings is).
         """
         window = self._windows.get(capability)
         if window is None:

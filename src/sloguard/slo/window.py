@@ -15,7 +15,6 @@ window, and windows of several replicas can be merged too.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ BucketClosed = Callable[[float, int, int], None]
 """Called with ``(bucket_start_s, requests, errors)`` when a bucket stops being written."""
 
 _NO_BUCKET = -math.inf
+_CHUNK = 32
 
 
 def latency_mapping(relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> LogarithmicMapping:
@@ -38,7 +38,12 @@ def latency_mapping(relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> Log
 
 def new_sketch(mapping: LogarithmicMapping) -> BaseDDSketch:
     """An empty DDSketch on ``mapping``; sharing the mapping saves an object per sketch."""
-    return BaseDDSketch(mapping, DenseStore(), DenseStore(), 0.0)
+    # Bins grow 32 at a time, not 128: a bucket with few requests holds ~0.9 KB, not ~1.7 KB.
+    return BaseDDSketch(mapping, DenseStore(_CHUNK), DenseStore(_CHUNK), 0.0)
+
+
+# Stands in while no bucket is open; never written, since add() opens a bucket first.
+_NO_SKETCH = new_sketch(latency_mapping())
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +105,11 @@ class LatencyWindow:
         self._n = buckets
         self._on_close = on_close
         self._epoch = _NO_BUCKET
-        self._sketch = new_sketch(mapping)
+        self._sketch = _NO_SKETCH
         self._requests = 0
         self._errors = 0
-        self._closed: deque[tuple[float, BaseDDSketch, int, int]] = deque()
+        # A list, not a deque: it holds at most `buckets` entries, and an empty deque is ~600 B.
+        self._closed: list[tuple[float, BaseDDSketch, int, int]] = []
         self._merged: BaseDDSketch | None = None
         self._merged_epoch = _NO_BUCKET
         self._merged_requests = 0
@@ -169,23 +175,21 @@ class LatencyWindow:
         if self._requests:
             closed = self._closed
             closed.append((self._epoch, self._sketch, self._requests, self._errors))
-            while closed[0][0] <= self._epoch - self._n:
-                closed.popleft()  # keeps at most `buckets` closed buckets, read or not
+            if closed[0][0] <= self._epoch - self._n:
+                self._drop_older_than(self._epoch - self._n)
             if self._on_close is not None:
                 self._on_close(self._epoch * self._width, self._requests, self._errors)
         self._epoch = _NO_BUCKET
+        self._sketch = _NO_SKETCH
         self._requests = 0
         self._errors = 0
         self._merged_epoch = _NO_BUCKET
 
     def _merge_closed(self, epoch: float) -> None:
-        closed = self._closed
-        oldest = epoch - self._n  # buckets at or before this one have left the window
-        while closed and closed[0][0] <= oldest:
-            closed.popleft()
+        self._drop_older_than(epoch - self._n)
         merged = new_sketch(self._mapping)
         requests = errors = 0
-        for _, sketch, bucket_requests, bucket_errors in closed:
+        for _, sketch, bucket_requests, bucket_errors in self._closed:
             merged.merge(sketch)
             requests += bucket_requests
             errors += bucket_errors
@@ -193,3 +197,11 @@ class LatencyWindow:
         self._merged_requests = requests
         self._merged_errors = errors
         self._merged_epoch = epoch
+
+    def _drop_older_than(self, oldest: float) -> None:
+        """Forget closed buckets at or before epoch ``oldest``: they have left the window."""
+        closed = self._closed
+        stale = 0
+        while stale < len(closed) and closed[stale][0] <= oldest:
+            stale += 1
+        del closed[:stale]
