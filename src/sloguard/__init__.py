@@ -3,8 +3,14 @@
 Idempotency keys, per-capability SLOs and priority load shedding for any ASGI app.
 """
 
-from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey, SloguardError
+from sloguard.exceptions import (
+    ConfigurationError,
+    InvalidIdempotencyKey,
+    SLOFileError,
+    SloguardError,
+)
 from sloguard.idempotency import IdempotencyMiddleware, MemoryStore, Store
+from sloguard.slo import SLOFile, SLOManager, SLOStatus
 
 __version__ = "0.1.0"
 
@@ -13,6 +19,10 @@ __all__ = [
     "IdempotencyMiddleware",
     "InvalidIdempotencyKey",
     "MemoryStore",
+    "SLOFile",
+    "SLOFileError",
+    "SLOManager",
+    "SLOStatus",
     "SloguardError",
     "Store",
     "__version__",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SloguardError(Exception):
     """Base class of sloguard's own errors."""
@@ -13,3 +15,29 @@ class ConfigurationError(SloguardError, ValueError):
 
 class InvalidIdempotencyKey(SloguardError, ValueError):
     """The ``Idempotency-Key`` header is not a valid key; answered with 400."""
+
+
+class SLOFileError(ConfigurationError):
+    """An SLO file could not be loaded: unreadable, not YAML, or invalid.
+
+    ``problems`` pairs a field path (``slo.latency.p95_ms``; empty when the file
+    as a whole is at fault) with what is wrong there. ``str()`` gives one line per
+    problem, each starting with the file's path.
+    """
+
+    def __init__(self, path: Path, problems: tuple[tuple[str, str], ...]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
+
+    def __reduce__(self) -> tuple[type[SLOFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
+        return type(self), (self.path, self.problems)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The offending field paths, in the order reported."""
+        return tuple(field for field, _ in self.problems)
+
+
+def _problem_line(path: str, field: str, message: str) -> str:
+    return f"{path}: {field}: {message}" if field else f"{path}: {message}"

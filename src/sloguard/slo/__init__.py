@@ -1,0 +1,47 @@
+"""Per-capability SLOs: YAML files, live latency windows, compliance and error budgets."""
+
+from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status, burn_rate
+from sloguard.slo.compliance import Metrics, check_compliance
+from sloguard.slo.loader import load_slo_dir, load_slo_file, parse_slo_text
+from sloguard.slo.manager import SLOManager, SLOStatus
+from sloguard.slo.schema import (
+    AvailabilityTarget,
+    BudgetAlert,
+    CapabilitySpec,
+    EnforcementSpec,
+    ErrorBudgetSpec,
+    LatencyTarget,
+    Metadata,
+    Priority,
+    SheddingConfig,
+    SLOFile,
+    SLOSpec,
+)
+from sloguard.slo.window import LatencyWindow, WindowSnapshot
+
+__all__ = [
+    "AvailabilityTarget",
+    "BudgetAlert",
+    "BudgetStatus",
+    "CapabilitySpec",
+    "EnforcementSpec",
+    "ErrorBudgetSpec",
+    "LatencyTarget",
+    "LatencyWindow",
+    "Metadata",
+    "Metrics",
+    "OutcomeCounter",
+    "Priority",
+    "SLOFile",
+    "SLOManager",
+    "SLOSpec",
+    "SLOStatus",
+    "SheddingConfig",
+    "WindowSnapshot",
+    "budget_status",
+    "burn_rate",
+    "check_compliance",
+    "load_slo_dir",
+    "load_slo_file",
+    "parse_slo_text",
+]

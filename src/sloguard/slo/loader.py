@@ -1,0 +1,160 @@
+"""Reading SLO files and directories into :class:`SLOFile` models, reporting what fails.
+
+Loading never stops at the first bad file: every error is collected as an
+:class:`SLOFileError` naming the file and the field, and every good file loads.
+This module is also what ``sloguard validate DIR`` reuses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sloguard.exceptions import ConfigurationError, SLOFileError
+from sloguard.slo.schema import SLOFile
+
+SLO_FILE_SUFFIXES = (".yml", ".yaml")
+
+# The C loader parses ~10x faster; 10,000 files should load in seconds.
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_slo_file(path: str | os.PathLike[str]) -> SLOFile:
+    """Read and validate one SLO file; raise :class:`SLOFileError` naming each bad field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SLOFileError(path, (("", f"cannot read file: {exc}"),)) from exc
+    return parse_slo_text(text, path)
+
+
+def parse_slo_text(text: str, path: Path) -> SLOFile:
+    """Validate the YAML ``text`` of an SLO file; ``path`` is only used in errors."""
+    try:
+        data = yaml.load(text, Loader=_YamlLoader)  # a safe loader: plain data only
+    except yaml.YAMLError as exc:
+        raise SLOFileError(path, (("", f"invalid YAML: {_one_line(exc)}"),)) from exc
+    if data is None:
+        raise SLOFileError(path, (("", "file is empty"),))
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SLOFileError(path, (("", f"expected a mapping at the top level, got {kind}"),))
+    try:
+        return SLOFile.model_validate(data)
+    except ValidationError as exc:
+        problems = tuple((_field_path(e["loc"]), _message(e["msg"])) for e in exc.errors())
+        raise SLOFileError(path, problems) from exc
+
+
+def slo_file_paths(directory: str | os.PathLike[str]) -> list[Path]:
+    """The SLO files of ``directory`` in name order: ``*.yml`` and ``*.yaml``, not hidden.
+
+    Raises :class:`ConfigurationError` naming the directory when it does not exist.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigurationError(f"SLO directory not found: {directory}")
+    # Dot-files are editor swap and backup files, never SLOs.
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix in SLO_FILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def load_slo_dir(
+    directory: str | os.PathLike[str],
+) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
+    """Load every SLO file of ``directory``; return the good ones by path, and the errors.
+
+    When two files claim one capability, the first in name order keeps it and
+    the other is reported with an error naming both files.
+    """
+    parsed, errors = read_slo_files(slo_file_paths(directory))
+    kept, duplicates = resolve_claims(parsed)
+    return kept, errors + duplicates
+
+
+def read_slo_files(paths: Iterable[Path]) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
+    """Load each path; return the valid files by path and one error per invalid file."""
+    loaded: dict[Path, SLOFile] = {}
+    errors: list[SLOFileError] = []
+    for path in paths:
+        try:
+            loaded[path] = load_slo_file(path)
+        except SLOFileError as exc:
+            errors.append(exc)
+    return loaded, errors
+
+
+def resolve_claims(
+    candidates: Mapping[Path, SLOFile],
+    *,
+    owners: Mapping[str, Path] | None = None,
+    fallbacks: Mapping[Path, SLOFile] | None = None,
+) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
+    """Give each capability to exactly one file; report the other claimants.
+
+    ``owners`` maps a capability to the file that held it before (a reload):
+    that file keeps it. Other claims go in path order, first come first served.
+    A file whose claim is refused falls back to its version in ``fallbacks``
+    (its last good version) when that capability is still free.
+    """
+    owners = owners or {}
+    fallbacks = fallbacks or {}
+    claimed: dict[str, Path] = {}
+    kept: dict[Path, SLOFile] = {}
+    errors: list[SLOFileError] = []
+    later: list[Path] = []
+    for path in sorted(candidates):
+        key = candidates[path].key
+        if owners.get(key) == path:
+            claimed[key] = path
+            kept[path] = candidates[path]
+        else:
+            later.append(path)
+    for path in later:
+        slo = candidates[path]
+        holder = claimed.get(slo.key)
+        if holder is None:
+            claimed[slo.key] = path
+            kept[path] = slo
+            continue
+        message = f"capability {slo.key} is already defined in {holder}"
+        errors.append(SLOFileError(path, (("capability", message),)))
+        previous = fallbacks.get(path)
+        if previous is not None and previous.key not in claimed:
+            claimed[previous.key] = path
+            kept[path] = previous
+    return kept, errors
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic ``loc`` as a field path: ``slo.error_budget.alerts[1].channel``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _message(msg: str) -> str:
+    # Our own validators' messages are complete sentences; pydantic's prefix adds nothing.
+    return msg.removeprefix("Value error, ")
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """``line 2, column 1: did not find expected ',' or '}' (while parsing a flow mapping)``."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        return f"{text} ({exc.context})" if exc.context else text
+    return " ".join(str(exc).split())

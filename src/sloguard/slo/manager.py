@@ -1,0 +1,299 @@
+"""SLOManager: the SLO files of a directory, and a live window per capability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sloguard._clock import Clock, monotonic
+from sloguard.exceptions import ConfigurationError, SLOFileError
+from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status
+from sloguard.slo.compliance import Metrics
+from sloguard.slo.compliance import check_compliance as _check_compliance
+from sloguard.slo.loader import read_slo_files, resolve_claims, slo_file_paths
+from sloguard.slo.schema import SLOFile
+from sloguard.slo.window import (
+    DEFAULT_RELATIVE_ACCURACY,
+    LatencyWindow,
+    WindowSnapshot,
+    latency_mapping,
+)
+
+logger = logging.getLogger("sloguard.slo")
+
+_EMPTY = WindowSnapshot(requests=0, errors=0, p50_s=None, p95_s=None, p99_s=None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What reading the directory found, before it is installed."""
+
+    files: dict[Path, SLOFile]
+    errors: list[SLOFileError]
+    signature: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SLOStatus:
+    """The live state of one capability: its window, its compliance, its error budget."""
+
+    capability: str
+    p50_ms: float | None
+    """Latency percentiles over the window, in milliseconds; None with no requests."""
+    p95_ms: float | None
+    p99_ms: float | None
+    availability: float | None
+    """Fraction of the window's requests that succeeded; None with no requests."""
+    requests: int
+    errors: int
+    compliant: bool
+    violations: tuple[str, ...]
+    shedding: bool
+    """Whether the admission policy is refusing some priorities of this capability."""
+    window_seconds: float
+    budget: BudgetStatus
+
+
+class SLOManager:
+    """Loads the SLO files of a directory and keeps a live window per capability.
+
+    ``record`` is called by the middleware once per request; ``status`` merges
+    the window on demand. Per-capability state is allocated on the first
+    ``record``, so loaded but idle capabilities cost only their model.
+    Everything runs on the caller's thread without locks: call ``record`` from
+    one event loop (or one thread) at a time.
+    """
+
+    def __init__(
+        self,
+        slo_dir: str | os.PathLike[str] | None = None,
+        *,
+        window_seconds: float = 60.0,
+        buckets: int = 12,
+        relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY,
+        clock: Clock = monotonic,
+    ) -> None:
+        if window_seconds <= 0:
+            raise ConfigurationError(f"window_seconds must be positive, got {window_seconds!r}")
+        if buckets < 1:
+            raise ConfigurationError(f"buckets must be at least 1, got {buckets!r}")
+        if not 0 < relative_accuracy < 1:
+            raise ConfigurationError(
+                f"relative_accuracy must be between 0 and 1, got {relative_accuracy!r}"
+            )
+        self.window_seconds = window_seconds
+        self.buckets = buckets
+        self._clock = clock
+        self._mapping = latency_mapping(relative_accuracy)
+        self._dir = Path(slo_dir) if slo_dir is not None else None
+        self._slos: dict[str, SLOFile] = {}
+        self._files: dict[Path, SLOFile] = {}
+        self._owners: dict[str, Path] = {}
+        self._errors: list[SLOFileError] = []
+        self._windows: dict[str, LatencyWindow] = {}
+        self._counters: dict[str, OutcomeCounter] = {}
+        self._shedding: set[str] = set()
+        self._signature: tuple[tuple[str, int, int], ...] = ()
+        if self._dir is not None:
+            self.reload()
+
+    # -- files ----------------------------------------------------------------
+
+    @property
+    def slo_dir(self) -> Path | None:
+        """The directory the SLO files are read from."""
+        return self._dir
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """The loaded capability keys (``verb:name``), sorted."""
+        return tuple(sorted(self._slos))
+
+    @property
+    def errors(self) -> list[SLOFileError]:
+        """The files that failed at the last load, one error each, naming file and fields."""
+        return list(self._errors)
+
+    def get_slo(self, capability: str) -> SLOFile | None:
+        """The SLO of ``capability`` (``verb:name``), or None if no file defines it."""
+        return self._slos.get(capability)
+
+    def reload(self) -> None:
+        """Re-read the directory.
+
+        New and changed files take effect; deleted files drop their capability.
+        A file that no longer loads keeps the last good version of its
+        capability, and is listed in :attr:`errors`. Raises
+        :class:`ConfigurationError` if the directory is gone (nothing changes).
+        """
+        if self._dir is not None:
+            self._apply(self._scan(self._dir))
+
+    def reload_if_changed(self) -> bool:
+        """Reload if a file was added, removed or modified (by size or mtime); say if it did."""
+        scan = self._scan_if_changed()
+        if scan is not None:
+            self._apply(scan)
+        return scan is not None
+
+    async def poll(self) -> bool:
+        """Like :meth:`reload_if_changed`, reading the files in a worker thread.
+
+        The new files are installed back on the event loop, so ``record`` never
+        sees a half-applied reload and the loop never blocks on disk.
+        """
+        scan = await asyncio.to_thread(self._scan_if_changed)
+        if scan is not None:
+            self._apply(scan)
+        return scan is not None
+
+    async def watch(self, interval_s: float = 2.0) -> None:
+        """Run :meth:`poll` every ``interval_s`` seconds, forever; start it as a task.
+
+        Errors are logged, never raised: a bad edit or a missing directory does
+        not stop the watch.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.poll()
+            except (ConfigurationError, OSError) as exc:
+                logger.error("SLO reload failed: %s", exc)
+
+    def _scan_if_changed(self) -> _Scan | None:
+        if self._dir is None:
+            return None
+        paths = slo_file_paths(self._dir)
+        if _signature(paths) == self._signature:
+            return None
+        return self._scan(self._dir, paths)
+
+    @staticmethod
+    def _scan(directory: Path, paths: list[Path] | None = None) -> _Scan:
+        """Read the files: I/O only, safe in a worker thread."""
+        if paths is None:
+            paths = slo_file_paths(directory)
+        # Taken before reading, so an edit made during the read is seen next time.
+        signature = _signature(paths)
+        fresh, errors = read_slo_files(paths)
+        return _Scan(fresh, errors, signature)
+
+    def _apply(self, scan: _Scan) -> None:
+        """Install a scan: keep last good versions, settle duplicates, drop gone state."""
+        errors = list(scan.errors)
+        kept_last_good = {e.path: self._files[e.path] for e in errors if e.path in self._files}
+        files, duplicates = resolve_claims(
+            {**scan.files, **kept_last_good}, owners=self._owners, fallbacks=self._files
+        )
+        errors += duplicates
+        for error in errors:
+            logger.warning("invalid SLO file: %s", error)
+            previous = files.get(error.path)
+            if previous is not None:
+                logger.warning("%s: keeping the last good version of %s", error.path, previous.key)
+        self._files = files
+        self._slos = {slo.key: slo for slo in files.values()}
+        self._owners = {slo.key: path for path, slo in files.items()}
+        self._errors = errors
+        self._signature = scan.signature
+        for gone in self._windows.keys() - self._slos.keys():
+            del self._windows[gone]
+            del self._counters[gone]
+        self._shedding.intersection_update(self._slos)
+
+    # -- live windows ---------------------------------------------------------
+
+    def record(self, capability: str, *, latency_s: float, ok: bool = True) -> None:
+        """Count one request of ``capability``: its latency in seconds and whether it succeeded.
+
+        A capability with no SLO file is ignored. ``latency_s`` must be finite
+        (a difference of two clock readings is).
+        """
+        window = self._windows.get(capability)
+        if window is None:
+            window = self._start_window(capability)
+            if window is None:
+                return
+        window.add(latency_s, ok, self._clock())
+
+    def check_compliance(self, capability: str, metrics: Metrics) -> tuple[bool, list[str]]:
+        """Compare ``metrics`` with the targets of ``capability``; see :func:`check_compliance`.
+
+        A capability with no SLO file has no targets to miss: ``(True, [])``.
+        """
+        slo = self._slos.get(capability)
+        if slo is None:
+            return True, []
+        return _check_compliance(slo, metrics)
+
+    def status(self, capability: str) -> SLOStatus | None:
+        """The live status of ``capability`` over the window, or None if it has no SLO file."""
+        slo = self._slos.get(capability)
+        if slo is None:
+            return None
+        now = self._clock()
+        window = self._windows.get(capability)
+        snapshot, pending = _EMPTY, (0, 0)
+        if window is not None:
+            snapshot = window.snapshot(now)  # rolls the window: closed buckets reach the counter
+            _, open_requests, open_errors = window.open_bucket()
+            pending = (open_requests, open_errors)
+        budget = budget_status(slo, self._counters.get(capability), now, pending)
+        p50, p95, p99 = (_ms(q) for q in (snapshot.p50_s, snapshot.p95_s, snapshot.p99_s))
+        compliant, violations = _check_compliance(
+            slo,
+            {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "availability": snapshot.availability},
+        )
+        return SLOStatus(
+            capability=capability,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            availability=snapshot.availability,
+            requests=snapshot.requests,
+            errors=snapshot.errors,
+            compliant=compliant,
+            violations=tuple(violations),
+            shedding=capability in self._shedding,
+            window_seconds=self.window_seconds,
+            budget=budget,
+        )
+
+    def set_shedding(self, capability: str, active: bool) -> None:
+        """Mark ``capability`` as shedding or not; reported by :meth:`status`."""
+        if active and capability in self._slos:
+            self._shedding.add(capability)
+        else:
+            self._shedding.discard(capability)
+
+    def _start_window(self, capability: str) -> LatencyWindow | None:
+        if capability not in self._slos:
+            return None  # unknown capabilities are not counted, so they cannot grow memory
+        counter = OutcomeCounter()
+        window = LatencyWindow(
+            self._mapping,
+            window_seconds=self.window_seconds,
+            buckets=self.buckets,
+            on_close=counter.add,
+        )
+        self._counters[capability] = counter
+        self._windows[capability] = window
+        return window
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def _signature(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # vanished between listing and stat; the next poll sees it gone
+        out.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(out)

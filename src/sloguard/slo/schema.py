@@ -1,0 +1,148 @@
+"""The SLO file: one YAML document per capability, validated into frozen pydantic models.
+
+The schema is the seed's (``capability``, ``slo``, ``enforcement``,
+``metadata``) plus an optional ``shedding`` section. Unknown fields are errors,
+numbers must be numbers (``"100"`` is not a latency), and bounds are checked
+once at load so that the hot path only reads plain attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+
+Priority = Literal["critical", "high", "normal", "low"]
+"""Request priorities, most important first; ``critical`` is never shed."""
+
+SheddablePriority = Literal["high", "normal", "low"]
+
+# Strict: YAML already types its scalars, so a quoted number is a mistake, not a number.
+PositiveMs = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]
+Name = Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")]
+Label = Annotated[str, Field(strict=True, min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CapabilitySpec(_Model):
+    """Which capability the file is about; its key is ``verb:name``."""
+
+    verb: Name
+    name: Name
+    version: StrictStr = "1.0"
+
+
+class LatencyTarget(_Model):
+    """Latency percentiles not to exceed, in milliseconds; p50 <= p95 <= p99."""
+
+    p50_ms: PositiveMs
+    p95_ms: PositiveMs
+    p99_ms: PositiveMs
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyTarget:
+        if not self.p50_ms <= self.p95_ms <= self.p99_ms:
+            raise ValueError(
+                f"percentiles must not decrease: p50_ms={self.p50_ms:g}, "
+                f"p95_ms={self.p95_ms:g}, p99_ms={self.p99_ms:g}"
+            )
+        return self
+
+
+class AvailabilityTarget(_Model):
+    """The fraction of requests that must succeed, strictly between 0 and 1."""
+
+    target: Fraction
+
+
+class BudgetAlert(_Model):
+    """Notify ``channel`` once this fraction of the month's error budget is spent."""
+
+    threshold: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
+    channel: Label
+
+
+class ErrorBudgetSpec(_Model):
+    """The month's error budget and the alerts on its consumption.
+
+    ``monthly_pct`` is the budget as a percentage of requests; it is implied by
+    the availability target (``(1 - target) * 100``) and, when given, must agree.
+    """
+
+    monthly_pct: Annotated[float, Field(strict=True, gt=0, lt=100, allow_inf_nan=False)] | None = (
+        None
+    )
+    alerts: tuple[BudgetAlert, ...] = ()
+
+
+class SLOSpec(_Model):
+    """The objectives themselves."""
+
+    latency: LatencyTarget
+    availability: AvailabilityTarget
+    error_budget: ErrorBudgetSpec = ErrorBudgetSpec()
+
+    @model_validator(mode="after")
+    def _budget_matches_target(self) -> SLOSpec:
+        stated = self.error_budget.monthly_pct
+        implied = (1.0 - self.availability.target) * 100.0
+        # Two statements of one number: refuse a file that says two different things.
+        if stated is not None and abs(stated - implied) > 1e-9 + 1e-6 * implied:
+            raise ValueError(
+                f"error_budget.monthly_pct={stated:g} disagrees with availability.target="
+                f"{self.availability.target:g}, which implies {implied:.6g}"
+            )
+        return self
+
+
+class EnforcementSpec(_Model):
+    """Whether violations refuse requests; ``false`` is a dry run (decide, log, count)."""
+
+    reject_on_violation: StrictBool = False
+    grace_period_days: Annotated[int, Field(strict=True, ge=0)] = 0
+
+
+class SheddingConfig(_Model):
+    """Priority load-shedding tuning for this capability; every field has a default."""
+
+    enabled: StrictBool = True
+    """Shed at all; ``false`` keeps the SLO reported but never refuses a request."""
+    min_samples: Annotated[int, Field(strict=True, ge=1)] = 20
+    """Requests the live window must hold before a violation can start shedding."""
+    retry_after_s: Annotated[int, Field(strict=True, ge=1)] = 5
+    """The ``Retry-After`` answered with a 503, in seconds."""
+    shed_priorities: tuple[SheddablePriority, ...] = ("low", "normal")
+    """Priorities refused while the SLO is violated; ``critical`` cannot be listed."""
+
+
+class Metadata(_Model):
+    """Who owns the capability; free-form labels for reports."""
+
+    owner: Label | None = None
+    cost_center: Label | None = None
+    tier: Label | None = None
+
+
+class SLOFile(_Model):
+    """One SLO file, validated."""
+
+    capability: CapabilitySpec
+    slo: SLOSpec
+    enforcement: EnforcementSpec = EnforcementSpec()
+    shedding: SheddingConfig = SheddingConfig()
+    metadata: Metadata = Metadata()
+
+    @property
+    def key(self) -> str:
+        """The capability key, ``verb:name``."""
+        return f"{self.capability.verb}:{self.capability.name}"
+
+    @property
+    def budget_fraction(self) -> float:
+        """The fraction of requests allowed to fail: ``1 - availability.target``."""
+        # Rounded so that 1 - 0.999 is 0.001, not 0.0010000000000000009.
+        return round(1.0 - self.slo.availability.target, 12)
