@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,6 +30,13 @@ class Handlers:
         self.entered = asyncio.Event()
         """Set once /items has been entered: the request now holds its key."""
         self.seen_bodies: list[bytes] = []
+
+    async def hold(self, request: Awaitable[httpx.Response]) -> asyncio.Task[httpx.Response]:
+        """Start ``request`` with the gate closed; return once it holds its key in /items."""
+        self.gate.clear()
+        task = asyncio.ensure_future(request)
+        await self.entered.wait()
+        return task
 
     async def items(self, request: Request) -> Response:
         self.calls["items"] += 1

@@ -264,9 +264,7 @@ async def test_the_same_key_for_a_different_request_is_a_422(
 async def test_a_different_request_while_the_first_runs_is_a_422(
     client: httpx.AsyncClient, handlers: Handlers
 ) -> None:
-    handlers.gate.clear()
-    first = asyncio.create_task(client.post("/items", content=b"one", headers=KEY))
-    await handlers.entered.wait()
+    first = await handlers.hold(client.post("/items", content=b"one", headers=KEY))
     response = await client.post("/items", content=b"two", headers=KEY)
     handlers.gate.set()
     await first
@@ -317,9 +315,7 @@ async def test_request_messages_are_handed_on_as_received() -> None:
 async def test_a_duplicate_while_the_first_runs_is_a_409_then_a_replay(
     client: httpx.AsyncClient, handlers: Handlers
 ) -> None:
-    handlers.gate.clear()
-    first = asyncio.create_task(client.post("/items", headers=KEY))
-    await handlers.entered.wait()
+    first = await handlers.hold(client.post("/items", headers=KEY))
 
     conflict = await client.post("/items", headers=KEY)
     handlers.gate.set()
@@ -372,9 +368,7 @@ async def test_a_waiting_duplicate_gives_up_with_a_409(
     make_client: Factory, handlers: Handlers
 ) -> None:
     client = make_client(wait_seconds=0.01)
-    handlers.gate.clear()
-    first = asyncio.create_task(client.post("/items", headers=KEY))
-    await handlers.entered.wait()
+    first = await handlers.hold(client.post("/items", headers=KEY))
     conflict = await client.post("/items", headers=KEY)
     handlers.gate.set()
     await first
@@ -386,9 +380,7 @@ async def test_a_crashed_request_holds_its_key_only_until_the_lease_expires(
     make_client: Factory, handlers: Handlers, store: MemoryStore, clock: ManualClock
 ) -> None:
     client = make_client(lease_seconds=30)
-    hung = asyncio.create_task(client.post("/items", headers=KEY))
-    handlers.gate.clear()
-    await handlers.entered.wait()
+    hung = await handlers.hold(client.post("/items", headers=KEY))
     # The first request never finishes (as if its process died). Within the lease: 409.
     assert (await client.post("/items", headers=KEY)).status_code == 409
     clock.advance(31)
@@ -526,9 +518,7 @@ async def test_an_app_that_sends_no_response_releases_the_key() -> None:
 async def test_a_cancelled_request_releases_the_key(
     client: httpx.AsyncClient, handlers: Handlers
 ) -> None:
-    handlers.gate.clear()
-    first = asyncio.create_task(client.post("/items", headers=KEY))
-    await handlers.entered.wait()
+    first = await handlers.hold(client.post("/items", headers=KEY))
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
