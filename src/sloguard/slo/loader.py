@@ -61,11 +61,16 @@ def slo_file_paths(directory: str | os.PathLike[str]) -> list[Path]:
     if not directory.is_dir():
         raise ConfigurationError(f"SLO directory not found: {directory}")
     # Dot-files are editor swap and backup files, never SLOs.
-    return sorted(
+    paths = sorted(
         p
         for p in directory.iterdir()
         if p.suffix in SLO_FILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
+    # A directory moved away while it was listed would look empty: say it is gone,
+    # rather than let a reload drop every capability.
+    if not directory.is_dir():
+        raise ConfigurationError(f"SLO directory not found: {directory}")
+    return paths
 
 
 def load_slo_dir(
