@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from operator import itemgetter
 
 from cachetools import LRUCache
 
@@ -16,22 +17,14 @@ DEFAULT_TTL_SECONDS = 86_400.0
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
-_Entry = tuple[float, StoredResponse]
-"""A stored response and the time it expires."""
+_Entry = tuple[float, StoredResponse, int]
+"""A stored response, the time it expires and its size in bytes."""
 
+_Lease = tuple[int, bytes, float]
+"""An in-flight claim: its fencing token, the request's fingerprint, its expiry."""
 
-class _Lease:
-    __slots__ = ("ended", "expires_at", "fingerprint", "token")
-
-    def __init__(self, token: int, fingerprint: bytes, expires_at: float) -> None:
-        self.token = token
-        self.fingerprint = fingerprint
-        self.expires_at = expires_at
-        self.ended: asyncio.Event | None = None  # created only when somebody waits
-
-    def end(self) -> None:
-        if self.ended is not None:
-            self.ended.set()
+_COMPACT_SLACK = 1024
+_entry_size = itemgetter(2)
 
 
 class MemoryStore:
@@ -71,9 +64,11 @@ class MemoryStore:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
-        self._responses: LRUCache[str, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=_nbytes)
+        self._responses: LRUCache[str, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=_entry_size)
         self._expiries: deque[tuple[float, str]] = deque()
+        self._compact_at = _COMPACT_SLACK
         self._leases: dict[str, _Lease] = {}
+        self._waiters: dict[str, asyncio.Event] = {}  # only for keys somebody waits on
         self._tokens = itertools.count(1)
         self._sweep_leases_at = 1024
 
@@ -92,7 +87,7 @@ class MemoryStore:
     def in_flight(self) -> int:
         """The number of unexpired leases."""
         now = self._clock()
-        return sum(1 for lease in self._leases.values() if lease.expires_at > now)
+        return sum(1 for lease in self._leases.values() if lease[2] > now)
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         now = self._clock()
@@ -104,54 +99,70 @@ class MemoryStore:
             del self._responses[key]
         lease = self._leases.get(key)
         if lease is not None:
-            if lease.expires_at > now:
-                return Claim(ClaimStatus.IN_FLIGHT, 0, lease.fingerprint)
-            lease.end()  # its holder is presumed dead; wake anyone waiting on it
+            if lease[2] > now:
+                return Claim(ClaimStatus.IN_FLIGHT, 0, lease[1])
+            self._wake(key)  # its holder is presumed dead; wake anyone waiting on it
         token = next(self._tokens)
-        self._leases[key] = _Lease(token, fingerprint, now + lease_seconds)
-        if len(self._leases) >= self._sweep_leases_at:
+        leases = self._leases
+        leases[key] = (token, fingerprint, now + lease_seconds)
+        if len(leases) >= self._sweep_leases_at:
             self._sweep_expired_leases(now)
         return Claim(ClaimStatus.CLAIMED, token, fingerprint)
 
     async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
-        lease = self._leases.get(key)
-        if lease is None or lease.token != token:
+        if not self._end_lease(key, token):
             return False
-        del self._leases[key]
-        lease.end()
-        if response.nbytes > self.max_bytes:
+        size = response.nbytes
+        if size > self.max_bytes:
             return False
         now = self._clock()
         expires_at = now + self.ttl_seconds
         responses = self._responses
-        responses[key] = (expires_at, response)  # evicts by bytes, least recently used first
-        self._expiries.append((expires_at, key))
+        responses[key] = (expires_at, response, size)  # evicts by bytes, least recently used first
+        expiries = self._expiries
+        expiries.append((expires_at, key))
         while len(responses) > self.max_entries:
             responses.popitem()
-        self._expire(now)
+        if expiries[0][0] <= now or len(expiries) > self._compact_at:
+            self._expire(now)
         return True
 
     async def release(self, key: str, token: int) -> None:
-        lease = self._leases.get(key)
-        if lease is not None and lease.token == token:
-            del self._leases[key]
-            lease.end()
+        self._end_lease(key, token)
 
     async def wait(self, key: str) -> None:
         lease = self._leases.get(key)
-        if lease is None or lease.expires_at <= self._clock():
+        if lease is None or lease[2] <= self._clock():
             return
-        if lease.ended is None:
-            lease.ended = asyncio.Event()
-        await lease.ended.wait()
+        ended = self._waiters.get(key)
+        if ended is None:
+            ended = self._waiters[key] = asyncio.Event()
+        await ended.wait()
 
     def clear(self) -> None:
         """Forget every response and lease."""
         self._responses.clear()
         self._expiries.clear()
-        for lease in self._leases.values():
-            lease.end()
+        self._compact_at = _COMPACT_SLACK
         self._leases.clear()
+        for ended in self._waiters.values():
+            ended.set()
+        self._waiters.clear()
+
+    def _end_lease(self, key: str, token: int) -> bool:
+        """End our own lease on ``key``; False if it is not ours (any more)."""
+        lease = self._leases.get(key)
+        if lease is None or lease[0] != token:
+            return False
+        del self._leases[key]
+        if self._waiters:
+            self._wake(key)
+        return True
+
+    def _wake(self, key: str) -> None:
+        ended = self._waiters.pop(key, None)
+        if ended is not None:
+            ended.set()
 
     def _expire(self, now: float) -> None:
         expiries = self._expiries
@@ -162,20 +173,22 @@ class MemoryStore:
             if entry is not None and entry[0] == expires_at:
                 del responses[key]
         # Entries of responses that LRU eviction dropped linger until they expire;
-        # compacting when they outnumber the live ones keeps the queue within 2x.
-        if len(expiries) > 2 * len(responses) + 1024:
-            self._expiries = deque(
-                (expires_at, key)
-                for expires_at, key in expiries
-                if (entry := responses.get(key)) is not None and entry[0] == expires_at
-            )
+        # compacting when they outnumber the live ones twice over keeps the queue
+        # within 2x (+ slack). The count is checked only past a threshold, which
+        # doubles with the live entries, so the check is amortised O(1).
+        if len(expiries) > self._compact_at:
+            live = len(responses)
+            if len(expiries) > 2 * live + _COMPACT_SLACK:
+                self._expiries = deque(
+                    (expires_at, key)
+                    for expires_at, key in expiries
+                    if (entry := responses.get(key)) is not None and entry[0] == expires_at
+                )
+            self._compact_at = 2 * live + _COMPACT_SLACK
 
     def _sweep_expired_leases(self, now: float) -> None:
-        expired = [key for key, lease in self._leases.items() if lease.expires_at <= now]
+        expired = [key for key, lease in self._leases.items() if lease[2] <= now]
         for key in expired:
-            self._leases.pop(key).end()
+            del self._leases[key]
+            self._wake(key)
         self._sweep_leases_at = max(1024, 2 * len(self._leases))
-
-
-def _nbytes(entry: _Entry) -> int:
-    return entry[1].nbytes

@@ -46,6 +46,9 @@ UNSTORED_HEADERS = frozenset(
 )
 _IN_FLIGHT_RETRY_AFTER = (b"retry-after", b"1")
 
+Admission = Callable[[], ASGIApp | None]
+"""Asked before a request runs: None admits it, an ASGI app answers in its place."""
+
 
 class IdempotencyMiddleware:
     """Pure ASGI middleware honouring ``Idempotency-Key`` on unsafe requests.
@@ -90,15 +93,33 @@ class IdempotencyMiddleware:
         self._key_header = key_header.lower().encode("latin-1")
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in self.methods
-            or (self.paths is not None and not scope["path"].startswith(self.paths))
-        ):
-            await self.app(scope, receive, send)
-            return
+    def applies(self, scope: Scope) -> bool:
+        """Whether an HTTP request's method and path are ones keys are honoured on."""
+        return scope["method"] in self.methods and (
+            self.paths is None or scope["path"].startswith(self.paths)
+        )
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.applies(scope):
+            await self.handle(scope, receive, send, self.app)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+        admission: Admission | None = None,
+    ) -> None:
+        """Serve one request that :meth:`applies`: replay, refuse or run ``app`` under its key.
+
+        ``admission``, when given, is asked just before ``app`` would run (after
+        any replay, so replays are served even when new work is refused). It
+        returns None to admit the request, or an ASGI app that answers instead;
+        a refused request gives its key up, so its retry runs.
+        """
         raw_key: bytes | None = None
         authorization = b""
         key_header = self._key_header
@@ -120,7 +141,9 @@ class IdempotencyMiddleware:
                     f"{scope['method']} {scope['path']} requires an {self.key_header} header.",
                 )
                 return
-            await self.app(scope, receive, send)
+            if admission is not None:
+                app = admission() or app
+            await app(scope, receive, send)
             return
         try:
             key = parse_idempotency_key(raw_key)
@@ -135,7 +158,10 @@ class IdempotencyMiddleware:
         )
         store_key = scoped_key(principal, method, path, key)
 
-        messages = await _read_request(receive)
+        message = await receive()
+        messages: list[Message] | None = [message]  # the common case: the body in one message
+        if message["type"] != "http.request" or message.get("more_body", False):
+            messages = await _read_rest(message, receive)
         if messages is None:
             return  # the client left before its request was complete: nothing to run
         fingerprint = request_fingerprint(
@@ -172,18 +198,33 @@ class IdempotencyMiddleware:
             )
             return
 
+        if admission is not None:
+            refusal = admission()
+            if refusal is not None:
+                await self._release(store_key, claim.token, key)
+                await refusal(scope, receive, send)
+                return
+
         exchange = _Exchange(
             self, key, store_key, claim.token, fingerprint, messages, receive, send
         )
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await app(scope, exchange.receive, exchange.send)
         except BaseException:
             if not exchange.finished:
-                await exchange.release()
+                await self._release(store_key, claim.token, key)
             raise
         if not exchange.finished:
             # The app returned without completing a response: nothing to replay.
-            await exchange.release()
+            await self._release(store_key, claim.token, key)
+
+    async def _release(self, store_key: str, token: int, key: str) -> None:
+        """Give a claimed key up so that a retry runs the handler again."""
+        try:
+            await self.store.release(store_key, token)
+        except Exception:
+            # The lease expires on its own; a failed release must not mask the app's outcome.
+            logger.warning("could not release idempotency key %r", key, exc_info=True)
 
     async def _wait_for_lease(self, store_key: str, fingerprint: bytes, claim: Claim) -> Claim:
         """Wait (up to ``wait_seconds``) for an in-flight duplicate to finish, then claim again."""
@@ -261,7 +302,16 @@ class _Exchange:
         return await self._receive()
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body":
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+            self._headers = tuple(
+                [
+                    header
+                    for header in message.get("headers", ())
+                    if header[0].lower() not in UNSTORED_HEADERS
+                ]
+            )
+        elif message["type"] == "http.response.body":
             chunks = self._chunks
             if chunks is not None:
                 body: bytes = message.get("body", b"")
@@ -275,54 +325,40 @@ class _Exchange:
                 # Store before the last chunk leaves, so that a client that has the
                 # response and retries at once gets the replay rather than a 409.
                 await self._finish()
-        elif message["type"] == "http.response.start":
-            self._status = message["status"]
-            self._headers = tuple(
-                header
-                for header in message.get("headers", ())
-                if header[0].lower() not in UNSTORED_HEADERS
-            )
         await self._send(message)
 
     async def _finish(self) -> None:
         middleware = self._middleware
-        if self._chunks is None:
+        chunks = self._chunks
+        if chunks is None:
             logger.info(
                 "response to idempotency key %r not stored: over %d bytes",
                 self._key,
                 middleware.max_body_bytes,
             )
-            await self.release()
-        elif self._status >= 500 and middleware.release_on_server_error:
-            await self.release()
-        else:
-            body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        elif self._status < 500 or not middleware.release_on_server_error:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             response = StoredResponse(self._fingerprint, self._status, self._headers, body)
             try:
                 await middleware.store.complete(self._store_key, self._token, response)
             except Exception:
                 logger.warning("could not store the response to key %r", self._key, exc_info=True)
-
-    async def release(self) -> None:
-        """Give the key up so that a retry runs the handler again."""
-        try:
-            await self._middleware.store.release(self._store_key, self._token)
-        except Exception:
-            # The lease expires on its own; a failed release must not mask the app's outcome.
-            logger.warning("could not release idempotency key %r", self._key, exc_info=True)
+            return
+        await middleware._release(self._store_key, self._token, self._key)
 
 
-async def _read_request(receive: Receive) -> list[Message] | None:
-    """Buffer the request body once, keeping the messages as received to hand on
-    unchanged; ``None`` when the client disconnected first."""
+async def _read_rest(first: Message, receive: Receive) -> list[Message] | None:
+    """Buffer the rest of a request body that did not come in one message, keeping the
+    messages as received to hand on unchanged; ``None`` when the client disconnected."""
     messages: list[Message] = []
+    message = first
     while True:
-        message = await receive()
         if message["type"] != "http.request":
             return None
         messages.append(message)
         if not message.get("more_body", False):
             return messages
+        message = await receive()
 
 
 async def _bad_key(send: Send, key_header: str, reason: str) -> None:
