@@ -10,6 +10,7 @@ from sloguard.exceptions import (
     SloguardError,
 )
 from sloguard.idempotency import IdempotencyMiddleware, MemoryStore, Store
+from sloguard.middleware import SLOGuard
 from sloguard.slo import SLOFile, SLOManager, SLOStatus
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "MemoryStore",
     "SLOFile",
     "SLOFileError",
+    "SLOGuard",
     "SLOManager",
     "SLOStatus",
     "SloguardError",

@@ -96,6 +96,7 @@ class SLOManager:
         self._windows: dict[str, LatencyWindow] = {}
         self._counters: dict[str, OutcomeCounter] = {}
         self._shedding: set[str] = set()
+        self._loaded_at: dict[str, float] = {}
         self._signature: tuple[tuple[str, int, int], ...] = ()
         if self._dir is not None:
             self.reload()
@@ -116,6 +117,13 @@ class SLOManager:
     def errors(self) -> list[SLOFileError]:
         """The files that failed at the last load, one error each, naming file and fields."""
         return list(self._errors)
+
+    def loaded_at(self, capability: str) -> float | None:
+        """Clock time at which this manager first loaded ``capability`` (None if it has not).
+
+        Kept in memory only: a restart starts it again (``grace_period_days`` counts from it).
+        """
+        return self._loaded_at.get(capability)
 
     def get_slo(self, capability: str) -> SLOFile | None:
         """The SLO of ``capability`` (``verb:name``), or None if no file defines it."""
@@ -194,15 +202,27 @@ class SLOManager:
             previous = files.get(error.path)
             if previous is not None:
                 logger.warning("%s: keeping the last good version of %s", error.path, previous.key)
+        previous_slos = self._slos
         self._files = files
         self._slos = {slo.key: slo for slo in files.values()}
         self._owners = {slo.key: path for path, slo in files.items()}
         self._errors = errors
         self._signature = scan.signature
+        now = self._clock()
+        for key, slo in self._slos.items():
+            self._loaded_at.setdefault(key, now)
+            previous = previous_slos.get(key)
+            if previous is not None and previous.shedding.window_s != slo.shedding.window_s:
+                self._forget_window(key)  # rebuilt at the next request, on the new width
         for gone in self._windows.keys() - self._slos.keys():
-            del self._windows[gone]
-            del self._counters[gone]
+            self._forget_window(gone)
+        for gone in self._loaded_at.keys() - self._slos.keys():
+            del self._loaded_at[gone]
         self._shedding.intersection_update(self._slos)
+
+    def _forget_window(self, capability: str) -> None:
+        self._windows.pop(capability, None)
+        self._counters.pop(capability, None)
 
     # -- live windows ---------------------------------------------------------
 
@@ -258,7 +278,7 @@ class SLOManager:
             compliant=compliant,
             violations=tuple(violations),
             shedding=capability in self._shedding,
-            window_seconds=self.window_seconds,
+            window_seconds=self.window_for(slo),
             budget=budget,
         )
 
@@ -269,13 +289,18 @@ class SLOManager:
         else:
             self._shedding.discard(capability)
 
+    def window_for(self, slo: SLOFile) -> float:
+        """The width of the live window ``slo`` is judged over, in seconds."""
+        return slo.shedding.window_s or self.window_seconds
+
     def _start_window(self, capability: str) -> LatencyWindow | None:
-        if capability not in self._slos:
+        slo = self._slos.get(capability)
+        if slo is None:
             return None  # unknown capabilities are not counted, so they cannot grow memory
         counter = OutcomeCounter()
         window = LatencyWindow(
             self._mapping,
-            window_seconds=self.window_seconds,
+            window_seconds=self.window_for(slo),
             buckets=self.buckets,
             on_close=counter.add,
         )

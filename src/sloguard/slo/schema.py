@@ -106,17 +106,57 @@ class EnforcementSpec(_Model):
     grace_period_days: Annotated[int, Field(strict=True, ge=0)] = 0
 
 
+Ratio = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
+Severity = Annotated[float, Field(strict=True, gt=1, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+
+
+class MaxRejection(_Model):
+    """The largest share of a priority's requests refused, reached at ``full_at``."""
+
+    low: Ratio = 0.95
+    normal: Ratio = 0.5
+    high: Ratio = 0.25
+
+
 class SheddingConfig(_Model):
-    """Priority load-shedding tuning for this capability; every field has a default."""
+    """Priority load-shedding tuning for this capability; every field has a default.
+
+    The capability's *severity* is how far its worst objective is off target:
+    ``observed / target`` for a latency percentile, ``error rate / error budget``
+    for availability (2.0 = twice the target). See docs/shedding.md.
+    """
 
     enabled: StrictBool = True
     """Shed at all; ``false`` keeps the SLO reported but never refuses a request."""
     min_samples: Annotated[int, Field(strict=True, ge=1)] = 20
     """Requests the live window must hold before a violation can start shedding."""
     retry_after_s: Annotated[int, Field(strict=True, ge=1)] = 5
-    """The ``Retry-After`` answered with a 503, in seconds."""
+    """The ``Retry-After`` answered with a refusal, in seconds."""
     shed_priorities: tuple[SheddablePriority, ...] = ("low", "normal")
-    """Priorities refused while the SLO is violated; ``critical`` cannot be listed."""
+    """Priorities that may be refused; ``critical`` cannot be listed."""
+    max_rejection: MaxRejection = MaxRejection()
+    """Per priority, the share of requests refused at full severity."""
+    full_at: Severity = 1.5
+    """Severity at which a priority's rejection reaches its maximum (it grows linearly from 1)."""
+    hysteresis: Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)] = 0.1
+    """Shedding starts at severity ``1 + hysteresis`` and stops only once compliant again."""
+    severe_at: Severity = 2.0
+    """Severity from which ``normal`` is shed at once (and ``high``, if listed, once persistent)."""
+    persist_s: Seconds = 30.0
+    """A violation this old sheds ``normal`` whatever its severity."""
+    recovery_s: Seconds = 10.0
+    """Once compliant, rejection falls to zero over this many seconds instead of at once."""
+    window_s: Seconds | None = None
+    """The live window this capability is judged over; default the manager's (60 s)."""
+
+    @model_validator(mode="after")
+    def _distinct_priorities(self) -> SheddingConfig:
+        if len(set(self.shed_priorities)) != len(self.shed_priorities):
+            raise ValueError(
+                f"shed_priorities lists a priority twice: {list(self.shed_priorities)}"
+            )
+        return self
 
 
 class Metadata(_Model):

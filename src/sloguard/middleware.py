@@ -1,0 +1,357 @@
+"""SLOGuard: idempotency, SLO recording and priority load shedding in one ASGI middleware.
+
+The path of one HTTP request (DESIGN.md):
+
+1. resolve its capability and priority;
+2. idempotency: replay, 409 or 422 (:class:`IdempotencyMiddleware`);
+3. admission: refuse it if its capability is shedding its priority;
+4. call the app;
+5. record latency and outcome in the capability's live window;
+6. idempotency: store the response.
+
+Requests with no capability, or one without an SLO file, skip 3 and 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sloguard._clock import Clock, monotonic
+from sloguard.capability import (
+    SEED_ROUTE_PATH,
+    RouteTable,
+    capability_from_path,
+    read_seed_body,
+)
+from sloguard.exceptions import ConfigurationError
+from sloguard.idempotency.middleware import IdempotencyMiddleware
+from sloguard.idempotency.store import Store
+from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.shedding.policy import SheddingPolicy
+from sloguard.shedding.priority import parse_priority
+from sloguard.slo.manager import SLOManager
+from sloguard.slo.schema import Priority, SLOFile
+
+logger = logging.getLogger("sloguard.shedding")
+
+DEFAULT_SLO_DIR = Path("state/controller/slos")
+SHED_STATUSES = frozenset({429, 503})
+_DAY_SECONDS = 86_400.0
+_SEED_BODY_LIMIT = 1024 * 1024  # a seed-form body larger than this is not inspected
+
+
+class _Guarded:
+    """What SLOGuard keeps per capability with an SLO file."""
+
+    __slots__ = ("enforce_from", "key", "next_update", "policy", "refusal", "refused", "slo")
+
+    def __init__(self, key: str, slo: SLOFile, enforce_from: float) -> None:
+        self.key = key
+        self.slo = slo
+        self.policy = SheddingPolicy(slo.shedding)
+        self.enforce_from = enforce_from
+        self.next_update = -float("inf")
+        self.refusal: _Refusal | None = None
+        self.refused: Counter[tuple[Priority, bool]] = Counter()
+
+    def enforcing(self, now: float) -> bool:
+        """Whether refusals are real: enforcement on and the grace period over."""
+        return self.slo.enforcement.reject_on_violation and now >= self.enforce_from
+
+
+class _Refusal:
+    """The response to a shed request: a ready-made problem document."""
+
+    __slots__ = ("body", "start")
+
+    def __init__(self, status: int, retry_after_s: int, body: bytes) -> None:
+        self.body: Message = {"type": "http.response.body", "body": body}
+        self.start: Message = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after_s).encode()),
+            ],
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(self.start)
+        await send(self.body)
+
+
+class SLOGuard:
+    """Pure ASGI middleware composing idempotency, SLO recording and load shedding.
+
+    ``SLOGuard(app)`` works with no arguments: SLO files come from
+    ``state/controller/slos`` when that directory exists, keyed requests use a
+    ``MemoryStore``. See README.md for every option.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        slo_dir: str | os.PathLike[str] | None = None,
+        manager: SLOManager | None = None,
+        store: Store | None = None,
+        idempotency: Mapping[str, Any] | bool = True,
+        route_table: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        priority_header: str = "X-Priority",
+        capability_header: str = "X-Capability",
+        shed_status: int = 503,
+        evaluate_every_s: float = 1.0,
+        reload_every_s: float | None = 2.0,
+        clock: Clock = monotonic,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        if manager is not None and slo_dir is not None:
+            raise ConfigurationError("pass slo_dir or manager, not both")
+        if shed_status not in SHED_STATUSES:
+            raise ConfigurationError(f"shed_status must be 429 or 503, got {shed_status!r}")
+        if evaluate_every_s <= 0:
+            raise ConfigurationError(f"evaluate_every_s must be positive, got {evaluate_every_s!r}")
+        if reload_every_s is not None and reload_every_s <= 0:
+            raise ConfigurationError(f"reload_every_s must be positive, got {reload_every_s!r}")
+        if manager is None:
+            if slo_dir is None and DEFAULT_SLO_DIR.is_dir():
+                slo_dir = DEFAULT_SLO_DIR
+            manager = SLOManager(slo_dir, clock=clock)
+        self.app = app
+        self.manager = manager
+        self.shed_status = shed_status
+        self.evaluate_every_s = evaluate_every_s
+        self.reload_every_s = reload_every_s
+        self.route_table = RouteTable(route_table)
+        self.idempotency: IdempotencyMiddleware | None = None
+        if idempotency is not False:
+            options = {} if idempotency is True else dict(idempotency)
+            if store is not None:
+                options["store"] = store
+            self.idempotency = IdempotencyMiddleware(app, **options)
+        elif store is not None:
+            raise ConfigurationError("a store was given but idempotency is disabled")
+        self._priority_header = priority_header.lower().encode("latin-1")
+        self._capability_header = capability_header.lower().encode("latin-1")
+        self._clock = clock
+        self._random = random_source
+        self._guarded: dict[str, _Guarded] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    # -- the request path -------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                receive = partial(self._lifespan_receive, receive)
+            await self.app(scope, receive, send)
+            return
+        start = self._clock()
+
+        capability = self.route_table.match(scope["path"]) if self.route_table else None
+        if capability is None:
+            capability = capability_from_path(scope["path"])
+        raw_priority: bytes | str | None = None
+        priority_header, capability_header = self._priority_header, self._capability_header
+        for name, value in scope["headers"]:
+            if name == priority_header:
+                raw_priority = value
+            elif name == capability_header and capability is None:
+                capability = value.decode("latin-1").strip()
+        if capability is None and scope["path"] == SEED_ROUTE_PATH and scope["method"] == "POST":
+            scope, receive, capability, raw_priority = await self._read_seed_form(
+                scope, receive, raw_priority
+            )
+
+        app: ASGIApp = self.app
+        admission = None
+        slo = None if capability is None else self.manager.get_slo(capability)
+        if slo is not None:
+            assert capability is not None
+            guarded = self._guarded.get(capability)
+            if guarded is None or guarded.slo is not slo:
+                guarded = self._guard(capability, slo)
+            app = partial(self._observe, capability, start)
+            admission = partial(self._admit, guarded, parse_priority(raw_priority), start)
+
+        idempotency = self.idempotency
+        if idempotency is not None and idempotency.applies(scope):
+            await idempotency.handle(scope, receive, send, app, admission)
+            return
+        if admission is not None:
+            app = admission() or app
+        await app(scope, receive, send)
+
+    def _admit(self, guarded: _Guarded, priority: Priority, now: float) -> ASGIApp | None:
+        """None to admit a request; the refusal to answer it with otherwise."""
+        if now >= guarded.next_update:
+            self._update(guarded, now)
+        ratio = guarded.policy.ratios.get(priority)
+        if ratio is None or self._random() >= ratio:
+            return None
+        enforcing = guarded.enforcing(now)
+        guarded.refused[priority, enforcing] += 1
+        return guarded.refusal if enforcing else None
+
+    async def _observe(
+        self, capability: str, start: float, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Run the app and record its latency and outcome."""
+        status = 500  # an app that never starts a response has failed
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:
+            self.manager.record(capability, latency_s=self._clock() - start, ok=False)
+            raise
+        self.manager.record(capability, latency_s=self._clock() - start, ok=status < 500)
+
+    async def _read_seed_form(
+        self, scope: Scope, receive: Receive, raw_priority: bytes | str | None
+    ) -> tuple[Scope, Receive, str | None, bytes | str | None]:
+        """Read a seed-form ``POST /route`` body for its capability, priority and key."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False) or size > _SEED_BODY_LIMIT:
+                break
+        replay = partial(_replay_then, messages, receive)
+        if size > _SEED_BODY_LIMIT or messages[-1].get("more_body", False):
+            return scope, replay, None, raw_priority
+        seed = read_seed_body(b"".join(m.get("body", b"") for m in messages))
+        if raw_priority is None:
+            raw_priority = seed.priority
+        if seed.idempotency_key is not None and self.idempotency is not None:
+            header = self.idempotency.key_header.lower().encode("latin-1")
+            if all(name != header for name, _ in scope["headers"]):
+                key = seed.idempotency_key.encode("latin-1", "replace")
+                scope = {**scope, "headers": [*scope["headers"], (header, key)]}
+        return scope, replay, seed.capability, raw_priority
+
+    # -- the policy -------------------------------------------------------------
+
+    def _guard(self, capability: str, slo: SLOFile) -> _Guarded:
+        loaded_at = self.manager.loaded_at(capability)
+        if loaded_at is None:
+            loaded_at = self._clock()
+        grace = slo.enforcement.grace_period_days * _DAY_SECONDS
+        previous = self._guarded.get(capability)
+        guarded = _Guarded(capability, slo, loaded_at + grace)
+        if previous is not None:
+            guarded.refused = previous.refused  # a reload keeps the counts
+        self._guarded[capability] = guarded
+        return guarded
+
+    def _update(self, guarded: _Guarded, now: float) -> None:
+        """Re-read the capability's live status and move its rejection ratios."""
+        guarded.next_update = now + self.evaluate_every_s
+        status = self.manager.status(guarded.key)
+        if status is None:
+            return  # the SLO file went away; the next request stops guarding it
+        policy = guarded.policy
+        was_active, was_ratios = policy.active, policy.ratios
+        policy.update(now, guarded.slo, status)
+        if policy.active:
+            config = guarded.slo.shedding
+            guarded.refusal = _Refusal(
+                self.shed_status,
+                config.retry_after_s,
+                problem_body(
+                    self.shed_status,
+                    "slo_violation",
+                    "Shedding load to meet the SLO",
+                    f"{guarded.key} {_state(status.violations)}; retry after "
+                    f"{config.retry_after_s} s or with a higher priority.",
+                    capability=guarded.key,
+                    violations=list(status.violations),
+                    retry_after_s=config.retry_after_s,
+                ),
+            )
+        self.manager.set_shedding(guarded.key, policy.active)
+        if policy.active != was_active or (policy.active and policy.ratios != was_ratios):
+            self._log_change(guarded, now, status.violations)
+
+    def _log_change(self, guarded: _Guarded, now: float, violations: tuple[str, ...]) -> None:
+        policy = guarded.policy
+        mode = "" if guarded.enforcing(now) else " (dry run: nothing refused)"
+        if not policy.active:
+            logger.info("%s: shedding stopped%s", guarded.key, mode)
+            return
+        ratios = ", ".join(f"{p} {r:.0%}" for p, r in policy.ratios.items())
+        logger.warning(
+            "%s: shedding %s at severity %.2f: %s%s",
+            guarded.key,
+            ratios,
+            policy.severity,
+            "; ".join(violations) or "recovering",
+            mode,
+        )
+
+    # -- introspection ----------------------------------------------------------
+
+    def shed_counts(self, capability: str, *, dry_run: bool = False) -> dict[Priority, int]:
+        """Requests of ``capability`` refused so far, by priority (``dry_run``: the
+        ones that would have been, had enforcement been on)."""
+        guarded = self._guarded.get(capability)
+        if guarded is None:
+            return {}
+        return {
+            priority: count
+            for (priority, enforced), count in guarded.refused.items()
+            if enforced is not dry_run
+        }
+
+    def rejection_ratios(self, capability: str) -> dict[Priority, float]:
+        """The current share of each priority refused (empty when not shedding)."""
+        guarded = self._guarded.get(capability)
+        return {} if guarded is None else dict(guarded.policy.ratios)
+
+    # -- SLO file reloads -------------------------------------------------------
+
+    async def _lifespan_receive(self, receive: Receive) -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.startup" and self.reload_every_s is not None:
+            if self.manager.slo_dir is not None and self._watch is None:
+                self._watch = asyncio.create_task(self.manager.watch(self.reload_every_s))
+        elif message["type"] == "lifespan.shutdown" and self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        return message
+
+
+def _state(violations: tuple[str, ...]) -> str:
+    if violations:
+        return f"is not meeting its SLO ({'; '.join(violations)})"
+    return "is recovering from an SLO violation"
+
+
+async def _replay_then(messages: list[Message], receive: Receive) -> Message:
+    """Hand out ``messages`` (read ahead) first, then what ``receive`` gives."""
+    if messages:
+        return messages.pop(0)
+    return await receive()

@@ -1,0 +1,397 @@
+"""SLOGuard end to end: a Starlette app, a manual clock, and batches of concurrent requests.
+
+Latency is simulated without sleeping: a batch of requests enters the handler,
+which waits at a gate; the test moves the clock on by the latency and opens
+the gate, so every request of the batch takes exactly that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sloguard import MemoryStore, SLOGuard
+from sloguard._clock import ManualClock
+from sloguard.exceptions import ConfigurationError
+from tests.asgi import call, http_scope
+
+CAP = "convert:pdf"
+SLO = """\
+capability: {verb: convert, name: pdf}
+slo:
+  latency: {p50_ms: 50, p95_ms: 100, p99_ms: 200}
+  availability: {target: 0.99}
+"""
+ENFORCE = "enforcement: {reject_on_violation: true}\n"
+
+
+class Backend:
+    """The protected app: counts what reaches it and holds requests at a gate."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.waiting = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.status = 200
+
+    async def work(self, request: Request) -> Response:
+        self.calls[request.headers.get("x-priority", "-")] += 1
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        return JSONResponse({"n": sum(self.calls.values())}, status_code=self.status)
+
+    def app(self, **guard: Any) -> Starlette:
+        routes = [
+            Route("/work", self.work, methods=["GET", "POST"]),
+            Route("/route/{verb}/{name}", self.work, methods=["POST"]),
+            Route("/route", self.work, methods=["POST"]),
+        ]
+        return Starlette(routes=routes, middleware=[Middleware(SLOGuard, **guard)])
+
+
+class Harness:
+    def __init__(self, client: httpx.AsyncClient, backend: Backend, clock: ManualClock) -> None:
+        self.client = client
+        self.backend = backend
+        self.clock = clock
+
+    async def batch(
+        self, priorities: list[str], latency_s: float = 0.01, headers: dict[str, str] | None = None
+    ) -> list[httpx.Response]:
+        """Send one request per priority at once; each admitted one takes ``latency_s``."""
+        self.backend.gate.clear()
+        tasks = [
+            asyncio.ensure_future(
+                self.client.post("/work", headers={"X-Priority": p, **(headers or {})})
+            )
+            for p in priorities
+        ]
+        for _ in range(10_000):
+            if self.backend.waiting + sum(t.done() for t in tasks) == len(tasks):
+                break
+            await asyncio.sleep(0)
+        self.clock.advance(latency_s)
+        self.backend.gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    async def second(self, latency_s: float, low: int = 20, high: int = 20) -> Counter[str]:
+        """One simulated second of traffic; counts of (priority, status) outcomes."""
+        responses = await self.batch(["low"] * low + ["high"] * high, latency_s)
+        self.clock.advance(1.0 - latency_s)
+        return Counter(f"{r.request.headers['x-priority']} {r.status_code}" for r in responses)
+
+
+@pytest.fixture
+def backend() -> Backend:
+    return Backend()
+
+
+@pytest.fixture
+def slo_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "slos"
+    directory.mkdir()
+    return directory
+
+
+Make = Callable[..., Harness]
+
+
+@pytest.fixture
+async def make(backend: Backend, slo_dir: Path, clock: ManualClock) -> AsyncIterator[Make]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(extra_yaml: str = ENFORCE, **guard: Any) -> Harness:
+        (slo_dir / "pdf.yml").write_text(SLO + extra_yaml, encoding="utf-8")
+        guard.setdefault("slo_dir", slo_dir)
+        guard.setdefault("route_table", {"/work": CAP})
+        guard.setdefault("clock", clock)
+        guard.setdefault("random_source", random.Random(7).random)
+        transport = httpx.ASGITransport(app=backend.app(**guard), raise_app_exceptions=False)
+        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        clients.append(client)
+        return Harness(client, backend, clock)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def guard_of(harness: Harness) -> SLOGuard:
+    app = harness.client._transport.app  # type: ignore[attr-defined]
+    stack = app.middleware_stack or app.build_middleware_stack()
+    app.middleware_stack = stack
+    while not isinstance(stack, SLOGuard):
+        stack = stack.app
+    return stack
+
+
+async def test_defaults_shed_most_low_within_5s_and_readmit_within_20s(make: Make) -> None:
+    h = make()
+    seconds_to_shed = None
+    for second in range(1, 11):  # p95 3x its 100 ms target
+        outcome = await h.second(latency_s=0.3)
+        assert outcome["high 200"] == 20  # high is never shed
+        if outcome["low 503"] >= 15:
+            seconds_to_shed = second
+            break
+    assert seconds_to_shed is not None
+    assert seconds_to_shed <= 5
+
+    # Latency back under target: the window empties of slow samples, then low returns.
+    compliant_at = readmitted_at = None
+    for second in range(1, 120):
+        outcome = await h.second(latency_s=0.01)
+        status = guard_of(h).manager.status(CAP)
+        assert status is not None
+        if compliant_at is None and status.compliant:
+            compliant_at = second
+        if compliant_at is not None and outcome["low 200"] == 20 and not status.shedding:
+            readmitted_at = second
+            break
+    assert compliant_at is not None
+    assert readmitted_at is not None
+    assert readmitted_at - compliant_at <= 20
+
+
+async def test_a_shed_request_gets_503_retry_after_and_the_violations(make: Make) -> None:
+    h = make(ENFORCE + "shedding: {retry_after_s: 7}\n", random_source=lambda: 0.0)
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    before = dict(h.backend.calls)
+    [shed] = await h.batch(["low"])
+    assert shed.status_code == 503
+    assert shed.headers["retry-after"] == "7"
+    assert shed.headers["content-type"] == "application/problem+json"
+    problem = shed.json()
+    assert problem["error"] == "slo_violation"
+    assert problem["capability"] == CAP
+    # 500 ms, within the sketch's 1% accuracy:
+    assert "p95 latency 502ms > target 100ms" in problem["violations"]
+    assert CAP in problem["detail"]
+    assert "p95 latency" in problem["detail"]
+    assert dict(h.backend.calls) == before  # it never reached the app
+    assert guard_of(h).shed_counts(CAP) == {"low": 1}
+    status = guard_of(h).manager.status(CAP)
+    assert status is not None
+    assert status.shedding is True
+    assert status.requests == 30  # the shed request is not a latency sample
+
+
+async def test_the_refusal_status_is_configurable(make: Make) -> None:
+    h = make(shed_status=429, random_source=lambda: 0.0)
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    [shed] = await h.batch(["low"])
+    assert shed.status_code == 429
+    assert shed.json()["status"] == 429
+
+
+async def test_unavailability_sheds_low_priority(make: Make, backend: Backend) -> None:
+    h = make(random_source=lambda: 0.0)
+    backend.status = 500
+    await h.batch(["high"] * 5)
+    backend.status = 200
+    await h.batch(["high"] * 25)  # 5 errors in 30 against a 1% budget
+    h.clock.advance(1)
+    [shed] = await h.batch(["low"])
+    assert shed.status_code == 503
+    assert any(v.startswith("availability") for v in shed.json()["violations"])
+
+
+async def test_too_few_samples_never_shed(make: Make) -> None:
+    h = make(random_source=lambda: 0.0)
+    await h.batch(["high"] * 19, latency_s=5.0)
+    h.clock.advance(1)
+    [low] = await h.batch(["low"])
+    assert low.status_code == 200
+
+
+async def test_dry_run_decides_and_counts_but_refuses_nothing(make: Make) -> None:
+    h = make("enforcement: {reject_on_violation: false}\n", random_source=lambda: 0.0)
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    responses = await h.batch(["low"] * 5)
+    assert [r.status_code for r in responses] == [200] * 5
+    guard = guard_of(h)
+    assert guard.shed_counts(CAP) == {}
+    assert guard.shed_counts(CAP, dry_run=True) == {"low": 5}
+    status = guard.manager.status(CAP)
+    assert status is not None
+    assert status.shedding is True
+
+
+async def test_the_grace_period_is_a_dry_run_counted_from_the_first_load(make: Make) -> None:
+    h = make(
+        "enforcement: {reject_on_violation: true, grace_period_days: 1}\n",
+        random_source=lambda: 0.0,
+    )
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    [low] = await h.batch(["low"])
+    assert low.status_code == 200
+    h.clock.advance(86_400)
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    [low] = await h.batch(["low"])
+    assert low.status_code == 503
+
+
+async def test_replays_are_served_while_shedding(make: Make) -> None:
+    h = make(random_source=lambda: 0.0)
+    key = {"Idempotency-Key": "order-1"}
+    [first] = await h.batch(["low"], headers=key)
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    calls = dict(h.backend.calls)
+    [replay] = await h.batch(["low"], headers=key)
+    assert replay.status_code == 200
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == first.content
+    assert dict(h.backend.calls) == calls
+
+
+async def test_a_shed_keyed_request_gives_its_key_up(make: Make, clock: ManualClock) -> None:
+    h = make(random_source=lambda: 0.0, store=MemoryStore(clock=clock))
+    await h.batch(["high"] * 30, latency_s=0.5)
+    h.clock.advance(1)
+    headers = {"X-Priority": "low", "Idempotency-Key": "job-9"}
+    [shed] = await h.batch(["low"], headers=headers)
+    assert shed.status_code == 503
+    h.clock.advance(120)  # the slow window is gone, and with it the shedding
+    await h.batch(["high"] * 30)
+    h.clock.advance(15)
+    await h.batch(["high"] * 30)
+    h.clock.advance(1)
+    [retry] = await h.batch(["low"], headers=headers)
+    assert retry.status_code == 200
+    assert "idempotent-replayed" not in retry.headers
+
+
+async def test_requests_without_an_slo_are_never_shed_but_keep_idempotency(
+    make: Make,
+) -> None:
+    h = make(route_table={}, random_source=lambda: 0.0)
+    headers = {"X-Priority": "low", "X-Capability": "unknown:thing", "Idempotency-Key": "k"}
+    for _ in range(30):
+        await h.client.post("/work", headers={"X-Priority": "high", "X-Capability": CAP})
+    first = await h.client.post("/work", headers=headers)
+    again = await h.client.post("/work", headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    plain = await h.client.post("/work", headers={"X-Priority": "low"})
+    assert plain.status_code == 200
+
+
+async def test_capability_resolution_order(make: Make, slo_dir: Path) -> None:
+    for verb in ("table", "path", "header", "seed"):
+        (slo_dir / f"{verb}.yml").write_text(
+            SLO.replace("verb: convert", f"verb: {verb}"), encoding="utf-8"
+        )
+    h = make(route_table={"/work": "table:pdf"})
+    guard = guard_of(h)
+    await h.client.post("/work", headers={"X-Capability": "header:pdf"})
+    await h.client.post("/route/path/pdf", headers={"X-Capability": "header:pdf"})
+    await h.client.post("/route", headers={"X-Capability": "header:pdf"})
+    seed = {"verb": "seed", "capability": "pdf", "request_payload": {"a": 1}}
+    response = await h.client.post("/route", json=seed)
+    assert response.status_code == 200
+    counts = {}
+    for verb in ("table", "path", "header", "seed"):
+        status = guard.manager.status(f"{verb}:pdf")
+        assert status is not None
+        counts[verb] = status.requests
+    assert counts == {"table": 1, "path": 1, "header": 1, "seed": 1}
+
+
+async def test_the_seed_form_body_is_handed_on_unchanged_with_its_priority_and_key(
+    make: Make, slo_dir: Path
+) -> None:
+    h = make(random_source=lambda: 0.0)
+    await h.batch(["high"] * 30, latency_s=0.5)  # convert:pdf now violates
+    h.clock.advance(1)
+    body = {"verb": "convert", "capability": "pdf", "priority": "LOW", "request_payload": {}}
+    shed = await h.client.post("/route", json=body)
+    assert shed.status_code == 503
+    body["priority"] = "critical"
+    body["idempotency_key"] = "seed-key-1"
+    first = await h.client.post("/route", content=json.dumps(body))
+    replay = await h.client.post("/route", content=json.dumps(body))
+    assert first.status_code == 200
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_non_http_scopes_and_lifespan_pass_through(slo_dir: Path) -> None:
+    (slo_dir / "pdf.yml").write_text(SLO, encoding="utf-8")
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            if message["type"] == "lifespan.startup":
+                assert guard._watch is not None  # the SLO directory is being watched
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    guard = SLOGuard(app, slo_dir=slo_dir, reload_every_s=3600)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = await call(guard, {"type": "lifespan"}, messages)
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert guard._watch is None
+
+
+async def test_slo_guard_works_with_no_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    monkeypatch.chdir(tmp_path)
+    assert SLOGuard(app).manager.capabilities == ()
+    state = tmp_path / "state" / "controller" / "slos"
+    state.mkdir(parents=True)
+    (state / "pdf.yml").write_text(SLO, encoding="utf-8")
+    guard = SLOGuard(app)
+    assert guard.manager.capabilities == (CAP,)
+    sent = await call(guard, http_scope(path="/route/convert/pdf"))
+    assert sent[0]["status"] == 204
+    status = guard.manager.status(CAP)
+    assert status is not None
+    assert status.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"shed_status": 500}, "shed_status must be 429 or 503"),
+        ({"evaluate_every_s": 0}, "evaluate_every_s must be positive"),
+        ({"reload_every_s": -1}, "reload_every_s must be positive"),
+        ({"route_table": {"work": CAP}}, "must start with '/'"),
+        ({"route_table": {"/work": "pdf"}}, "not verb:name"),
+        ({"idempotency": False, "store": MemoryStore()}, "idempotency is disabled"),
+    ],
+)
+def test_bad_options_are_refused_clearly(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        SLOGuard(Starlette(), **options)
