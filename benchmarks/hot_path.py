@@ -20,24 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
+from servers import bare_app, guarded_app
 from sloguard import IdempotencyMiddleware, MemoryStore
 
 BODY = b'{"document": "report.docx", "format": "pdf", "pages": 12}'
-
-
-async def create_item(request: Request) -> JSONResponse:
-    data = await request.json()
-    return JSONResponse({"id": 1, **data}, status_code=201)
-
-
-def bare_app() -> Starlette:
-    return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
 
 
 def scope_for(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -109,6 +97,9 @@ async def request_once(variant: Variant) -> float:
     return elapsed / 1000
 
 
+FULL_STACK_KINDS = ("no key", "miss", "replay")
+
+
 def variants() -> list[Variant]:
     found = [
         Variant("bare Starlette app", bare_app(), no_key),
@@ -123,6 +114,9 @@ def variants() -> list[Variant]:
             IdempotencyMiddleware(bare_app(), store=MemoryStore()),
             same_key,
         ),
+        Variant("SLOGuard full stack, no key", guarded_app(), no_key),
+        Variant("SLOGuard full stack, miss", guarded_app(), fresh_keys(b"guard")),
+        Variant("SLOGuard full stack, replay", guarded_app(), same_key),
     ]
     try:
         from idempotency_header_middleware import IdempotencyHeaderMiddleware
@@ -179,6 +173,10 @@ def report(measured: list[Variant]) -> None:
     print(f"miss / bare: {ours / bare:.2f} (target <= 1.5)")
     print(f"replay / bare: {medians['IdempotencyMiddleware, replay'] / bare:.2f} (target <= 0.5)")
     print(f"no key / bare: {medians['IdempotencyMiddleware, no key'] / bare:.2f} (target <= 1.05)")
+    full = {kind: medians[f"SLOGuard full stack, {kind}"] / bare for kind in FULL_STACK_KINDS}
+    print(f"full stack miss / bare: {full['miss']:.2f} (target <= 1.8)")
+    print(f"full stack replay / bare: {full['replay']:.2f} (target <= 0.6)")
+    print(f"full stack no key / bare: {full['no key']:.2f}")
     if peer is not None:
         print(f"miss / peer miss: {ours / peer:.2f}")
         print(

@@ -1,0 +1,143 @@
+"""Apps and a uvicorn runner shared by the through-a-server benchmarks.
+
+cd benchmarks && uvicorn servers:bare       # the JSON POST handler alone
+cd benchmarks && uvicorn servers:guarded    # the same under SLOGuard
+cd benchmarks && uvicorn servers:limited    # a handler of fixed capacity (overload.py)
+cd benchmarks && uvicorn servers:limited_guarded
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from sloguard import MemoryStore, SLOGuard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BENCH_SLO = """\
+capability: {verb: bench, name: items}
+slo:
+  latency: {p50_ms: 1000, p95_ms: 2000, p99_ms: 5000}
+  availability: {target: 0.99}
+enforcement: {reject_on_violation: true}
+"""
+
+
+async def create_item(request: Request) -> JSONResponse:
+    data = await request.json()
+    return JSONResponse({"id": 1, **data}, status_code=201)
+
+
+def bare_app() -> Starlette:
+    return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
+
+
+def guarded_app() -> SLOGuard:
+    """The full stack: SLOGuard with an SLO file for the handler's capability."""
+    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
+    (slo_dir / "items.yml").write_text(BENCH_SLO, encoding="utf-8")
+    return SLOGuard(
+        bare_app(), slo_dir=slo_dir, store=MemoryStore(), route_table={"/items": "bench:items"}
+    )
+
+
+CAPACITY = 4
+"""Requests the limited handler serves at once."""
+SERVICE_S = 0.025
+"""How long each takes: capacity is CAPACITY / SERVICE_S = 160 requests a second."""
+
+LIMITED_SLO = """\
+capability: {verb: bench, name: work}
+slo:
+  latency: {p50_ms: 50, p95_ms: 100, p99_ms: 250}
+  availability: {target: 0.99}
+enforcement: {reject_on_violation: true}
+"""
+
+
+def limited_app() -> Starlette:
+    """A handler of fixed capacity: CAPACITY at once, SERVICE_S each; the rest queue."""
+    slots = asyncio.Semaphore(CAPACITY)
+
+    async def work(request: Request) -> JSONResponse:
+        await request.body()
+        async with slots:
+            await asyncio.sleep(SERVICE_S)
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/work", work, methods=["POST"])])
+
+
+def limited_guarded_app() -> SLOGuard:
+    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
+    (slo_dir / "work.yml").write_text(LIMITED_SLO, encoding="utf-8")
+    return SLOGuard(limited_app(), slo_dir=slo_dir, route_table={"/work": "bench:work"})
+
+
+_APPS = {
+    "bare": bare_app,
+    "guarded": guarded_app,
+    "limited": limited_app,
+    "limited_guarded": limited_guarded_app,
+}
+
+
+def __getattr__(name: str) -> object:
+    # Built on first access, so that importing this module starts nothing.
+    if name in _APPS:
+        return _APPS[name]()
+    raise AttributeError(name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def uvicorn_server(app: str, port: int | None = None) -> Iterator[str]:
+    """Run ``uvicorn <app>`` in a child process; yield its base URL once it answers."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn {app} did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -1,0 +1,91 @@
+"""Requests per second through a real server: SLOGuard's full stack vs the bare app.
+
+    apt-get install wrk && pip install -e ".[bench]" && python benchmarks/throughput.py
+
+Each app runs under uvicorn (one worker) in its own process; wrk drives it from
+another. Rounds alternate between the apps, so machine noise hits them alike;
+the table gives the median requests per second over the rounds and the ratio
+to the bare app. "miss" sends a fresh Idempotency-Key with every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from servers import uvicorn_server
+
+BODY = '{"document": "report.docx", "format": "pdf", "pages": 12}'
+
+LUA = """
+local counter = 0
+function init(args)
+  with_key = args[1] == "key"
+end
+function request()
+  counter = counter + 1
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench"}
+  if with_key then
+    headers["Idempotency-Key"] = "k-" .. counter
+  end
+  return wrk.format("POST", "/items", headers, 'BODY')
+end
+""".replace("BODY", BODY)
+
+VARIANTS = [
+    ("bare Starlette app", "servers:bare", "nokey"),
+    ("SLOGuard full stack, no key", "servers:guarded", "nokey"),
+    ("SLOGuard full stack, miss", "servers:guarded", "key"),
+]
+
+
+def wrk(url: str, script: Path, mode: str, seconds: int, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url, "--", mode],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None or "Non-2xx" in out:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(LUA, encoding="utf-8")
+    results: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
+    for _ in range(args.rounds):
+        for name, app, mode in VARIANTS:
+            with uvicorn_server(app) as url:
+                wrk(url, script, mode, 1, args.connections)  # warm-up
+                results[name].append(wrk(url, script, mode, args.seconds, args.connections))
+    bare = statistics.median(results[VARIANTS[0][0]])
+    width = max(len(name) for name, _, _ in VARIANTS)
+    print(f"{'variant':<{width}}  {'median req/s':>12}  {'min':>8}  {'max':>8}  {'x bare':>6}")
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(
+            f"{name:<{width}}  {median:12.0f}  {min(values):8.0f}  {max(values):8.0f}"
+            f"  {median / bare:6.2f}"
+        )
+    print(f"\nrounds: {args.rounds} x {args.seconds} s, {args.connections} connections, 1 thread")
+    print("target: full stack >= 0.90 x bare")
+
+
+if __name__ == "__main__":
+    main()
