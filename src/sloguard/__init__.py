@@ -8,6 +8,7 @@ from sloguard.exceptions import (
     InvalidIdempotencyKey,
     SLOFileError,
     SloguardError,
+    StoreUnavailable,
 )
 from sloguard.idempotency import IdempotencyMiddleware, MemoryStore, Store
 from sloguard.middleware import SLOGuard
@@ -27,5 +28,6 @@ __all__ = [
     "SLOStatus",
     "SloguardError",
     "Store",
+    "StoreUnavailable",
     "__version__",
 ]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from sloguard import ConfigurationError, IdempotencyMiddleware, MemoryStore
+from sloguard import ConfigurationError, IdempotencyMiddleware, MemoryStore, StoreUnavailable
 from sloguard._clock import ManualClock
-from sloguard.idempotency import StoredResponse
+from sloguard.idempotency import Claim, StoredResponse
 from tests.asgi import body_of, call, headers_of, http_scope
 from tests.idempotency.conftest import BIG_BODY, Factory, Handlers
 
@@ -636,3 +636,96 @@ async def test_a_failing_store_write_is_logged_without_credentials_and_loses_no_
     assert response.json()["n"] == 1
     assert "order-42" in caplog.text
     assert "top-secret" not in caplog.text
+
+
+class _UnavailableStore(MemoryStore):
+    """A store whose backend is down, as a networked store reports it."""
+
+    def __init__(self, *, fail_open: bool, in_claim: bool = True) -> None:
+        super().__init__()
+        self.fail_open = fail_open
+        self.in_claim = in_claim
+        self.writes = 0
+
+    async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        if self.in_claim:
+            raise StoreUnavailable("backend down", fail_open=self.fail_open)
+        return await super().claim(key, fingerprint, lease_seconds)
+
+    async def wait(self, key: str) -> None:
+        raise StoreUnavailable("backend down", fail_open=self.fail_open)
+
+    async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
+        self.writes += 1
+        return await super().complete(key, token, response)
+
+    async def release(self, key: str, token: int) -> None:
+        self.writes += 1
+        await super().release(key, token)
+
+
+async def test_an_unavailable_store_fails_closed_with_a_503(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    client = make_client(store=_UnavailableStore(fail_open=False))
+    response = await client.post("/items", headers=KEY)
+
+    assert_problem(response, 503, "idempotency_store_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert handlers.calls["items"] == 0
+
+
+async def test_an_unavailable_store_fails_open_without_storing(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    store = _UnavailableStore(fail_open=True)
+    client = make_client(store=store)
+    responses = [await client.post("/items", content=b"body", headers=KEY) for _ in range(2)]
+
+    assert [r.status_code for r in responses] == [201, 201]
+    assert all(r.headers["idempotency-stored"] == "false" for r in responses)
+    assert handlers.seen_bodies == [b"body", b"body"]
+    assert not any(is_replay(r) for r in responses)
+    assert store.writes == 0  # neither complete nor release: there is no claim to end
+
+
+async def test_a_store_failing_while_a_duplicate_waits_fails_closed(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    store = _UnavailableStore(fail_open=False, in_claim=False)
+    client = make_client(store=store, wait_seconds=30)
+    first = await handlers.hold(client.post("/items", headers=KEY))
+    duplicate = await client.post("/items", headers=KEY)
+    handlers.gate.set()
+    await first
+
+    assert_problem(duplicate, 503, "idempotency_store_unavailable")
+    assert handlers.calls["items"] == 1
+
+
+@pytest.mark.parametrize("admitted", [True, False], ids=["admitted", "refused"])
+async def test_failing_open_runs_the_app_handle_was_given_only_once_admitted(
+    admitted: bool,
+) -> None:
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("handle() runs the app it is given, not the wrapped one")
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ran:" + body})
+
+    async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"shed"})
+
+    middleware = IdempotencyMiddleware(outer, store=_UnavailableStore(fail_open=True))
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        await middleware.handle(scope, receive, send, inner, lambda: None if admitted else refusal)
+
+    incoming = [{"type": "http.request", "body": b"payload", "more_body": False}]
+    sent = await call(guarded, http_scope(headers=[(b"idempotency-key", b"k")]), incoming)
+
+    assert body_of(sent) == (b"ran:payload" if admitted else b"shed")
+    assert (b"idempotency-stored", b"false") in headers_of(sent)
