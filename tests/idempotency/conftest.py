@@ -34,6 +34,7 @@ class Handlers:
     async def hold(self, request: Awaitable[httpx.Response]) -> asyncio.Task[httpx.Response]:
         """Start ``request`` with the gate closed; return once it holds its key in /items."""
         self.gate.clear()
+        self.entered.clear()
         task = asyncio.ensure_future(request)
         await self.entered.wait()
         return task
