@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import itertools
+import os
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +121,54 @@ def variants() -> list[Variant]:
         Variant("SLOGuard full stack, miss", guarded_app(), fresh_keys(b"guard")),
         Variant("SLOGuard full stack, replay", guarded_app(), same_key),
     ]
+    # RedisStore against the server at REDIS_URL, under a prefix of this run's own. Its
+    # connections count the commands they send (each is one round trip); the counts per
+    # request print after the table. The keys are deleted at exit (and expire in 10 min).
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+        import redis.asyncio as aioredis
+
+        from sloguard import RedisStore
+
+        redis.Redis.from_url(redis_url, socket_connect_timeout=0.5).ping()
+    except Exception as exc:  # ImportError, or no server: either way, no Redis rows
+        print(f"RedisStore rows skipped: no Redis at {redis_url} ({exc})\n")
+    else:
+        prefix = f"sloguard-bench:{uuid.uuid4().hex}:"
+        tally = {"miss": [0, 0], "replay": [0, 0]}  # per row: requests, commands sent
+
+        def redis_row(row: str, headers: KeyMaker) -> Variant:
+            class Counting(aioredis.Connection):
+                async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+                    tally[row][1] += 1
+                    await super().send_packed_command(*args, **kwargs)
+
+            def counted_headers() -> list[tuple[bytes, bytes]]:
+                tally[row][0] += 1
+                return headers()
+
+            pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=Counting)
+            # timeout_seconds: the default (50 ms) would turn a stall of this shared
+            # machine into a 503 and stop the run; its cost does not depend on the value.
+            store = RedisStore(aioredis.Redis.from_pool(pool), prefix, 600, timeout_seconds=1)
+            name = f"RedisStore, {'miss (fresh key)' if row == 'miss' else row}"
+            return Variant(name, IdempotencyMiddleware(bare_app(), store=store), counted_headers)
+
+        def round_trips_and_cleanup() -> None:
+            for row, (requests, sent) in tally.items():
+                print(
+                    f"RedisStore {row}: {sent} commands for {requests} requests, "
+                    f"{sent / requests:.3f} round trips per request (with the connection's "
+                    "handshake, and the first request's miss on the replay row)"
+                )
+            client = redis.Redis.from_url(redis_url)
+            names = list(client.scan_iter(match=prefix + "*", count=1000))
+            for start in range(0, len(names), 1000):
+                client.delete(*names[start : start + 1000])
+
+        atexit.register(round_trips_and_cleanup)
+        found += [redis_row("miss", fresh_keys(b"redis-miss")), redis_row("replay", same_key)]
     try:
         from idempotency_header_middleware import IdempotencyHeaderMiddleware
         from idempotency_header_middleware.backends.memory import MemoryBackend

@@ -39,5 +39,19 @@ class SLOFileError(ConfigurationError):
         return tuple(field for field, _ in self.problems)
 
 
+class StoreUnavailable(SloguardError):
+    """An idempotency store's backend failed or timed out.
+
+    Raised from ``Store.claim`` (and ``wait``) by a networked store.
+    ``IdempotencyMiddleware`` answers 503 ``idempotency_store_unavailable``
+    when ``fail_open`` is false, and runs the request without idempotency
+    (``Idempotency-Stored: false``) when it is true.
+    """
+
+    def __init__(self, message: str, *, fail_open: bool) -> None:
+        super().__init__(message)
+        self.fail_open = fail_open
+
+
 def _problem_line(path: str, field: str, message: str) -> str:
     return f"{path}: {field}: {message}" if field else f"{path}: {message}"

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from sloguard import IdempotencyMiddleware, MemoryStore
+from sloguard import IdempotencyMiddleware, MemoryStore, RedisStore, Store
 from sloguard._clock import ManualClock
+from tests.redis_server import RedisKeys
 
 BIG_BODY = bytes(range(256)) * (10 * 1024 * 1024 // 256)  # 10 MiB, every byte value
 
@@ -34,6 +35,7 @@ class Handlers:
     async def hold(self, request: Awaitable[httpx.Response]) -> asyncio.Task[httpx.Response]:
         """Start ``request`` with the gate closed; return once it holds its key in /items."""
         self.gate.clear()
+        self.entered.clear()
         task = asyncio.ensure_future(request)
         await self.entered.wait()
         return task
@@ -94,16 +96,83 @@ def handlers() -> Handlers:
     return Handlers()
 
 
+class MemoryBackend:
+    """MemoryStores on the test's manual clock."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def make_store(self, **options: Any) -> Store:
+        return MemoryStore(clock=self.clock, **options)
+
+    async def travel(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+class RedisBackend:
+    """RedisStores under one test's key prefix on the shared Redis server.
+
+    Their timeout is generous: these tests check semantics on a busy machine; the
+    failure tests in test_redis.py use the default.
+    """
+
+    def __init__(self, keys: RedisKeys) -> None:
+        self.keys = keys
+        self.stores: list[RedisStore] = []
+
+    def make_store(self, **options: Any) -> RedisStore:
+        options.setdefault("prefix", self.keys.prefix)
+        options.setdefault("timeout_seconds", 5.0)
+        store = RedisStore(self.keys.url, **options)
+        self.stores.append(store)
+        return store
+
+    async def travel(self, seconds: float) -> None:
+        await self.keys.travel(seconds)
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.aclose()
+
+
+Backend = MemoryBackend | RedisBackend
+
+
 @pytest.fixture
-def store(clock: ManualClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
+async def redis_backend(redis_keys: RedisKeys) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_keys)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest, clock: ManualClock) -> Backend:
+    """Each store kind in turn: every test using it checks both against one contract."""
+    if request.param == "memory":
+        return MemoryBackend(clock)
+    redis_backend: RedisBackend = request.getfixturevalue("redis_backend")
+    return redis_backend
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.make_store()
+
+
+Travel = Callable[[float], Awaitable[None]]
+
+
+@pytest.fixture
+def travel(backend: Backend) -> Travel:
+    """Move the store's clock forward: the manual clock, or Redis's for the test's keys."""
+    return backend.travel
 
 
 Factory = Callable[..., httpx.AsyncClient]
 
 
 @pytest.fixture
-async def make_client(handlers: Handlers, store: MemoryStore) -> AsyncIterator[Factory]:
+async def make_client(handlers: Handlers, store: Store) -> AsyncIterator[Factory]:
     """Build a client for the app wrapped in IdempotencyMiddleware with the given options."""
     clients: list[httpx.AsyncClient] = []
 

@@ -1,8 +1,6 @@
-"""MemoryStore: the Store contract, and its three bounds."""
+"""MemoryStore: its three bounds and its bookkeeping (the contract is in test_store.py)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
@@ -23,71 +21,27 @@ async def claimed(store: MemoryStore, key: str, fingerprint: bytes = FP) -> int:
     return claim.token
 
 
+@pytest.fixture
+def store(clock: ManualClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
 def test_memory_store_implements_the_store_protocol() -> None:
     assert isinstance(MemoryStore(), Store)
 
 
-async def test_claim_complete_then_claim_returns_the_response(store: MemoryStore) -> None:
-    token = await claimed(store, "k")
-    stored = response(b'{"ok":1}')
-    assert await store.complete("k", token, stored)
-
-    claim = await store.claim("k", b"other", 60)
-    assert claim.status is ClaimStatus.COMPLETED
-    assert claim.response == stored
-    assert claim.fingerprint == FP
-    assert len(store) == 1
-
-
-async def test_a_second_claim_sees_the_lease_in_flight(store: MemoryStore) -> None:
-    await claimed(store, "k")
-    claim = await store.claim("k", b"fp-2", 60)
-    assert claim.status is ClaimStatus.IN_FLIGHT
-    assert claim.fingerprint == FP
-    assert store.in_flight == 1
-
-
-async def test_release_frees_the_key_and_only_for_its_own_token(store: MemoryStore) -> None:
-    token = await claimed(store, "k")
-    await store.release("k", token + 1)
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.IN_FLIGHT
-    await store.release("k", token)
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.CLAIMED
-
-
-async def test_an_expired_lease_is_taken_over_with_a_larger_token(
+async def test_tokens_count_up_and_leases_are_counted(
     store: MemoryStore, clock: ManualClock
 ) -> None:
     old = await claimed(store, "k")
+    assert store.in_flight == 1
     clock.advance(61)
+    assert store.in_flight == 0
     new = await claimed(store, "k")
     assert new > old
-
-    assert not await store.complete("k", old, response(b"stale"))
-    await store.release("k", old)  # the stale holder cannot free the new lease either
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.IN_FLIGHT
-    assert await store.complete("k", new, response(b"fresh"))
-    claim = await store.claim("k", FP, 60)
-    assert claim.response is not None
-    assert claim.response.body == b"fresh"
-
-
-async def test_an_expired_lease_nobody_took_over_may_still_complete(
-    store: MemoryStore, clock: ManualClock
-) -> None:
-    token = await claimed(store, "k")
-    clock.advance(600)
-    assert await store.complete("k", token, response())
-
-
-async def test_responses_expire_after_the_ttl(clock: ManualClock) -> None:
-    store = MemoryStore(ttl_seconds=10, clock=clock)
-    await store.complete("k", await claimed(store, "k"), response())
-    clock.advance(9.9)
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.COMPLETED
-    clock.advance(0.2)
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.CLAIMED
-    assert len(store) == 0
+    assert await store.complete("k", new, response())
+    assert len(store) == 1
+    assert store.in_flight == 0
 
 
 async def test_max_entries_evicts_the_least_recently_used(clock: ManualClock) -> None:
@@ -129,24 +83,6 @@ async def test_nbytes_counts_headers_and_body() -> None:
     small = StoredResponse(FP, 200, (), b"")
     big = StoredResponse(FP, 200, ((b"x-a", b"1" * 100),), b"b" * 100)
     assert big.nbytes - small.nbytes >= 203
-
-
-async def test_wait_returns_when_the_lease_ends(store: MemoryStore) -> None:
-    token = await claimed(store, "k")
-    waiter = asyncio.create_task(store.wait("k"))
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    await store.complete("k", token, response())
-    await asyncio.wait_for(waiter, timeout=5)
-
-
-async def test_wait_returns_at_once_when_there_is_no_live_lease(
-    store: MemoryStore, clock: ManualClock
-) -> None:
-    await store.wait("nothing")
-    await claimed(store, "k")
-    clock.advance(61)
-    await store.wait("k")
 
 
 async def test_expired_leases_are_swept_so_abandoned_claims_cannot_pile_up(

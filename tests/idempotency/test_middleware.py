@@ -12,11 +12,17 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from sloguard import ConfigurationError, IdempotencyMiddleware, MemoryStore
-from sloguard._clock import ManualClock
-from sloguard.idempotency import StoredResponse
+from sloguard import (
+    ConfigurationError,
+    IdempotencyMiddleware,
+    MemoryStore,
+    Store,
+    StoreUnavailable,
+)
+from sloguard.idempotency import Claim, ClaimStatus, StoredResponse
+from sloguard.idempotency.keys import scoped_key
 from tests.asgi import body_of, call, headers_of, http_scope
-from tests.idempotency.conftest import BIG_BODY, Factory, Handlers
+from tests.idempotency.conftest import BIG_BODY, Backend, Factory, Handlers, Travel
 
 KEY = {"Idempotency-Key": "order-42"}
 REPLAYED = ("idempotent-replayed", "x-idempotent-replay")
@@ -377,13 +383,13 @@ async def test_a_waiting_duplicate_gives_up_with_a_409(
 
 
 async def test_a_crashed_request_holds_its_key_only_until_the_lease_expires(
-    make_client: Factory, handlers: Handlers, store: MemoryStore, clock: ManualClock
+    make_client: Factory, handlers: Handlers, travel: Travel
 ) -> None:
     client = make_client(lease_seconds=30)
     hung = await handlers.hold(client.post("/items", headers=KEY))
     # The first request never finishes (as if its process died). Within the lease: 409.
     assert (await client.post("/items", headers=KEY)).status_code == 409
-    clock.advance(31)
+    await travel(31)
     handlers.gate.set()
     takeover = await client.post("/items", headers=KEY)
     late = await hung
@@ -411,7 +417,7 @@ async def test_a_streaming_response_is_replayed_byte_for_byte(
     assert is_replay(replay)
 
 
-async def test_set_cookie_and_hop_by_hop_headers_are_never_replayed() -> None:
+async def test_set_cookie_and_hop_by_hop_headers_are_never_replayed(store: Store) -> None:
     headers = [
         (b"content-type", b"text/plain"),
         (b"set-cookie", b"session=secret"),
@@ -426,7 +432,7 @@ async def test_set_cookie_and_hop_by_hop_headers_are_never_replayed() -> None:
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
         await send({"type": "http.response.body", "body": b"b"})
 
-    middleware = IdempotencyMiddleware(app)
+    middleware = IdempotencyMiddleware(app, store=store)
     scope = http_scope(headers=[(b"idempotency-key", b"k")])
     first = await call(middleware, scope)
     replay = await call(middleware, scope)
@@ -482,7 +488,7 @@ async def test_a_handler_exception_releases_the_key(
 
 
 @pytest.mark.parametrize("partial", [False, True], ids=["before-start", "mid-body"])
-async def test_an_exception_propagates_and_releases_the_key(partial: bool) -> None:
+async def test_an_exception_propagates_and_releases_the_key(partial: bool, store: Store) -> None:
     runs = 0
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -493,7 +499,7 @@ async def test_an_exception_propagates_and_releases_the_key(partial: bool) -> No
             await send({"type": "http.response.body", "body": b"half", "more_body": True})
         raise RuntimeError("crash")
 
-    middleware = IdempotencyMiddleware(app)
+    middleware = IdempotencyMiddleware(app, store=store)
     scope = http_scope(headers=[(b"idempotency-key", b"k")])
     for _ in range(2):
         with pytest.raises(RuntimeError, match="crash"):
@@ -501,14 +507,14 @@ async def test_an_exception_propagates_and_releases_the_key(partial: bool) -> No
     assert runs == 2
 
 
-async def test_an_app_that_sends_no_response_releases_the_key() -> None:
+async def test_an_app_that_sends_no_response_releases_the_key(store: Store) -> None:
     runs = 0
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         nonlocal runs
         runs += 1
 
-    middleware = IdempotencyMiddleware(app)
+    middleware = IdempotencyMiddleware(app, store=store)
     scope = http_scope(headers=[(b"idempotency-key", b"k")])
     await call(middleware, scope)
     await call(middleware, scope)
@@ -550,7 +556,7 @@ async def test_a_client_that_leaves_before_its_body_arrives_runs_nothing() -> No
 
 
 async def test_a_10_mib_response_passes_through_unchanged_and_is_not_stored(
-    client: httpx.AsyncClient, handlers: Handlers, store: MemoryStore
+    client: httpx.AsyncClient, handlers: Handlers, store: Store
 ) -> None:
     first = await client.post("/big", headers=KEY)
     again = await client.post("/big", headers=KEY)
@@ -559,7 +565,8 @@ async def test_a_10_mib_response_passes_through_unchanged_and_is_not_stored(
     assert again.content == BIG_BODY
     assert not is_replay(again)
     assert handlers.calls["big"] == 2
-    assert len(store) == 0
+    key = scoped_key("", "POST", "/big", KEY["Idempotency-Key"])
+    assert (await store.claim(key, b"", 60)).status is ClaimStatus.CLAIMED
 
 
 async def test_a_10_mib_response_is_replayed_when_the_limit_allows(
@@ -575,13 +582,13 @@ async def test_a_10_mib_response_is_replayed_when_the_limit_allows(
 
 
 async def test_a_stored_response_expires_after_the_ttl(
-    make_client: Factory, handlers: Handlers, clock: ManualClock
+    make_client: Factory, handlers: Handlers, backend: Backend, travel: Travel
 ) -> None:
-    client = make_client(store=MemoryStore(ttl_seconds=60, clock=clock))
+    client = make_client(store=backend.make_store(ttl_seconds=60))
     await client.post("/items", headers=KEY)
-    clock.advance(59)
+    await travel(59)
     assert is_replay(await client.post("/items", headers=KEY))
-    clock.advance(2)
+    await travel(2)
     fresh = await client.post("/items", headers=KEY)
 
     assert not is_replay(fresh)
@@ -636,3 +643,96 @@ async def test_a_failing_store_write_is_logged_without_credentials_and_loses_no_
     assert response.json()["n"] == 1
     assert "order-42" in caplog.text
     assert "top-secret" not in caplog.text
+
+
+class _UnavailableStore(MemoryStore):
+    """A store whose backend is down, as a networked store reports it."""
+
+    def __init__(self, *, fail_open: bool, in_claim: bool = True) -> None:
+        super().__init__()
+        self.fail_open = fail_open
+        self.in_claim = in_claim
+        self.writes = 0
+
+    async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        if self.in_claim:
+            raise StoreUnavailable("backend down", fail_open=self.fail_open)
+        return await super().claim(key, fingerprint, lease_seconds)
+
+    async def wait(self, key: str) -> None:
+        raise StoreUnavailable("backend down", fail_open=self.fail_open)
+
+    async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
+        self.writes += 1
+        return await super().complete(key, token, response)
+
+    async def release(self, key: str, token: int) -> None:
+        self.writes += 1
+        await super().release(key, token)
+
+
+async def test_an_unavailable_store_fails_closed_with_a_503(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    client = make_client(store=_UnavailableStore(fail_open=False))
+    response = await client.post("/items", headers=KEY)
+
+    assert_problem(response, 503, "idempotency_store_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert handlers.calls["items"] == 0
+
+
+async def test_an_unavailable_store_fails_open_without_storing(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    store = _UnavailableStore(fail_open=True)
+    client = make_client(store=store)
+    responses = [await client.post("/items", content=b"body", headers=KEY) for _ in range(2)]
+
+    assert [r.status_code for r in responses] == [201, 201]
+    assert all(r.headers["idempotency-stored"] == "false" for r in responses)
+    assert handlers.seen_bodies == [b"body", b"body"]
+    assert not any(is_replay(r) for r in responses)
+    assert store.writes == 0  # neither complete nor release: there is no claim to end
+
+
+async def test_a_store_failing_while_a_duplicate_waits_fails_closed(
+    make_client: Factory, handlers: Handlers
+) -> None:
+    store = _UnavailableStore(fail_open=False, in_claim=False)
+    client = make_client(store=store, wait_seconds=30)
+    first = await handlers.hold(client.post("/items", headers=KEY))
+    duplicate = await client.post("/items", headers=KEY)
+    handlers.gate.set()
+    await first
+
+    assert_problem(duplicate, 503, "idempotency_store_unavailable")
+    assert handlers.calls["items"] == 1
+
+
+@pytest.mark.parametrize("admitted", [True, False], ids=["admitted", "refused"])
+async def test_failing_open_runs_the_app_handle_was_given_only_once_admitted(
+    admitted: bool,
+) -> None:
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("handle() runs the app it is given, not the wrapped one")
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ran:" + body})
+
+    async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"shed"})
+
+    middleware = IdempotencyMiddleware(outer, store=_UnavailableStore(fail_open=True))
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        await middleware.handle(scope, receive, send, inner, lambda: None if admitted else refusal)
+
+    incoming = [{"type": "http.request", "body": b"payload", "more_body": False}]
+    sent = await call(guarded, http_scope(headers=[(b"idempotency-key", b"k")]), incoming)
+
+    assert body_of(sent) == (b"ran:payload" if admitted else b"shed")
+    assert (b"idempotency-stored", b"false") in headers_of(sent)

@@ -1,9 +1,16 @@
 """Idempotency keys: execute each keyed request at most once, replay its response."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from sloguard.idempotency.keys import parse_idempotency_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.middleware import IdempotencyMiddleware, Principal
 from sloguard.idempotency.store import Claim, ClaimStatus, Store, StoredResponse
+
+if TYPE_CHECKING:
+    from sloguard.idempotency.redis import RedisStore
 
 __all__ = [
     "Claim",
@@ -11,7 +18,17 @@ __all__ = [
     "IdempotencyMiddleware",
     "MemoryStore",
     "Principal",
+    "RedisStore",
     "Store",
     "StoredResponse",
     "parse_idempotency_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: redis-py is an optional extra (sloguard[redis]).
+    if name == "RedisStore":
+        from sloguard.idempotency.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

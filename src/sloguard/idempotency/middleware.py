@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
+from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey, StoreUnavailable
 from sloguard.idempotency.keys import (
     parse_idempotency_key,
     request_fingerprint,
@@ -45,6 +45,8 @@ UNSTORED_HEADERS = frozenset(
     }
 )
 _IN_FLIGHT_RETRY_AFTER = (b"retry-after", b"1")
+_UNAVAILABLE_RETRY_AFTER = (b"retry-after", b"1")
+_NOT_STORED = (b"idempotency-stored", b"false")
 
 Admission = Callable[[], ASGIApp | None]
 """Asked before a request runs: None admits it, an ASGI app answers in its place."""
@@ -168,9 +170,13 @@ class IdempotencyMiddleware:
             scope["query_string"], [m.get("body", b"") for m in messages]
         )
 
-        claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
-        if claim.status is ClaimStatus.IN_FLIGHT and self.wait_seconds > 0:
-            claim = await self._wait_for_lease(store_key, fingerprint, claim)
+        try:
+            claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+            if claim.status is ClaimStatus.IN_FLIGHT and self.wait_seconds > 0:
+                claim = await self._wait_for_lease(store_key, fingerprint, claim)
+        except StoreUnavailable as exc:
+            await self._without_store(exc, scope, messages, receive, send, app, admission)
+            return
 
         if claim.fingerprint != fingerprint:
             await send_problem(
@@ -239,6 +245,41 @@ class IdempotencyMiddleware:
                     await self.store.wait(store_key)
             claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
         return claim
+
+    async def _without_store(
+        self,
+        exc: StoreUnavailable,
+        scope: Scope,
+        messages: list[Message],
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+        admission: Admission | None,
+    ) -> None:
+        """Fail closed (503, the handler does not run) or open (it runs, if admitted,
+        and nothing is stored)."""
+        if not exc.fail_open:
+            await send_problem(
+                send,
+                503,
+                "idempotency_store_unavailable",
+                "Idempotency store unavailable",
+                f"This {self.key_header} cannot be checked right now, so the request was "
+                "not processed; retry later with the same key.",
+                headers=(_UNAVAILABLE_RETRY_AFTER,),
+            )
+            return
+
+        async def replay_request() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        async def mark_unstored(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), _NOT_STORED]}
+            await send(message)
+
+        refusal = admission() if admission is not None else None
+        await (refusal or app)(scope, replay_request, mark_unstored)
 
     async def _replay(self, response: StoredResponse, send: Send) -> None:
         await send(

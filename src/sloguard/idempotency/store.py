@@ -61,13 +61,17 @@ class Store(Protocol):
     """Where idempotency claims and completed responses live.
 
     Implementations must make ``claim`` atomic: of any number of concurrent
-    claims on one free key, exactly one returns ``CLAIMED``.
+    claims on one free key, exactly one returns ``CLAIMED``. A store whose
+    backend fails raises ``sloguard.StoreUnavailable`` from ``claim`` or
+    ``wait``; errors from ``complete`` and ``release`` are logged by the caller.
     """
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         """Return the stored response, report an in-flight lease, or take a new lease.
 
-        An expired lease counts as free: the new claimant gets a new, larger token.
+        An expired lease counts as free: the new claimant gets a new token, never
+        equal to an earlier one's (``MemoryStore`` counts up, ``RedisStore`` draws
+        64 random bits), so the earlier holder can neither complete nor release.
         """
         ...
 
