@@ -9,3 +9,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ImportError(
         "sloguard.client needs httpx, which is not installed: pip install 'sloguard[client]'"
     ) from exc
+
+from sloguard.client.policy import PRIORITIES, RetryPolicy
+from sloguard.client.retries import RetryStats
+from sloguard.exceptions import Throttled
+
+__all__ = ["PRIORITIES", "RetryPolicy", "RetryStats", "Throttled"]
