@@ -1,5 +1,11 @@
 """The client half: httpx transports for calling a sloguard-protected service.
 
+``httpx.AsyncClient(transport=RetryTransport())`` (or ``httpx.Client(transport=
+SyncRetryTransport())``) retries connection errors, 409 in flight, 429 and
+502/503/504 with jittered exponential backoff and ``Retry-After``, keeps the same
+``Idempotency-Key`` on every retry of a POST or PATCH, and refuses locally
+(:class:`Throttled`) when the server has been refusing most requests.
+
 Needs httpx: ``pip install 'sloguard[client]'``.
 """
 
@@ -12,6 +18,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from sloguard.client.policy import PRIORITIES, RetryPolicy
 from sloguard.client.retries import RetryStats
+from sloguard.client.transport import PRIORITY_EXTENSION, RetryTransport, SyncRetryTransport
 from sloguard.exceptions import Throttled
 
-__all__ = ["PRIORITIES", "RetryPolicy", "RetryStats", "Throttled"]
+__all__ = [
+    "PRIORITIES",
+    "PRIORITY_EXTENSION",
+    "RetryPolicy",
+    "RetryStats",
+    "RetryTransport",
+    "SyncRetryTransport",
+    "Throttled",
+]
