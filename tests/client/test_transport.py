@@ -87,6 +87,18 @@ async def test_a_key_the_caller_set_is_kept_and_replayed(
     assert caller.transport.stats.replays == 1
 
 
+async def test_without_keyed_methods_a_post_is_neither_keyed_nor_retried(
+    make_caller: MakeCaller, backend: Backend
+) -> None:
+    caller = make_caller(keyed_methods=())
+    backend.plan(SHED)
+
+    response = await caller.request("POST", "/orders")
+
+    assert response.status_code == 503
+    assert [arrival.key for arrival in backend.arrivals] == [None]
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_idempotent_methods_are_retried_without_a_key(
     make_caller: MakeCaller, backend: Backend, method: str
