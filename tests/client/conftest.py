@@ -226,8 +226,11 @@ def sleeper(clock: ManualClock) -> Sleeper:
 class Caller(Protocol):
     """An httpx client (async or sync) on a retry transport, called the same way."""
 
-    client: Any
-    transport: RetryTransport | SyncRetryTransport
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def transport(self) -> RetryTransport | SyncRetryTransport: ...
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 

@@ -52,7 +52,7 @@ def overload(state: RetryState, requests: int, host: str = HOST) -> None:
 
 def jitter(state: RetryState, retry: int) -> float:
     policy = state.policy
-    return state.random() * min(policy.backoff_cap, policy.backoff_base * 2**retry)
+    return state.random() * min(policy.backoff_cap, policy.backoff_base * 2.0**retry)
 
 
 # --- the first attempt ---------------------------------------------------------------
@@ -139,10 +139,11 @@ def test_each_retry_doubles_the_backoff_interval(clock: ManualClock) -> None:
     state = make_state(clock, max_attempts=5)
     run = start(state)
 
-    delays = [run.after_response(503, {}) for _ in range(4)]
+    delays = [run.after_response(503, {}) or 0.0 for _ in range(4)]
 
     assert delays == [jitter(state, retry) for retry in range(4)]
     assert delays == sorted(delays)
+    assert delays[0] > 0
 
 
 def test_retry_after_is_a_minimum_with_the_jitter_on_top(clock: ManualClock) -> None:

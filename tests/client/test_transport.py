@@ -29,7 +29,7 @@ DRAW = 0.5  # the random draw make_caller injects
 def backoff(caller: Caller, retry: int) -> float:
     """The jittered backoff before retry number ``retry`` (from 0), with the fixed draw."""
     policy = caller.transport.policy
-    return DRAW * min(policy.backoff_cap, policy.backoff_base * 2**retry)
+    return DRAW * min(policy.backoff_cap, policy.backoff_base * 2.0**retry)
 
 
 def is_uuid4(value: str | None) -> bool:
