@@ -17,6 +17,23 @@ class InvalidIdempotencyKey(SloguardError, ValueError):
     """The ``Idempotency-Key`` header is not a valid key; answered with 400."""
 
 
+class Throttled(SloguardError):
+    """``sloguard.client`` refused a request locally, without sending it: the server has
+    been refusing most requests lately (adaptive throttling). Retry later, or not at all.
+    """
+
+    def __init__(self, host: str, probability: float) -> None:
+        self.host = host
+        self.probability = probability
+        super().__init__(
+            f"request to {host} not sent: throttled locally because the server refused most "
+            f"recent requests (local rejection probability {probability:.2f})"
+        )
+
+    def __reduce__(self) -> tuple[type[Throttled], tuple[str, float]]:
+        return type(self), (self.host, self.probability)
+
+
 class SLOFileError(ConfigurationError):
     """An SLO file could not be loaded: unreadable, not YAML, or invalid.
 

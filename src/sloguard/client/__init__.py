@@ -1,0 +1,32 @@
+"""The client half: httpx transports for calling a sloguard-protected service.
+
+``httpx.AsyncClient(transport=RetryTransport())`` (or ``httpx.Client(transport=
+SyncRetryTransport())``) retries connection errors, 409 in flight, 429 and
+502/503/504 with jittered exponential backoff and ``Retry-After``, keeps the same
+``Idempotency-Key`` on every retry of a POST or PATCH, and refuses locally
+(:class:`Throttled`) when the server has been refusing most requests.
+
+Needs httpx: ``pip install 'sloguard[client]'``.
+"""
+
+try:
+    import httpx as _httpx  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "sloguard.client needs httpx, which is not installed: pip install 'sloguard[client]'"
+    ) from exc
+
+from sloguard.client.policy import PRIORITIES, RetryPolicy
+from sloguard.client.retries import RetryStats
+from sloguard.client.transport import PRIORITY_EXTENSION, RetryTransport, SyncRetryTransport
+from sloguard.exceptions import Throttled
+
+__all__ = [
+    "PRIORITIES",
+    "PRIORITY_EXTENSION",
+    "RetryPolicy",
+    "RetryStats",
+    "RetryTransport",
+    "SyncRetryTransport",
+    "Throttled",
+]
