@@ -10,7 +10,7 @@ DDSketch (Datadog) has a relative-accuracy guarantee: every quantile it
 reports is within ``relative_accuracy`` of the exact one, and merging sketches
 built on one mapping keeps that guarantee. A bucket that closes is never
 written again, so it is frozen into a :class:`FrozenBucket`: the sketch's
-non-empty bins packed into one ``bytes``, ~10x smaller than the live sketch.
+non-empty bins packed into one ``bytes``, over ten times smaller than the sketch.
 Frozen buckets merge bin by bin, exactly as the sketches would, so quantiles
 over the window are the ones the merged sketches would give.
 """
