@@ -7,7 +7,9 @@ lognormal latency (median 50 ms) to:
 - ``ddsketch`` (Datadog) DDSketch, the unbounded and the collapsing variant;
 - ``hdrhistogram`` HdrHistogram (1 µs .. 60 s, 2 significant digits);
 - SLOManager.record on a known capability, on an unknown one, and
-  SLOManager.status (a window merge: not per request).
+  SLOManager.status (a window merge: not per request), with all the requests
+  in the open bucket, and spread over the 12 buckets of the window (the closed
+  buckets' merge is cached until the next rotation, the open one is not).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from ddsketch import DDSketch, LogCollapsingLowestDenseDDSketch
 
 from sloguard import SLOManager
+from sloguard._clock import ManualClock
 
 N = 20_000
 REPEATS = 7
@@ -103,6 +106,19 @@ def main() -> None:
             (
                 "SLOManager.status (window merge)",
                 per_call_us(lambda: lambda _: mgr.status("convert:document_to_pdf"), status_values),
+            )
+        )
+        clock = ManualClock()
+        spread = SLOManager(tmp, clock=clock)
+        for value in values:
+            clock.advance(59.9 / len(values))
+            spread.record("convert:document_to_pdf", latency_s=value, ok=True)
+        rows.append(
+            (
+                "SLOManager.status (12 busy buckets)",
+                per_call_us(
+                    lambda: lambda _: spread.status("convert:document_to_pdf"), status_values
+                ),
             )
         )
 

@@ -1,6 +1,7 @@
 """10,000 capabilities: how long SLOManager takes to load them, and the memory they hold.
 
-Run: ``python benchmarks/slo_scale.py [COUNT [BUCKETS]]`` (default 10,000 and 12).
+Run: ``python benchmarks/slo_scale.py [COUNT [BUCKETS [RELATIVE_ACCURACY]]]``
+(default 10,000, 12 and 0.01).
 
 Writes COUNT SLO files to a temporary directory, then reports:
 
@@ -8,7 +9,10 @@ Writes COUNT SLO files to a temporary directory, then reports:
 - Python heap held (tracemalloc, a separate pass) after loading, after one
   request per capability (the window and budget counters are allocated on
   first record), after traffic in every bucket of every window (worst case:
-  all capabilities busy for a whole minute), and after a ``status`` of each.
+  all capabilities busy for a whole minute), and after a ``status`` of each;
+- for the busy case, the heap split by the file that allocated it: the budget
+  counters (budget.py), the windows and their closed buckets (window.py), the
+  open buckets' live sketches (ddsketch).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def mib(nbytes: float) -> str:
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     buckets = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    accuracy = float(sys.argv[3]) if len(sys.argv) > 3 else 0.01
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for i in range(count):
@@ -72,7 +77,7 @@ def main() -> None:
         rng = random.Random(3)
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        mgr = SLOManager(directory, clock=clock, buckets=buckets)
+        mgr = SLOManager(directory, clock=clock, buckets=buckets, relative_accuracy=accuracy)
         keys = mgr.capabilities
         loaded = tracemalloc.get_traced_memory()[0]
         print(
@@ -100,6 +105,15 @@ def main() -> None:
             f"+ all {buckets:2d} buckets of every window busy  {mib(busy - loaded)}"
             f"  {(busy - loaded) / count:7.0f} B/capability"
         )
+        by_file = tracemalloc.take_snapshot().statistics("filename")
+        for label, part in (
+            ("budget counters (budget.py)", "/sloguard/slo/budget.py"),
+            ("windows, closed buckets (window.py)", "/sloguard/slo/window.py"),
+            ("open buckets' sketches (ddsketch)", "/ddsketch/"),
+        ):
+            size = sum(stat.size for stat in by_file if part in stat.traceback[0].filename)
+            print(f"    of which {label:35s} {mib(size)}  {size / count:7.0f} B/capability")
+        del by_file
 
         for key in keys:
             mgr.status(key)

@@ -105,3 +105,17 @@ def test_rings_reuse_their_slots_without_leaking_old_counts(seed: SLOFile) -> No
     # 5m is the open 1-minute slot (empty: NOW starts it) and the four before it,
     # each of 10 requests, the last also holding the 100.
     assert status.burn_rate_5m == pytest.approx((5 / 140) / 0.001)
+
+
+@pytest.mark.parametrize("big", [65_535, 65_536, 2**32 - 1, 2**32, 2**40])
+def test_counts_are_exact_whatever_their_size(seed: SLOFile, big: int) -> None:
+    # Counts start 2 bytes wide and widen when one would not fit, never losing a request.
+    counter = OutcomeCounter()
+    counter.add(NOW - 10 * DAY, 3, 1)
+    counter.add(NOW - 60, big - 1, big // 4)
+    counter.add(NOW - 30, 1, 1)  # the same 1-minute slot: big requests in it now
+    counter.add(NOW - 10, 7, 0)
+    status = budget_status(seed, counter, NOW)
+    assert (status.requests, status.errors) == (big + 10, big // 4 + 2)
+    assert counter.totals(NOW, 300.0) == (big + 7, big // 4 + 1)
+    assert counter.totals(NOW, 6 * 3_600.0) == (big + 7, big // 4 + 1)

@@ -101,6 +101,68 @@ def test_own_validator_messages_read_plainly(write: WriteFile, slo_text: SLOText
     )
 
 
+BLOCK_STYLE = """\
+capability:
+  verb: convert
+  name: document_to_pdf
+slo:
+  latency:
+    p50_ms: 50
+    p95_ms: 100
+    p99_ms: 200
+  availability:
+    target: 0.999
+"""
+
+
+def test_a_key_given_twice_is_refused_with_its_path_and_lines(write: WriteFile) -> None:
+    path = write(
+        "x.yml", BLOCK_STYLE.replace("    p99_ms: 200\n", "    p99_ms: 200\n    p95_ms: 90\n")
+    )
+    with pytest.raises(SLOFileError) as info:
+        load_slo_file(path)
+    assert str(info.value) == f"{path}: slo.latency.p95_ms: duplicate key (line 9, first on line 7)"
+    assert info.value.fields == ("slo.latency.p95_ms",)
+
+
+def test_a_second_block_is_refused_not_merged_over_the_first(
+    write: WriteFile, seed_text: str
+) -> None:
+    path = write("x.yml", seed_text + "slo:\n  latency: {p50_ms: 1, p95_ms: 2, p99_ms: 3}\n")
+    with pytest.raises(SLOFileError) as info:
+        load_slo_file(path)
+    assert str(info.value) == f"{path}: slo: duplicate key (line 10, first on line 2)"
+
+
+def test_every_repeated_key_is_reported_in_flow_style_and_in_lists(
+    write: WriteFile, seed_text: str
+) -> None:
+    text = seed_text.replace("channel: pagerduty}", "channel: pagerduty, channel: sms}").replace(
+        'version: "1.0"}', "version: \"1.0\", 'verb': pdf}"
+    )
+    path = write("x.yml", text)
+    with pytest.raises(SLOFileError) as info:
+        load_slo_file(path)
+    assert info.value.problems == (
+        ("capability.verb", "duplicate key (line 1, first on line 1)"),
+        ("slo.error_budget.alerts[1].channel", "duplicate key (line 7, first on line 7)"),
+    )
+
+
+def test_a_key_after_a_merge_overrides_it_and_is_no_duplicate(write: WriteFile) -> None:
+    text = BLOCK_STYLE + (
+        "  error_budget:\n"
+        "    alerts:\n"
+        "      - &slack {threshold: 0.5, channel: slack}\n"
+        "      - {<<: *slack, threshold: 0.9}\n"
+    )
+    slo = load_slo_file(write("x.yml", text))
+    assert [(a.threshold, a.channel) for a in slo.slo.error_budget.alerts] == [
+        (0.5, "slack"),
+        (0.9, "slack"),
+    ]
+
+
 def test_slo_file_error_is_a_configuration_error_and_pickles(write: WriteFile) -> None:
     path = write("bad.yml", "")
     with pytest.raises(ConfigurationError) as info:

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -359,6 +360,20 @@ def test_open_bucket_counts_in_the_budget_at_once(mgr: SLOManager) -> None:
     assert status is not None
     assert status.budget.burn_rate_5m == pytest.approx(10.0)
     assert status.budget.requests == 100
+
+
+@pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -0.001])
+def test_record_refuses_nan_infinite_and_negative_latencies(
+    mgr: SLOManager, latency: float
+) -> None:
+    mgr.record(PDF, latency_s=0.0)  # zero is a latency like any other
+    with pytest.raises(ValueError, match=f"latency_s .* got {re.escape(repr(latency))}$"):
+        mgr.record(PDF, latency_s=latency, ok=False)
+    with pytest.raises(ValueError, match=re.escape(repr(latency))):
+        mgr.record("unknown:cap", latency_s=latency)  # refused whether or not it is counted
+    status = mgr.status(PDF)
+    assert status is not None
+    assert (status.requests, status.errors, status.p99_ms) == (1, 0, 0.0)
 
 
 def test_unknown_capabilities_are_not_kept(mgr: SLOManager) -> None:

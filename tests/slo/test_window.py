@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 
 import pytest
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.store import DenseStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.slo import LatencyWindow
 from sloguard.slo import window as window_module
-from sloguard.slo.window import BucketClosed, latency_mapping
+from sloguard.slo.window import BucketClosed, FrozenBucket, latency_mapping, new_sketch
 
 QUANTILES = (0.50, 0.95, 0.99)
 
@@ -122,6 +125,7 @@ def test_closed_buckets_are_reported_once_with_their_start() -> None:
     window.add(0.1, True, 41.0)
     assert window.snapshot(41.0).requests == 1
     assert window_module._NO_SKETCH.count == 0  # the idle placeholder is never written
+    assert window_module._NO_NEGATIVES.count == 0  # nor the negative store the sketches share
 
 
 def test_memory_is_bounded_without_reads() -> None:
@@ -130,6 +134,16 @@ def test_memory_is_bounded_without_reads() -> None:
         window.add(0.01, True, float(second))
     assert len(window._closed) <= 12
     assert window.snapshot(9_999.0).requests == 60
+
+
+@pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -0.001])
+def test_nan_infinite_and_negative_latencies_are_refused(latency: float) -> None:
+    window = LatencyWindow(latency_mapping())
+    window.add(0.0, True, 10.0)  # zero is a latency (a cache hit timed coarsely)
+    with pytest.raises(ValueError, match=f"got {latency!r}"):
+        window.add(latency, True, 10.0)
+    snap = window.snapshot(10.0)
+    assert (snap.requests, snap.p99_s) == (1, 0.0)
 
 
 @pytest.mark.parametrize(("window_seconds", "buckets"), [(0, 12), (-1, 12), (60, 0)])
@@ -143,3 +157,107 @@ def _append(into: list[tuple[float, int, int]]) -> BucketClosed:
         into.append((start, requests, errors))
 
     return on_close
+
+
+# -- frozen buckets ---------------------------------------------------------------
+
+MANY_QUANTILES = tuple(i / 100 for i in range(101))
+latencies = st.lists(
+    st.one_of(st.just(0.0), st.floats(min_value=1e-7, max_value=3_600.0)), min_size=1, max_size=200
+)
+
+
+def live_sketch(values: list[float], accuracy: float = 0.01) -> tuple[BaseDDSketch, DenseStore]:
+    sketch, store = new_sketch(latency_mapping(accuracy))
+    for value in values:
+        sketch.add(value)
+    return sketch, store
+
+
+@settings(max_examples=100, deadline=None)
+@given(latencies, st.sampled_from([0.01, 0.02, 0.05]))
+def test_a_frozen_bucket_answers_every_quantile_as_its_live_sketch(
+    values: list[float], accuracy: float
+) -> None:
+    sketch, store = live_sketch(values, accuracy)
+    frozen = FrozenBucket.freeze(store, epoch=7, requests=len(values), errors=1)
+    assert (frozen.epoch, frozen.requests, frozen.errors) == (7, len(values), 1)
+    mapping = latency_mapping(accuracy)
+    assert frozen.quantiles(MANY_QUANTILES, mapping) == tuple(
+        sketch.get_quantile_value(q) for q in MANY_QUANTILES
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(latencies, min_size=1, max_size=6))
+def test_merged_frozen_buckets_answer_as_the_merged_sketches(groups: list[list[float]]) -> None:
+    frozen = []
+    merged, _ = new_sketch(latency_mapping())
+    for values in groups:
+        sketch, store = live_sketch(values)
+        frozen.append(FrozenBucket.freeze(store, epoch=1, requests=len(values), errors=0))
+        merged.merge(sketch)
+    bucket = FrozenBucket.merge(2, frozen)
+    assert (bucket.epoch, bucket.requests) == (2, sum(len(values) for values in groups))
+    assert bucket.quantiles(MANY_QUANTILES, latency_mapping()) == tuple(
+        merged.get_quantile_value(q) for q in MANY_QUANTILES
+    )
+
+
+@pytest.mark.parametrize("weight", [1, 255, 256, 65_536, 2**32])
+def test_counts_wider_than_a_byte_survive_the_freeze(weight: int) -> None:
+    # One sketch insert per request in a window; a weight stands in for that many requests.
+    sketch, store = new_sketch(latency_mapping())
+    sketch.add(0.010, float(weight))
+    sketch.add(0.500)
+    sketch.add(90.0, float(weight))
+    frozen = FrozenBucket.freeze(store, epoch=0, requests=2 * weight + 1, errors=0)
+    twice = FrozenBucket.merge(0, [frozen, frozen])
+    qs = (0.0, 0.49, 0.5, 0.51, 1.0)
+    assert frozen.quantiles(qs, latency_mapping()) == tuple(
+        sketch.get_quantile_value(q) for q in qs
+    )
+    sketch.merge(sketch)
+    assert twice.requests == 4 * weight + 2
+    assert twice.quantiles(qs, latency_mapping()) == tuple(sketch.get_quantile_value(q) for q in qs)
+
+
+def test_an_empty_merge_has_no_quantiles() -> None:
+    empty = FrozenBucket.merge(3, [])
+    assert (empty.epoch, empty.requests, empty.errors) == (3, 0, 0)
+    assert empty.quantiles(QUANTILES, latency_mapping()) == (None, None, None)
+
+
+def test_a_frozen_bucket_is_a_fraction_of_its_live_sketch() -> None:
+    rng = random.Random(5)
+    values = [rng.lognormvariate(math.log(0.05), 0.6) for _ in range(10)]
+    _, store = live_sketch(values)
+    frozen = FrozenBucket.freeze(store, epoch=0, requests=10, errors=0)
+    live_bytes = sys.getsizeof(store.bins) + sum(sys.getsizeof(b) for b in store.bins if b)
+    assert sys.getsizeof(frozen) * 5 < live_bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(min_value=0.0, max_value=2.0), latencies), min_size=1, max_size=12)
+)
+def test_snapshots_across_rotations_equal_one_sketch_of_the_window(
+    steps: list[tuple[float, list[float]]],
+) -> None:
+    """The window answers exactly as one DDSketch of the latencies still in it."""
+    window = LatencyWindow(latency_mapping(), window_seconds=6, buckets=3)  # 2 s buckets
+    now = 100.0
+    added: list[tuple[float, float]] = []
+    for advance, values in steps:
+        now += advance
+        for value in values:
+            window.add(value, True, now)
+            added.append((now, value))
+        oldest = (now // 2 - 3) * 2 + 2  # the start of the oldest bucket still in the window
+        expected, _ = new_sketch(latency_mapping())
+        for at, value in added:
+            if at >= oldest:
+                expected.add(value)
+        snap = window.snapshot(now)
+        assert snap.requests == expected.count
+        assert quantiles(window, now) == tuple(expected.get_quantile_value(q) for q in QUANTILES)

@@ -10,9 +10,11 @@ errors (SRE workbook, chapter 5):
 
 Outcome counts are kept at three resolutions so that memory stays bounded:
 1-minute slots for five minutes (the 5 m burn rate), 5-minute slots for six
-hours (1 h and 6 h) and 6-hour slots for 30 days (the month), 16 bytes a
-slot. They are fed once per closed window bucket, not per request. The counts
-live in this process only: after a restart the month starts again.
+hours (1 h and 6 h) and 6-hour slots for 30 days (the month). A ring's
+counts start 2 bytes wide and widen (4, then 8 bytes) the first time one
+outgrows them, so a ring costs 4 bytes a slot until a slot passes 65,535
+requests. They are fed once per closed window bucket, not per request. The
+counts live in this process only: after a restart the month starts again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ MONTH_SECONDS = 30 * 86_400.0
 BURN_RATE_WINDOWS = {"5m": 300.0, "1h": 3_600.0, "6h": 21_600.0}
 
 
+_WIDER = {"H": "I", "I": "Q"}  # unsigned counts of 2, 4 and 8 bytes
+
+
+def _zeros(slots: int) -> array[int]:
+    return array("H", bytes(4 * slots))
+
+
 class _CountRing:
     """Requests and errors per slot of ``width`` seconds, for the last ``slots`` slots."""
 
@@ -34,8 +43,8 @@ class _CountRing:
     def __init__(self, width: float, slots: int) -> None:
         self._width = width
         self._slots = slots
-        # Interleaved (requests, errors) per slot; 8-byte unsigned counters, 16 B a slot.
-        self._counts = array("Q", bytes(16 * slots))
+        # Interleaved (requests, errors) per slot, unsigned, as narrow as the counts allow.
+        self._counts = _zeros(slots)
         self._last = -(2**62)  # index of the newest slot written; far past at first
 
     def add(self, at: float, requests: int, errors: int) -> None:
@@ -45,8 +54,19 @@ class _CountRing:
         elif index <= self._last - self._slots:
             return  # older than anything kept
         i = 2 * (index % self._slots)
-        self._counts[i] += requests
-        self._counts[i + 1] += errors
+        counts = self._counts
+        slot_requests = counts[i] + requests
+        slot_errors = counts[i + 1] + errors
+        while True:
+            try:
+                counts[i] = slot_requests
+                counts[i + 1] = slot_errors
+                return
+            except OverflowError:
+                wider = _WIDER.get(counts.typecode)
+                if wider is None:
+                    raise  # beyond 8 bytes, or negative
+                counts = self._counts = array(wider, counts)
 
     def totals(self, now: float, span: float) -> tuple[int, int]:
         """Requests and errors in the slots covering the last ``span`` seconds up to ``now``."""
@@ -65,7 +85,7 @@ class _CountRing:
     def _advance(self, index: int) -> None:
         counts = self._counts
         if index - self._last >= self._slots:
-            counts[:] = array("Q", bytes(16 * self._slots))
+            self._counts = _zeros(self._slots)  # every slot is stale: narrow again
         else:
             for k in range(self._last + 1, index + 1):
                 i = 2 * (k % self._slots)
@@ -74,7 +94,7 @@ class _CountRing:
 
 
 class OutcomeCounter:
-    """Rolling request and error counts of one capability, up to 30 days back (~3.5 KB)."""
+    """Rolling request and error counts of one capability, up to 30 days back (~1.4 KB)."""
 
     __slots__ = ("_minutes", "_month", "_six_hours")
 

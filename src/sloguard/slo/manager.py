@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ from sloguard.slo.window import (
     DEFAULT_RELATIVE_ACCURACY,
     LatencyWindow,
     WindowSnapshot,
+    invalid_latency,
     latency_mapping,
 )
 
 logger = logging.getLogger("sloguard.slo")
 
+_INF = math.inf
 _EMPTY = WindowSnapshot(requests=0, errors=0, p50_s=None, p95_s=None, p99_s=None)
 
 
@@ -229,9 +232,12 @@ class SLOManager:
     def record(self, capability: str, *, latency_s: float, ok: bool = True) -> None:
         """Count one request of ``capability``: its latency in seconds and whether it succeeded.
 
-        A capability with no SLO file is ignored. ``latency_s`` must be finite
-        (a difference of two clock readings is).
+        A capability with no SLO file is ignored. Raises ValueError, naming the
+        value, if ``latency_s`` is NaN, infinite or negative: one such value
+        would make every quantile of the window meaningless.
         """
+        if not 0.0 <= latency_s < _INF:  # NaN fails every comparison
+            raise invalid_latency(latency_s)
         window = self._windows.get(capability)
         if window is None:
             window = self._start_window(capability)
