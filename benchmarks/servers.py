@@ -111,8 +111,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: str, port: int | None = None) -> Iterator[str]:
-    """Run ``uvicorn <app>`` in a child process; yield its base URL once it answers."""
+def uvicorn_server(app: str, port: int | None = None, *, quiet: bool = False) -> Iterator[str]:
+    """Run ``uvicorn <app>`` in a child process; yield its base URL once it answers.
+
+    ``quiet`` drops the server's stderr (an overloaded server killed at the end
+    logs a traceback for every request still queued).
+    """
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -125,8 +129,11 @@ def uvicorn_server(app: str, port: int | None = None) -> Iterator[str]:
             "--log-level",
             "warning",
             "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "1",
         ],
         cwd=ROOT,
+        stderr=subprocess.DEVNULL if quiet else None,
         env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")},
     )
     try:
@@ -140,4 +147,8 @@ def uvicorn_server(app: str, port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # an overloaded server may not drain its queue
+            process.kill()
+            process.wait()
