@@ -112,7 +112,7 @@ class SLOGuard:
         priority_header: str = "X-Priority",
         capability_header: str = "X-Capability",
         shed_status: int = 503,
-        evaluate_every_s: float = 1.0,
+        evaluate_every_s: float = 0.5,
         reload_every_s: float | None = 2.0,
         clock: Clock = monotonic,
         random_source: Callable[[], float] = random.random,
@@ -135,6 +135,7 @@ class SLOGuard:
         self.evaluate_every_s = evaluate_every_s
         self.reload_every_s = reload_every_s
         self.route_table = RouteTable(route_table)
+        self._routes = len(self.route_table) > 0
         self.idempotency: IdempotencyMiddleware | None = None
         if idempotency is not False:
             options = {} if idempotency is True else dict(idempotency)
@@ -160,7 +161,7 @@ class SLOGuard:
             return
         start = self._clock()
 
-        capability = self.route_table.match(scope["path"]) if self.route_table else None
+        capability = self.route_table.match(scope["path"]) if self._routes else None
         if capability is None:
             capability = capability_from_path(scope["path"])
         raw_priority: bytes | str | None = None
