@@ -16,10 +16,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "sloguard.client needs httpx, which is not installed: pip install 'sloguard[client]'"
     ) from exc
 
-from sloguard.client.policy import PRIORITIES, RetryPolicy
+from sloguard.client.policy import RetryPolicy
 from sloguard.client.retries import RetryStats
 from sloguard.client.transport import PRIORITY_EXTENSION, RetryTransport, SyncRetryTransport
 from sloguard.exceptions import Throttled
+from sloguard.shedding.priority import PRIORITIES
 
 __all__ = [
     "PRIORITIES",

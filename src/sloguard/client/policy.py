@@ -8,9 +8,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from sloguard.exceptions import ConfigurationError
-
-PRIORITIES = ("critical", "high", "normal", "low")
-"""``X-Priority`` values a sloguard server understands (DESIGN.md, "Shedding")."""
+from sloguard.idempotency.middleware import DEFAULT_REPLAY_HEADERS
+from sloguard.shedding.priority import PRIORITIES
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Safe to repeat by definition (RFC 9110 section 9.2.2): retried without a key."""
@@ -21,7 +20,8 @@ OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 IN_FLIGHT_STATUS = 409
 """To a keyed request: the first attempt is still running; a retry gets its replay."""
 
-REPLAY_HEADERS = ("idempotent-replayed", "x-idempotent-replay")
+REPLAY_HEADERS = tuple(header.lower() for header in DEFAULT_REPLAY_HEADERS)
+"""The headers a sloguard server marks a replay with (its defaults)."""
 
 
 def parse_priority(value: object, source: str) -> str:
