@@ -46,12 +46,17 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
 
 
-def guarded_app() -> SLOGuard:
-    """The full stack: SLOGuard with an SLO file for the handler's capability."""
+def guarded_app(*, metrics: bool = True) -> SLOGuard:
+    """The full stack: SLOGuard with an SLO file for the handler's capability (and, by
+    default, its Prometheus metrics)."""
     slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
     (slo_dir / "items.yml").write_text(BENCH_SLO, encoding="utf-8")
     return SLOGuard(
-        bare_app(), slo_dir=slo_dir, store=MemoryStore(), route_table={"/items": "bench:items"}
+        bare_app(),
+        slo_dir=slo_dir,
+        store=MemoryStore(),
+        route_table={"/items": "bench:items"},
+        metrics=metrics,
     )
 
 

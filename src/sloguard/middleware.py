@@ -37,6 +37,7 @@ from sloguard.capability import (
 from sloguard.exceptions import ConfigurationError
 from sloguard.idempotency.middleware import IdempotencyMiddleware
 from sloguard.idempotency.store import Store
+from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.shedding.policy import SheddingPolicy
 from sloguard.shedding.priority import parse_priority
@@ -54,10 +55,22 @@ _SEED_BODY_LIMIT = 1024 * 1024  # a seed-form body larger than this is not inspe
 class _Guarded:
     """What SLOGuard keeps per capability with an SLO file."""
 
-    __slots__ = ("enforce_from", "key", "next_update", "policy", "refusal", "refused", "slo")
+    __slots__ = (
+        "enforce_from",
+        "key",
+        "next_update",
+        "policy",
+        "refusal",
+        "refused",
+        "series",
+        "slo",
+    )
 
-    def __init__(self, key: str, slo: SLOFile, enforce_from: float) -> None:
+    def __init__(
+        self, key: str, slo: SLOFile, enforce_from: float, series: CapabilityMetrics | None
+    ) -> None:
         self.key = key
+        self.series = series
         self.slo = slo
         self.policy = SheddingPolicy(slo.shedding)
         self.enforce_from = enforce_from
@@ -116,6 +129,7 @@ class SLOGuard:
         reload_every_s: float | None = 2.0,
         clock: Clock = monotonic,
         random_source: Callable[[], float] = random.random,
+        metrics: Metrics | bool = True,
     ) -> None:
         if manager is not None and slo_dir is not None:
             raise ConfigurationError("pass slo_dir or manager, not both")
@@ -136,11 +150,18 @@ class SLOGuard:
         self.reload_every_s = reload_every_s
         self.route_table = RouteTable(route_table)
         self._routes = len(self.route_table) > 0
+        if metrics is True:
+            slos = (manager.get_slo(c) for c in manager.capabilities)
+            metrics = default_metrics(slo for slo in slos if slo is not None)
+        self.metrics: Metrics | None = metrics or None
+        self._other = None if self.metrics is None else self.metrics.capability(None)
         self.idempotency: IdempotencyMiddleware | None = None
         if idempotency is not False:
             options = {} if idempotency is True else dict(idempotency)
             if store is not None:
                 options["store"] = store
+            if self.metrics is not None:
+                options.setdefault("on_event", self.metrics.idempotency_event)
             self.idempotency = IdempotencyMiddleware(app, **options)
         elif store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
@@ -150,6 +171,10 @@ class SLOGuard:
         self._random = random_source
         self._guarded: dict[str, _Guarded] = {}
         self._watch: asyncio.Task[None] | None = None
+        if self.metrics is not None:
+            self.metrics.watch(
+                manager, None if self.idempotency is None else self.idempotency.store
+            )
 
     # -- the request path -------------------------------------------------------
 
@@ -184,8 +209,11 @@ class SLOGuard:
             guarded = self._guarded.get(capability)
             if guarded is None or guarded.slo is not slo:
                 guarded = self._guard(capability, slo)
-            app = partial(self._observe, capability, start)
-            admission = partial(self._admit, guarded, parse_priority(raw_priority), start)
+            priority = parse_priority(raw_priority)
+            app = partial(self._observe, capability, guarded.series, priority, start)
+            admission = partial(self._admit, guarded, priority, start)
+        elif self._other is not None:
+            app = partial(self._observe, None, self._other, parse_priority(raw_priority), start)
 
         idempotency = self.idempotency
         if idempotency is not None and idempotency.applies(scope):
@@ -204,12 +232,22 @@ class SLOGuard:
             return None
         enforcing = guarded.enforcing(now)
         guarded.refused[priority, enforcing] += 1
+        if guarded.series is not None:
+            guarded.series.shed(priority, dry_run=not enforcing)
         return guarded.refusal if enforcing else None
 
     async def _observe(
-        self, capability: str, start: float, scope: Scope, receive: Receive, send: Send
+        self,
+        capability: str | None,
+        series: CapabilityMetrics | None,
+        priority: Priority,
+        start: float,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        """Run the app and record its latency and outcome."""
+        """Run the app; record its latency and outcome in the capability's window
+        (``capability`` None: no SLO) and in the metrics (``series`` None: off)."""
         status = 500  # an app that never starts a response has failed
 
         async def observed_send(message: Message) -> None:
@@ -221,9 +259,24 @@ class SLOGuard:
         try:
             await self.app(scope, receive, observed_send)
         except Exception:
-            self.manager.record(capability, latency_s=self._clock() - start, ok=False)
+            self._record(capability, series, priority, start, ok=False)
             raise
-        self.manager.record(capability, latency_s=self._clock() - start, ok=status < 500)
+        self._record(capability, series, priority, start, ok=status < 500)
+
+    def _record(
+        self,
+        capability: str | None,
+        series: CapabilityMetrics | None,
+        priority: Priority,
+        start: float,
+        *,
+        ok: bool,
+    ) -> None:
+        latency = self._clock() - start
+        if capability is not None:
+            self.manager.record(capability, latency_s=latency, ok=ok)
+        if series is not None:
+            series.request(priority, ok, latency)
 
     async def _read_seed_form(
         self, scope: Scope, receive: Receive, raw_priority: bytes | str | None
@@ -260,7 +313,8 @@ class SLOGuard:
             loaded_at = self._clock()
         grace = slo.enforcement.grace_period_days * _DAY_SECONDS
         previous = self._guarded.get(capability)
-        guarded = _Guarded(capability, slo, loaded_at + grace)
+        series = None if self.metrics is None else self.metrics.capability(capability)
+        guarded = _Guarded(capability, slo, loaded_at + grace, series)
         if previous is not None:
             guarded.refused = previous.refused  # a reload keeps the counts
         self._guarded[capability] = guarded

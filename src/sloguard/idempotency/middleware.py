@@ -49,6 +49,9 @@ _UNAVAILABLE_RETRY_AFTER = (b"retry-after", b"1")
 _NOT_STORED = (b"idempotency-stored", b"false")
 
 Admission = Callable[[], ASGIApp | None]
+EventHook = Callable[[str], None]
+"""Told each keyed request's outcomes: ``hit``, ``miss``, ``conflict``, ``mismatch``,
+``released``, ``stored``, ``too_large`` (metrics use it; it must not raise)."""
 """Asked before a request runs: None admits it, an ASGI app answers in its place."""
 
 
@@ -74,6 +77,7 @@ class IdempotencyMiddleware:
         wait_seconds: float = 0.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         release_on_server_error: bool = True,
+        on_event: EventHook | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be positive, got {lease_seconds!r}")
@@ -91,6 +95,7 @@ class IdempotencyMiddleware:
         self.wait_seconds = wait_seconds
         self.max_body_bytes = max_body_bytes
         self.release_on_server_error = release_on_server_error
+        self.on_event = on_event
         self._principal = principal
         self._key_header = key_header.lower().encode("latin-1")
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
@@ -178,7 +183,10 @@ class IdempotencyMiddleware:
             await self._without_store(exc, scope, messages, receive, send, app, admission)
             return
 
+        on_event = self.on_event
         if claim.fingerprint != fingerprint:
+            if on_event is not None:
+                on_event("mismatch")
             await send_problem(
                 send,
                 422,
@@ -190,9 +198,13 @@ class IdempotencyMiddleware:
             return
         if claim.status is ClaimStatus.COMPLETED:
             assert claim.response is not None
+            if on_event is not None:
+                on_event("hit")
             await self._replay(claim.response, send)
             return
         if claim.status is ClaimStatus.IN_FLIGHT:
+            if on_event is not None:
+                on_event("conflict")
             await send_problem(
                 send,
                 409,
@@ -204,6 +216,8 @@ class IdempotencyMiddleware:
             )
             return
 
+        if on_event is not None:
+            on_event("miss")
         if admission is not None:
             refusal = admission()
             if refusal is not None:
@@ -226,6 +240,8 @@ class IdempotencyMiddleware:
 
     async def _release(self, store_key: str, token: int, key: str) -> None:
         """Give a claimed key up so that a retry runs the handler again."""
+        if self.on_event is not None:
+            self.on_event("released")
         try:
             await self.store.release(store_key, token)
         except Exception:
@@ -372,6 +388,8 @@ class _Exchange:
         middleware = self._middleware
         chunks = self._chunks
         if chunks is None:
+            if middleware.on_event is not None:
+                middleware.on_event("too_large")
             logger.info(
                 "response to idempotency key %r not stored: over %d bytes",
                 self._key,
@@ -381,7 +399,9 @@ class _Exchange:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             response = StoredResponse(self._fingerprint, self._status, self._headers, body)
             try:
-                await middleware.store.complete(self._store_key, self._token, response)
+                stored = await middleware.store.complete(self._store_key, self._token, response)
+                if stored and middleware.on_event is not None:
+                    middleware.on_event("stored")
             except Exception:
                 logger.warning("could not store the response to key %r", self._key, exc_info=True)
             return

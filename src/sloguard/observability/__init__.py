@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (more to come: traces, alert rules, dashboards)."""
