@@ -121,6 +121,7 @@ def variants() -> list[Variant]:
         Variant("SLOGuard full stack, miss", guarded_app(), fresh_keys(b"guard")),
         Variant("SLOGuard full stack, replay", guarded_app(), same_key),
         Variant("SLOGuard, metrics off, miss", guarded_app(metrics=False), fresh_keys(b"nom")),
+        Variant("SLOGuard, tracing on, miss", guarded_app(tracing=True), fresh_keys(b"otel")),
     ]
     # RedisStore against the server at REDIS_URL, under a prefix of this run's own. Its
     # connections count the commands they send (each is one round trip); the counts per

@@ -46,7 +46,7 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
 
 
-def guarded_app(*, metrics: bool = True) -> SLOGuard:
+def guarded_app(*, metrics: bool = True, tracing: bool = False) -> SLOGuard:
     """The full stack: SLOGuard with an SLO file for the handler's capability (and, by
     default, its Prometheus metrics)."""
     slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
@@ -57,7 +57,16 @@ def guarded_app(*, metrics: bool = True) -> SLOGuard:
         store=MemoryStore(),
         route_table={"/items": "bench:items"},
         metrics=metrics,
+        tracing=tracing,
+        tracer_provider=_recording_provider() if tracing else None,
     )
+
+
+def _recording_provider() -> object:
+    """An SDK tracer provider: spans are recorded (and dropped; no exporter)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return TracerProvider()
 
 
 CAPACITY = 4

@@ -38,6 +38,7 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.idempotency.middleware import IdempotencyMiddleware
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
+from sloguard.observability.tracing import annotate, traced
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.shedding.policy import SheddingPolicy
 from sloguard.shedding.priority import parse_priority
@@ -49,7 +50,10 @@ logger = logging.getLogger("sloguard.shedding")
 DEFAULT_SLO_DIR = Path("state/controller/slos")
 SHED_STATUSES = frozenset({429, 503})
 _DAY_SECONDS = 86_400.0
-_SEED_BODY_LIMIT = 1024 * 1024  # a seed-form body larger than this is not inspected
+_SEED_BODY_LIMIT = 1024 * 1024
+_SPAN_EVENTS = frozenset(
+    {"hit", "miss", "conflict", "mismatch"}
+)  # a seed-form body larger than this is not inspected
 
 
 class _Guarded:
@@ -130,6 +134,8 @@ class SLOGuard:
         clock: Clock = monotonic,
         random_source: Callable[[], float] = random.random,
         metrics: Metrics | bool = True,
+        tracing: bool = False,
+        tracer_provider: Any = None,
     ) -> None:
         if manager is not None and slo_dir is not None:
             raise ConfigurationError("pass slo_dir or manager, not both")
@@ -160,8 +166,8 @@ class SLOGuard:
             options = {} if idempotency is True else dict(idempotency)
             if store is not None:
                 options["store"] = store
-            if self.metrics is not None:
-                options.setdefault("on_event", self.metrics.idempotency_event)
+            if self.metrics is not None or tracing:
+                options.setdefault("on_event", self._idempotency_event)
             self.idempotency = IdempotencyMiddleware(app, **options)
         elif store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
@@ -171,6 +177,10 @@ class SLOGuard:
         self._random = random_source
         self._guarded: dict[str, _Guarded] = {}
         self._watch: asyncio.Task[None] | None = None
+        self.tracing = tracing
+        self._serve_http: ASGIApp = self._serve
+        if tracing:
+            self._serve_http = traced(self._serve, tracer_provider)
         if self.metrics is not None:
             self.metrics.watch(
                 manager, None if self.idempotency is None else self.idempotency.store
@@ -184,6 +194,9 @@ class SLOGuard:
                 receive = partial(self._lifespan_receive, receive)
             await self.app(scope, receive, send)
             return
+        await self._serve_http(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = self._clock()
 
         capability = self.route_table.match(scope["path"]) if self._routes else None
@@ -201,6 +214,8 @@ class SLOGuard:
                 scope, receive, raw_priority
             )
 
+        if self.tracing:
+            self._annotate(capability, raw_priority)
         app: ASGIApp = self.app
         admission = None
         slo = None if capability is None else self.manager.get_slo(capability)
@@ -234,7 +249,21 @@ class SLOGuard:
         guarded.refused[priority, enforcing] += 1
         if guarded.series is not None:
             guarded.series.shed(priority, dry_run=not enforcing)
+        if self.tracing:
+            annotate("sloguard.shed", enforcing)
         return guarded.refusal if enforcing else None
+
+    def _idempotency_event(self, event: str) -> None:
+        if self.metrics is not None:
+            self.metrics.idempotency_event(event)
+        if self.tracing and event in _SPAN_EVENTS:
+            annotate("sloguard.idempotency", event)
+
+    @staticmethod
+    def _annotate(capability: str | None, raw_priority: bytes | str | None) -> None:
+        if capability is not None:
+            annotate("sloguard.capability", capability)
+        annotate("sloguard.priority", parse_priority(raw_priority))
 
     async def _observe(
         self,
