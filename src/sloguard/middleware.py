@@ -166,8 +166,10 @@ class SLOGuard:
             options = {} if idempotency is True else dict(idempotency)
             if store is not None:
                 options["store"] = store
-            if self.metrics is not None or tracing:
+            if tracing:
                 options.setdefault("on_event", self._idempotency_event)
+            elif self.metrics is not None:
+                options.setdefault("on_event", self.metrics.idempotency_event)
             self.idempotency = IdempotencyMiddleware(app, **options)
         elif store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
