@@ -10,6 +10,11 @@ rate, to uvicorn in another process; a request not answered within the client
 timeout counts as failed. Statistics leave out the first seconds (warm-up),
 when the queue of the first overload is still draining; the "(all)" rows
 include them.
+
+A second table runs clients that retry against the SLOGuard server: a naive
+loop retrying at once, and ``sloguard.client.RetryTransport`` (Retry-After,
+backoff, adaptive throttling, retry budget), with the attempts per second that
+reached the server.
 """
 
 from __future__ import annotations
@@ -20,70 +25,107 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+import httpx
 
 from servers import CAPACITY, SERVICE_S, uvicorn_server
+from sloguard.client import RetryTransport, Throttled
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     sent_at: float
     priority: str
-    status: int  # 0: timed out or failed
+    status: int  # 0: timed out, failed, or refused by the client's own throttle
     latency_s: float
 
 
-async def post(host: str, port: int, priority: str) -> int:
-    """One ``POST /work`` on a fresh connection; its status.
+class StreamTransport(httpx.AsyncBaseTransport):
+    """One HTTP/1.1 exchange per request on a fresh connection, over asyncio streams.
 
-    A bare HTTP/1.1 exchange over asyncio streams: the generator must stay far
-    cheaper than the server it loads (httpx's pool costs milliseconds a request
-    with hundreds of connections open, and would be the bottleneck).
+    The generator must stay far cheaper than the server it loads: httpx's own
+    connection pool costs milliseconds a request with hundreds of connections
+    open, and would be the bottleneck. Counts the attempts that reach the server.
     """
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(
-            f"POST /work HTTP/1.1\r\nHost: {host}\r\nX-Priority: {priority}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 2\r\n"
-            "Connection: close\r\n\r\n{}".encode()
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {}).get("read") or 30.0
+        host, port = request.url.host, request.url.port or 80
+        headers = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in request.headers.items()
+            if name.lower() not in ("host", "connection")
         )
-        await writer.drain()
-        response = await reader.read()
-        return int(response.split(b" ", 2)[1])
-    finally:
-        writer.close()
+        head = (
+            f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\nHost: {host}\r\n"
+            f"{headers}Connection: close\r\n\r\n"
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+                self.sent += 1
+                try:
+                    writer.write(head.encode() + await request.aread())
+                    await writer.drain()
+                    raw = await reader.read()
+                finally:
+                    writer.close()
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("timed out", request=request) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        head_bytes, _, body = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head_bytes.split(b"\r\n")
+        fields = [tuple(line.split(b": ", 1)) for line in lines if b": " in line]
+        return httpx.Response(int(status_line.split(b" ", 2)[1]), headers=fields, content=body)
+
+
+CLIENTS = ("once", "naive", "sloguard")
+"""How a logical request is made: one attempt; up to 4 attempts, retried at once on a
+5xx, 429 or failure (a typical hand-written loop); or through RetryTransport."""
 
 
 async def generate(
-    url: str, rate: float, seconds: float, high_share: float, timeout_s: float
-) -> list[Outcome]:
-    """Send ``rate`` requests a second for ``seconds``, open loop: each at its due time,
-    whatever happened to the ones before."""
+    url: str, rate: float, seconds: float, high_share: float, timeout_s: float, client: str
+) -> tuple[list[Outcome], int]:
+    """Send ``rate`` logical requests a second for ``seconds``, open loop: each at its due
+    time, whatever happened to the ones before. Returns outcomes and attempts sent."""
     outcomes: list[Outcome] = []
     rng = random.Random(1)
-    address = urlsplit(url)
-    host, port = address.hostname or "127.0.0.1", address.port or 80
+    wire = StreamTransport()
+    transport: httpx.AsyncBaseTransport = wire
+    if client == "sloguard":
+        transport = RetryTransport(wrapped=wire, max_attempts=4, deadline=4 * timeout_s)
     start = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=timeout_s) as http:
 
-    async def one(priority: str, due: float) -> None:
-        status = 0
-        try:
-            async with asyncio.timeout(timeout_s):
-                status = await post(host, port, priority)
-        except (TimeoutError, OSError, ValueError, IndexError):
-            pass
-        outcomes.append(Outcome(due - start, priority, status, time.monotonic() - due))
+        async def one(priority: str, due: float) -> None:
+            status = 0
+            for _ in range(4 if client == "naive" else 1):
+                try:
+                    response = await http.post(
+                        "/work", content=b"{}", headers={"X-Priority": priority}
+                    )
+                    status = response.status_code
+                except (httpx.HTTPError, Throttled):
+                    status = 0
+                if client != "naive" or (0 < status < 500 and status != 429):
+                    break
+            outcomes.append(Outcome(due - start, priority, status, time.monotonic() - due))
 
-    tasks = []
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        priority = "high" if rng.random() < high_share else "low"
-        tasks.append(asyncio.create_task(one(priority, due)))
-    await asyncio.gather(*tasks)
-    return outcomes
+        tasks = []
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            priority = "high" if rng.random() < high_share else "low"
+            tasks.append(asyncio.create_task(one(priority, due)))
+        await asyncio.gather(*tasks)
+    return outcomes, wire.sent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,7 +133,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def summarize(name: str, outcomes: list[Outcome], warmup_s: float) -> None:
+def summarize(
+    name: str, outcomes: list[Outcome], warmup_s: float, attempts_per_s: float | None = None
+) -> None:
     steady = [o for o in outcomes if o.sent_at >= warmup_s]
     high = [o for o in steady if o.priority == "high"]
     low = [o for o in steady if o.priority == "low"]
@@ -104,6 +148,7 @@ def summarize(name: str, outcomes: list[Outcome], warmup_s: float) -> None:
         f" {percentile(ok_high, 0.95):>7.0f} {percentile(ok_high, 0.99):>7.0f}"
         f" {low_status[503] / len(low):>9.1%} {low_ok / len(low):>8.1%}"
         f" {timeouts / len(steady):>9.1%}"
+        + ("" if attempts_per_s is None else f" {attempts_per_s:>11.0f}")
     )
 
 
@@ -128,10 +173,27 @@ def main() -> None:
     )
     for name, app in (("bare", "servers:limited"), ("SLOGuard", "servers:limited_guarded")):
         with uvicorn_server(app, quiet=True) as url:
-            outcomes = asyncio.run(generate(url, rate, args.seconds, args.high_share, args.timeout))
+            outcomes, _ = asyncio.run(
+                generate(url, rate, args.seconds, args.high_share, args.timeout, "once")
+            )
         summarize(name, outcomes, args.warmup)
         summarize(f"{name} (all)", outcomes, 0.0)
     print("\ntarget with SLOGuard: high p95 <= 100 ms (its SLO) and high ok >= 99%")
+
+    print(
+        "\nClients that retry, against SLOGuard (a logical request: up to 4 attempts;"
+        f" {args.timeout:.0f} s timeout each):\n"
+    )
+    print(
+        f"{'clients':<16} {'high ok':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+        f" {'low shed':>9} {'low ok':>8} {'timeouts':>9} {'attempts/s':>11}"
+    )
+    for name, client in (("naive retries", "naive"), ("RetryTransport", "sloguard")):
+        with uvicorn_server("servers:limited_guarded", quiet=True) as url:
+            outcomes, sent = asyncio.run(
+                generate(url, rate, args.seconds, args.high_share, args.timeout, client)
+            )
+        summarize(name, outcomes, args.warmup, attempts_per_s=sent / args.seconds)
 
 
 if __name__ == "__main__":

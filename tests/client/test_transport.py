@@ -475,6 +475,28 @@ async def test_throttling_kicks_in_when_most_requests_are_shed_and_recovers(
     assert caller.transport.rejection_probability(base) == 0
 
 
+async def test_a_throttled_priority_does_not_throttle_the_others(
+    make_caller: MakeCaller, backend: Backend
+) -> None:
+    caller = make_caller(max_attempts=1, random=random.Random(7).random)
+    base = str(caller.client.base_url).rstrip("/")
+    backend.answer = lambda n: SHED  # the server sheds everything it is sent
+    low_refused = 0
+    for _ in range(60):
+        try:
+            await caller.request("GET", "/orders", headers={"X-Priority": "low"})
+        except Throttled:
+            low_refused += 1
+    assert low_refused > 0
+    assert caller.transport.rejection_probability(base, "low") > 0.5
+    # High priority has its own throttle: its first requests all go out.
+    assert caller.transport.rejection_probability(base, "high") == 0
+    arrivals = len(backend.arrivals)
+    response = await caller.request("GET", "/orders", headers={"X-Priority": "high"})
+    assert response.status_code == 503
+    assert len(backend.arrivals) == arrivals + 1
+
+
 async def test_the_retry_budget_holds(make_caller: MakeCaller, backend: Backend) -> None:
     caller = make_caller(retry_ratio=0.1, min_retries=0)
     backend.answer = lambda n: SHED if n % 2 == 0 else None  # every other request shed

@@ -94,9 +94,10 @@ class _RetryingTransport(Generic[W, S]):
         """The counters so far (a snapshot)."""
         return self._state.stats()
 
-    def rejection_probability(self, url: httpx.URL | str) -> float:
-        """How likely the throttle is, now, to refuse an attempt to ``url``'s host."""
-        return self._state.rejection_probability(_host(httpx.URL(url)))
+    def rejection_probability(self, url: httpx.URL | str, priority: str | None = None) -> float:
+        """How likely the throttle is, now, to refuse an attempt to ``url``'s host at
+        ``priority`` (as sent in ``X-Priority``; None for requests sent without one)."""
+        return self._state.rejection_probability(_throttle_key(_host(httpx.URL(url)), priority))
 
     def _begin(self, request: httpx.Request) -> RetryRun:
         """Add the headers, decide whether the request may ever be retried, and admit
@@ -123,7 +124,7 @@ class _RetryingTransport(Generic[W, S]):
         host = _host(request.url)
         run = RetryRun(
             self._state,
-            host=host,
+            host=_throttle_key(host, headers.get("x-priority")),
             target=f"{method} {host}{request.url.path}",
             key=key,
             why_not=why_not,
@@ -216,3 +217,11 @@ def _clamp_timeouts(request: httpx.Request, remaining: float) -> None:
         name: remaining if timeouts.get(name) is None else min(timeouts[name], remaining)
         for name in _TIMEOUTS
     }
+
+
+def _throttle_key(host: str, priority: str | None) -> str:
+    """Throttles and budgets are kept per host and priority: a server that sheds its
+    low-priority traffic must not make the client refuse its own high-priority requests."""
+    if priority is None:
+        return host
+    return f"{host} [{priority.strip().lower()}]"
