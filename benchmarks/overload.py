@@ -36,7 +36,7 @@ from sloguard.client import RetryTransport, Throttled
 class Outcome:
     sent_at: float
     priority: str
-    status: int  # 0: timed out, failed, or refused by the client's own throttle
+    status: int  # 0 ("no answer"): timed out, failed, or refused by the client's throttle
     latency_s: float
 
 
@@ -169,7 +169,7 @@ def main() -> None:
     )
     print(
         f"{'server':<16} {'high ok':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
-        f" {'low shed':>9} {'low ok':>8} {'timeouts':>9}"
+        f" {'low shed':>9} {'low ok':>8} {'no answer':>9}"
     )
     for name, app in (("bare", "servers:limited"), ("SLOGuard", "servers:limited_guarded")):
         with uvicorn_server(app, quiet=True) as url:
@@ -186,7 +186,7 @@ def main() -> None:
     )
     print(
         f"{'clients':<16} {'high ok':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
-        f" {'low shed':>9} {'low ok':>8} {'timeouts':>9} {'attempts/s':>11}"
+        f" {'low shed':>9} {'low ok':>8} {'no answer':>9} {'attempts/s':>11}"
     )
     for name, client in (("naive retries", "naive"), ("RetryTransport", "sloguard")):
         with uvicorn_server("servers:limited_guarded", quiet=True) as url:
