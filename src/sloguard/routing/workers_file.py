@@ -37,15 +37,13 @@ class WorkerSpec(BaseModel):
 
     id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
     url: Annotated[str, AfterValidator(_url)]
-    capabilities: Annotated[
-        tuple[Annotated[str, AfterValidator(_capability)], ...], Field(min_length=1)
-    ]
+    capabilities: Annotated[list[Annotated[str, AfterValidator(_capability)]], Field(min_length=1)]
 
 
 class WorkersFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    workers: tuple[WorkerSpec, ...] = ()
+    workers: list[WorkerSpec] = []
 
 
 def validation_problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
@@ -83,7 +81,7 @@ def load_workers_file(path: str | os.PathLike[str]) -> tuple[WorkerSpec, ...]:
     if data.get("workers") is None:
         data = {**data, "workers": []}
     try:
-        workers = WorkersFile.model_validate(data).workers
+        workers = tuple(WorkersFile.model_validate(data).workers)
     except ValidationError as exc:
         raise WorkersFileError(path, validation_problems(exc)) from exc
     seen: dict[str, int] = {}
