@@ -128,7 +128,9 @@ def route_controller_app() -> SLOGuard:
     slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
     (slo_dir / "route.yml").write_text(ROUTE_SLO, encoding="utf-8")
     registry = WorkerRegistry()
-    registry.register("bench-worker", os.environ["BENCH_WORKER_URL"], [ROUTE_CAPABILITY])
+    registry.register(
+        "bench-worker", os.environ["BENCH_WORKER_URL"], [ROUTE_CAPABILITY], static=True
+    )
     return SLOGuard(create_controller_app(registry=registry), slo_dir=slo_dir)
 
 
