@@ -4,6 +4,8 @@ cd benchmarks && uvicorn servers:bare       # the JSON POST handler alone
 cd benchmarks && uvicorn servers:guarded    # the same under SLOGuard
 cd benchmarks && uvicorn servers:limited    # a handler of fixed capacity (overload.py)
 cd benchmarks && uvicorn servers:limited_guarded
+cd benchmarks && uvicorn servers:route_worker      # the demo worker (route.py)
+cd benchmarks && BENCH_WORKER_URL=... uvicorn servers:route_controller  # controller + SLOGuard
 """
 
 from __future__ import annotations
@@ -102,11 +104,43 @@ def limited_guarded_app() -> SLOGuard:
     return SLOGuard(limited_app(), slo_dir=slo_dir, route_table={"/work": "bench:work"})
 
 
+ROUTE_CAPABILITY = "bench:route"
+ROUTE_SLO = """\
+capability: {verb: bench, name: route}
+slo:
+  latency: {p50_ms: 1000, p95_ms: 2000, p99_ms: 5000}
+  availability: {target: 0.99}
+enforcement: {reject_on_violation: true}
+"""
+
+
+def route_worker_app() -> Starlette:
+    """The demo worker serving ``bench:route`` (route.py asks it for ``?delay_ms=0``)."""
+    from sloguard.routing import demo_worker_app
+
+    return demo_worker_app([ROUTE_CAPABILITY], worker_id="bench-worker")
+
+
+def route_controller_app() -> SLOGuard:
+    """What ``sloguard serve`` runs, with one static worker at ``$BENCH_WORKER_URL``."""
+    from sloguard.routing import WorkerRegistry, create_controller_app
+
+    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
+    (slo_dir / "route.yml").write_text(ROUTE_SLO, encoding="utf-8")
+    registry = WorkerRegistry()
+    registry.register(
+        "bench-worker", os.environ["BENCH_WORKER_URL"], [ROUTE_CAPABILITY], static=True
+    )
+    return SLOGuard(create_controller_app(registry=registry), slo_dir=slo_dir)
+
+
 _APPS = {
     "bare": bare_app,
     "guarded": guarded_app,
     "limited": limited_app,
     "limited_guarded": limited_guarded_app,
+    "route_worker": route_worker_app,
+    "route_controller": route_controller_app,
 }
 
 

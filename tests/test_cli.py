@@ -1,17 +1,25 @@
-"""The ``sloguard`` command."""
+"""The ``sloguard`` command: version, validate, and serve and worker as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from sloguard import __version__
 from sloguard.cli import main
+from sloguard.routing import WorkerRegistry, create_controller_app
+from tests.servers import free_port, serving
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,6 +38,8 @@ def test_the_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "usage: sloguard" in result.stdout
+    for command in ("serve", "worker", "validate", "rules", "dashboard"):
+        assert command in result.stdout
 
 
 STATE_SLOS = Path(__file__).resolve().parents[1] / "state" / "controller" / "slos"
@@ -88,3 +98,126 @@ def test_a_bad_file_is_named_with_its_field_and_nothing_is_printed(
 def test_an_empty_directory_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", str(tmp_path)]) == 1
     assert "no SLO files" in capsys.readouterr().err
+
+
+def test_validate_passes_the_shipped_slos(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "state" / "controller" / "slos")]) == 0
+    assert capsys.readouterr().out.startswith("3 valid, 0 invalid SLO files")
+
+
+def test_validate_prints_each_error_with_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = (ROOT / "state" / "controller" / "slos" / "classify_email.yml").read_text()
+    (tmp_path / "good.yml").write_text(good)
+    (tmp_path / "bad.yml").write_text(good.replace("p95_ms: 60", "p95_ms: -1"))
+    (tmp_path / "worse.yaml").write_text("capability: [\n")
+
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    errors = out.err.splitlines()
+    assert any(e.startswith(f"{tmp_path / 'bad.yml'}: slo.latency.p95_ms: ") for e in errors)
+    assert any(e.startswith(f"{tmp_path / 'worse.yaml'}: invalid YAML") for e in errors)
+    assert out.out.startswith("1 valid, 2 invalid SLO files")
+
+
+def test_validate_a_missing_directory_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(tmp_path / "nope")]) == 1
+    assert "SLO directory not found" in capsys.readouterr().err
+
+
+def sloguard(*args: str) -> subprocess.Popen[str]:
+    code = "import sys; from sloguard.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextlib.contextmanager
+def stopped_at_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def wait_until_answering(url: str, process: subprocess.Popen[str]) -> None:
+    for _ in range(300):
+        assert process.poll() is None, "the process exited"
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
+    port = free_port()
+    with stopped_at_exit(sloguard("serve", "--port", str(port))) as process:
+        assert process.stderr is not None
+        first_line = process.stderr.readline()
+        base = f"http://127.0.0.1:{port}"
+        wait_until_answering(base + "/healthz", process)
+        response = httpx.post(base + "/route/convert/document_to_pdf", content=b"{}")
+        seed = httpx.post(
+            base + "/route",
+            json={"verb": "classify", "capability": "email", "request_payload": {"x": 1}},
+        )
+        missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
+
+    assert first_line.startswith(f"sloguard serve: listening on {base} with 3 SLOs")
+    assert "3 workers" in first_line
+    assert response.status_code == 200
+    assert response.json()["capability"] == "convert:document_to_pdf"
+    assert seed.status_code == 200
+    assert missing.status_code == 400
+    assert missing.json()["detail"] == "request_payload: field required"
+
+
+def test_serve_refuses_a_missing_state_directory(tmp_path: Path) -> None:
+    process = sloguard("serve", "--state", str(tmp_path / "nope"), "--port", str(free_port()))
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "state directory not found" in err
+
+
+def test_a_worker_process_registers_heartbeats_and_leaves() -> None:
+    registry = WorkerRegistry(heartbeat_ttl_s=30)
+    app = create_controller_app(registry=registry, health_interval_s=None)
+    port = free_port()
+    with serving(app) as controller:
+        args = ["--capabilities", "a:b,c:d", "--port", str(port), "--controller", controller]
+        with stopped_at_exit(sloguard("worker", *args, "--heartbeat-s", "0.05")) as process:
+            wait_until_answering(f"http://127.0.0.1:{port}/health", process)
+            first_seen = None
+            for _ in range(300):  # until a heartbeat follows the registration
+                worker = registry.get(f"worker-{port}")
+                if worker is not None and first_seen is None:
+                    first_seen = worker.last_heartbeat
+                elif worker is not None and worker.last_heartbeat != first_seen:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the worker never heartbeat")
+            routed = httpx.post(controller + "/route/c/d", content=b"{}")
+            listed = httpx.get(controller + "/workers").json()["workers"]
+        left = httpx.get(controller + "/workers").json()["workers"]
+
+    assert [(w["id"], w["capabilities"], w["healthy"]) for w in listed] == [
+        (f"worker-{port}", ["a:b", "c:d"], True)
+    ]
+    assert routed.status_code == 200
+    assert routed.json()["worker"] == f"worker-{port}"
+    assert left == []  # it deregistered on shutdown

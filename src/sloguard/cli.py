@@ -1,11 +1,236 @@
-"""The ``sloguard`` command."""
+"""The ``sloguard`` command.
+
+Each subcommand is one ``add_*`` function that adds its parser and sets
+``handler`` (``Namespace -> exit status``); adding a subcommand is writing one
+such function and listing it in ``SUBCOMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from sloguard import __version__
+from sloguard.exceptions import ConfigurationError
+
+logger = logging.getLogger("sloguard.cli")
+
+
+def add_serve(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the /route controller behind SLOGuard",
+        description="Run the /route controller behind SLOGuard. With no workers in "
+        "STATE/workers.yml it starts built-in demo workers, one per SLO file.",
+    )
+    parser.add_argument("--state", default="state", help="state directory (default: state)")
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sloguard.middleware import SLOGuard
+    from sloguard.routing import create_controller_app
+    from sloguard.slo.manager import SLOManager
+
+    state = Path(args.state)
+    slo_dir = state / "controller" / "slos"
+    try:
+        if not state.is_dir():
+            raise ConfigurationError(f"state directory not found: {state} (pass --state DIR)")
+        manager = SLOManager(slo_dir if slo_dir.is_dir() else None)
+        app = create_controller_app(state, manager=manager)
+    except ConfigurationError as exc:
+        print(f"sloguard serve: {exc}", file=sys.stderr)
+        return 1
+    for error in manager.errors:
+        print(f"sloguard serve: skipped: {error}", file=sys.stderr)
+    registry = app.state.controller.registry
+    demo = sum(1 for w in registry if w.url.endswith(".in-process"))
+    kind = f" (built-in demo, in-process: {demo})" if demo else ""
+    # One line, before uvicorn binds: a port in use is then uvicorn's error line.
+    print(
+        f"sloguard serve: listening on http://{_url_host(args.host)}:{args.port} "
+        f"with {len(manager.capabilities)} SLOs from {slo_dir} and "
+        f"{len(registry)} workers{kind}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        SLOGuard(app, manager=manager),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def add_worker(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run a demo worker that registers with a controller",
+        description="Run a demo worker: POST /{verb}/{name} answers after a log-normal "
+        "delay (or ?delay_ms=N); with --controller it registers and heartbeats.",
+    )
+    parser.add_argument(
+        "--capabilities", required=True, help="comma-separated verb:name list to serve"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9001, help="port (default: 9001)")
+    parser.add_argument("--controller", help="controller base URL to register with")
+    parser.add_argument("--id", dest="worker_id", help="worker id (default: worker-PORT)")
+    parser.add_argument(
+        "--heartbeat-s", type=float, default=5.0, help="seconds between heartbeats (default: 5)"
+    )
+    parser.set_defaults(handler=worker)
+
+
+def worker(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sloguard.capability import is_capability
+    from sloguard.routing import demo_worker_app
+
+    capabilities = [c.strip() for c in args.capabilities.split(",") if c.strip()]
+    bad = [c for c in capabilities if not is_capability(c)]
+    if not capabilities or bad:
+        shown = bad or "(empty)"
+        print(f"sloguard worker: --capabilities: not verb:name: {shown}", file=sys.stderr)
+        return 2
+    worker_id = args.worker_id or f"worker-{args.port}"
+    url = f"http://{_url_host(args.host)}:{args.port}"
+    app = demo_worker_app(capabilities, worker_id=worker_id)
+    if args.controller:
+        app.router.lifespan_context = _registered(
+            args.controller.rstrip("/"), worker_id, url, capabilities, args.heartbeat_s
+        )
+    print(
+        f"sloguard worker: {worker_id} listening on {url} for {', '.join(capabilities)}"
+        + (f", registering with {args.controller}" if args.controller else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _registered(
+    controller: str, worker_id: str, url: str, capabilities: list[str], every_s: float
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan that registers with the controller, heartbeats, and leaves at shutdown."""
+    import httpx
+
+    spec = {"id": worker_id, "url": url, "capabilities": capabilities}
+
+    async def keep_registered(client: httpx.AsyncClient) -> None:
+        registered = False
+        while True:
+            try:
+                if registered:
+                    answer = await client.post(f"{controller}/workers/{worker_id}/heartbeat")
+                    registered = answer.status_code == 200  # 404: the controller restarted
+                if not registered:
+                    answer = await client.post(f"{controller}/workers", json=spec)
+                    answer.raise_for_status()
+                    registered = True
+                    logger.info("registered with %s", controller)
+            except httpx.HTTPError as exc:
+                registered = False
+                print(f"sloguard worker: cannot reach {controller}: {exc}", file=sys.stderr)
+            await asyncio.sleep(every_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            task = asyncio.create_task(keep_registered(client))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.delete(f"{controller}/workers/{worker_id}")
+
+    return lifespan
+
+
+def add_validate(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check SLO files",
+        description="Validate the SLO files of DIR; print each error with its file and "
+        "field; exit 1 if any.",
+    )
+    parser.add_argument("directory", metavar="DIR", help="directory of *.yml / *.yaml SLO files")
+    parser.set_defaults(handler=validate)
+
+
+def validate(args: argparse.Namespace) -> int:
+    from sloguard.slo.loader import load_slo_dir
+
+    try:
+        loaded, errors = load_slo_dir(args.directory)
+    except ConfigurationError as exc:
+        print(f"sloguard validate: {exc}", file=sys.stderr)
+        return 1
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(loaded)} valid, {len(errors)} invalid SLO files in {args.directory}")
+    return 1 if errors else 0
+
+
+def add_rules(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "rules",
+        help="print Prometheus recording and alerting rules for the SLO files of DIR",
+        description="Print Prometheus recording and alerting rules (YAML) for the SLO files "
+        "of DIR: multi-window burn-rate alerts and error-budget alerts.",
+    )
+    parser.add_argument("directory", metavar="DIR", help="directory of SLO files (*.yml, *.yaml)")
+    parser.set_defaults(handler=rules)
+
+
+def rules(args: argparse.Namespace) -> int:
+    from sloguard.observability.rules import rules_main
+
+    return rules_main(args.directory)
+
+
+def add_dashboard(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="print a Grafana dashboard (JSON) for the SLO files of DIR",
+        description="Print a Grafana dashboard (JSON model) with one row per capability of DIR.",
+    )
+    parser.add_argument("directory", metavar="DIR", help="directory of SLO files (*.yml, *.yaml)")
+    parser.set_defaults(handler=dashboard)
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    from sloguard.observability.dashboard import dashboard_main
+
+    return dashboard_main(args.directory)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_serve,
+    add_worker,
+    add_validate,
+    add_rules,
+    add_dashboard,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,40 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="SLO-aware ASGI middleware: idempotency keys, SLOs and load shedding.",
     )
     parser.add_argument("--version", action="version", version=f"sloguard {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    rules = commands.add_parser(
-        "rules",
-        help="print Prometheus recording and alerting rules for the SLO files of DIR",
-        description="Print Prometheus recording and alerting rules (YAML) for the SLO files "
-        "of DIR: multi-window burn-rate alerts and error-budget alerts.",
-    )
-    rules.add_argument("directory", metavar="DIR", help="directory of SLO files (*.yml, *.yaml)")
-    rules.set_defaults(run=_rules)
-    dashboard = commands.add_parser(
-        "dashboard",
-        help="print a Grafana dashboard (JSON) for the SLO files of DIR",
-        description="Print a Grafana dashboard (JSON model) with one row per capability of DIR.",
-    )
-    dashboard.add_argument(
-        "directory", metavar="DIR", help="directory of SLO files (*.yml, *.yaml)"
-    )
-    dashboard.set_defaults(run=_dashboard)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
     return parser
 
 
-def _rules(args: argparse.Namespace) -> int:
-    from sloguard.observability.rules import rules_main
-
-    return rules_main(args.directory)
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    from sloguard.observability.dashboard import dashboard_main
-
-    return dashboard_main(args.directory)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
-    return 0 if run is None else run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("sloguard").setLevel(logging.INFO)
+    return handler(args)
+
+
+def _url_host(host: str) -> str:
+    with contextlib.suppress(OSError):
+        if socket.inet_pton(socket.AF_INET6, host):
+            return f"[{host}]"
+    return host

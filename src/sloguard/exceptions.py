@@ -56,6 +56,21 @@ class SLOFileError(ConfigurationError):
         return tuple(field for field, _ in self.problems)
 
 
+class WorkersFileError(ConfigurationError):
+    """``state/workers.yml`` is unreadable or invalid; ``str()`` gives one line per problem,
+    each starting with the file's path and naming the field (``workers[0].url``)."""
+
+    def __init__(self, path: Path, problems: tuple[tuple[str, str], ...]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[WorkersFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
+        return type(self), (self.path, self.problems)
+
+
 class StoreUnavailable(SloguardError):
     """An idempotency store's backend failed or timed out.
 

@@ -6,15 +6,9 @@ SyncRetryTransport())``) retries connection errors, 409 in flight, 429 and
 ``Idempotency-Key`` on every retry of a POST or PATCH, and refuses locally
 (:class:`Throttled`) when the server has been refusing most requests.
 
-Needs httpx: ``pip install 'sloguard[client]'``.
+httpx is one of sloguard's own dependencies (the /route controller forwards
+with it), so nothing extra needs installing.
 """
-
-try:
-    import httpx as _httpx  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "sloguard.client needs httpx, which is not installed: pip install 'sloguard[client]'"
-    ) from exc
 
 from sloguard.client.policy import RetryPolicy
 from sloguard.client.retries import RetryStats

@@ -1,0 +1,179 @@
+"""The controller's workers: who serves what, who is healthy, and which one gets a request.
+
+A worker is healthy when its last health check passed (or none has run yet)
+and, if it registered over HTTP, its last heartbeat is fresh. Static workers
+(``state/workers.yml``, the built-in demo workers) never heartbeat. Time comes
+from an injected clock, so heartbeat expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sloguard._clock import Clock, monotonic
+from sloguard.capability import is_capability
+from sloguard.exceptions import ConfigurationError
+
+DEFAULT_HEARTBEAT_TTL_S = 15.0
+
+
+@dataclass(slots=True)
+class Worker:
+    """One worker and what the controller knows about it."""
+
+    id: str
+    url: str
+    capabilities: frozenset[str]
+    static: bool = False
+    checks_ok: bool = True
+    """False after ``unhealthy_after`` failed health checks or an unreachable forward."""
+    failures: int = 0
+    """Consecutive failed health checks."""
+    outstanding: int = 0
+    last_error: str | None = None
+    last_heartbeat: float | None = None
+    served: int = 0
+    """Requests forwarded to it so far."""
+
+    def as_json(self, *, healthy: bool, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "capabilities": sorted(self.capabilities),
+            "static": self.static,
+            "healthy": healthy,
+            "outstanding": self.outstanding,
+            "served": self.served,
+            "last_error": self.last_error,
+            "heartbeat_age_s": (
+                None if self.last_heartbeat is None else round(now - self.last_heartbeat, 3)
+            ),
+        }
+
+
+class WorkerRegistry:
+    """Workers by id, their health, and power-of-two-choices selection.
+
+    ``heartbeat_ttl_s``: a worker registered over HTTP that has not sent a
+    heartbeat for this long gets no traffic until its next heartbeat.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
+        clock: Clock = monotonic,
+        random_source: Callable[[int], int] | None = None,
+    ) -> None:
+        if heartbeat_ttl_s <= 0:
+            raise ConfigurationError(f"heartbeat_ttl_s must be positive, got {heartbeat_ttl_s!r}")
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self._clock = clock
+        self._randrange = random_source or random.randrange
+        self._workers: dict[str, Worker] = {}
+
+    # -- membership -------------------------------------------------------------
+
+    def register(
+        self, worker_id: str, url: str, capabilities: Iterable[str], *, static: bool = False
+    ) -> Worker:
+        """Add a worker, or replace the one with this id (keeping its in-flight count)."""
+        caps = frozenset(capabilities)
+        bad = sorted(c for c in caps if not is_capability(c))
+        if bad:
+            raise ConfigurationError(f"worker {worker_id}: capabilities: not verb:name: {bad}")
+        previous = self._workers.get(worker_id)
+        worker = Worker(worker_id, url.rstrip("/"), caps, static=static)
+        if not static:
+            worker.last_heartbeat = self._clock()
+        if previous is not None:
+            worker.outstanding = previous.outstanding
+            worker.served = previous.served
+        self._workers[worker_id] = worker
+        return worker
+
+    def heartbeat(self, worker_id: str) -> Worker | None:
+        """Record a heartbeat; None when no worker has this id (it should register again)."""
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            worker.last_heartbeat = self._clock()
+        return worker
+
+    def remove(self, worker_id: str) -> bool:
+        return self._workers.pop(worker_id, None) is not None
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self._workers.get(worker_id)
+
+    def __iter__(self) -> Iterator[Worker]:
+        return iter(list(self._workers.values()))
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    # -- health -----------------------------------------------------------------
+
+    def is_healthy(self, worker: Worker) -> bool:
+        if not worker.checks_ok:
+            return False
+        if worker.last_heartbeat is None:
+            return True
+        return self._clock() - worker.last_heartbeat <= self.heartbeat_ttl_s
+
+    def check_passed(self, worker: Worker) -> None:
+        worker.failures = 0
+        if not worker.checks_ok:
+            worker.checks_ok = True
+
+    def check_failed(self, worker: Worker, error: str, *, unhealthy_after: int = 1) -> None:
+        worker.failures += 1
+        worker.last_error = error
+        if worker.failures >= unhealthy_after:
+            worker.checks_ok = False
+
+    def unreachable(self, worker: Worker, error: str) -> None:
+        """A forward could not connect: no more traffic until a health check passes."""
+        worker.last_error = error
+        worker.checks_ok = False
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every worker as JSON, for ``GET /workers``; missed heartbeats show as last_error."""
+        now = self._clock()
+        out = []
+        for worker in sorted(self._workers.values(), key=lambda w: w.id):
+            healthy = self.is_healthy(worker)
+            entry = worker.as_json(healthy=healthy, now=now)
+            if worker.checks_ok and not healthy and worker.last_heartbeat is not None:
+                entry["last_error"] = (
+                    f"no heartbeat for {now - worker.last_heartbeat:.1f} s "
+                    f"(limit {self.heartbeat_ttl_s:g} s)"
+                )
+            out.append(entry)
+        return out
+
+    # -- selection --------------------------------------------------------------
+
+    def serves(self, capability: str) -> bool:
+        """Whether any worker, healthy or not, lists ``capability``."""
+        return any(capability in w.capabilities for w in self._workers.values())
+
+    def choose(self, capability: str, exclude: Iterable[str] = ()) -> Worker | None:
+        """A healthy worker for ``capability`` by power of two choices: of two picked at
+        random, the one with fewer outstanding requests. None when there is none."""
+        skip = set(exclude)
+        candidates = [
+            w
+            for w in self._workers.values()
+            if capability in w.capabilities and w.id not in skip and self.is_healthy(w)
+        ]
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        first = self._randrange(len(candidates))
+        second = self._randrange(len(candidates) - 1)
+        if second >= first:
+            second += 1
+        a, b = candidates[first], candidates[second]
+        return b if b.outstanding < a.outstanding else a

@@ -1,0 +1,371 @@
+"""The controller over real HTTP: a uvicorn controller forwarding to uvicorn workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sloguard import SLOGuard
+from sloguard._clock import ManualClock
+from sloguard.routing import HealthChecker, WorkerRegistry, create_controller_app
+from sloguard.slo.manager import SLOManager
+from tests.routing.workers import RecordingWorker, running
+from tests.servers import free_port, serving
+
+SLO_DIR = Path(__file__).resolve().parents[2] / "state" / "controller" / "slos"
+PDF = "convert:document_to_pdf"
+PDF_PATH = "/route/convert/document_to_pdf"
+
+
+def first_pick(n: int) -> int:
+    """A P2C random source that makes the first-registered worker the first choice."""
+    return 0
+
+
+@contextlib.contextmanager
+def controller(registry: WorkerRegistry, **options: Any) -> Iterator[str]:
+    options.setdefault("health_interval_s", None)  # tests run the checks themselves
+    with serving(create_controller_app(registry=registry, **options)) as url:
+        yield url
+
+
+def test_forwards_payload_headers_and_query_and_returns_the_workers_answer() -> None:
+    worker = RecordingWorker("w1", status=201, content_type="application/x-result")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry) as url:
+        registry.register("w1", worker_url, [PDF])
+        sent_headers = {
+            "Idempotency-Key": "k-1",
+            "X-Priority": "high",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=1",
+            "X-Request-ID": "req-7",
+            "Authorization": "Bearer secret",
+            "Content-Type": "text/csv",
+        }
+        response = httpx.post(
+            url + PDF_PATH + "?delay_ms=5", content=b"a,b\n1,2\n", headers=sent_headers
+        )
+
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "application/x-result"
+    assert response.headers["x-worker-id"] == "w1"
+    assert response.json() == {"worker": "w1", "bytes": 8}
+    [got] = worker.received
+    assert (got.path, got.query, got.body) == (
+        "/convert/document_to_pdf",
+        "delay_ms=5",
+        b"a,b\n1,2\n",
+    )
+    for name, value in sent_headers.items():
+        if name != "Authorization":
+            assert got.headers[name.lower()] == value
+    assert "authorization" not in got.headers
+
+
+def test_the_seed_form_forwards_its_payload_key_and_priority() -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry) as url:
+        registry.register("w1", worker_url, ["classify:email"])
+        response = httpx.post(
+            url + "/route",
+            json={
+                "verb": "classify",
+                "capability": "email",
+                "idempotency_key": "seed-1",
+                "priority": "low",
+                "request_payload": {"subject": "hello"},
+            },
+        )
+
+    assert response.status_code == 200
+    [got] = worker.received
+    assert got.path == "/classify/email"
+    assert got.body == b'{"subject":"hello"}'
+    assert got.headers["content-type"] == "application/json"
+    assert got.headers["idempotency-key"] == "seed-1"
+    assert got.headers["x-priority"] == "low"
+
+
+async def test_power_of_two_choices_spreads_concurrent_requests_evenly() -> None:
+    # With two workers P2C always compares both, so each request goes to the one
+    # with fewer outstanding: held requests split evenly.
+    arrived = threading.Semaphore(0)
+    workers = [RecordingWorker(n, mode="hold", arrived=arrived) for n in ("a", "b")]
+    registry = WorkerRegistry()
+    with running(workers[0]) as url_a, running(workers[1]) as url_b, controller(registry) as url:
+        registry.register("a", url_a, [PDF])
+        registry.register("b", url_b, [PDF])
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sends = [asyncio.create_task(client.post(PDF_PATH, content=b"{}")) for _ in range(20)]
+            for _ in range(20):
+                assert await asyncio.to_thread(arrived.acquire, timeout=30)
+            counts = [len(w.received) for w in workers]
+            outstanding = [w["outstanding"] for w in registry.snapshot()]
+            for w in workers:
+                w.release.set()
+            responses = await asyncio.gather(*sends)
+
+    assert sum(counts) == 20
+    assert abs(counts[0] - counts[1]) <= 1
+    assert outstanding == counts
+    assert {r.status_code for r in responses} == {200}
+
+
+async def test_failing_health_checks_eject_a_worker_until_it_passes_again() -> None:
+    sick, well = RecordingWorker("sick"), RecordingWorker("well")
+    registry = WorkerRegistry(random_source=first_pick)
+    checker = HealthChecker(registry, unhealthy_after=2)
+    with running(sick) as url_s, running(well) as url_w, controller(registry) as url:
+        registry.register("sick", url_s, [PDF], static=True)
+        registry.register("well", url_w, [PDF], static=True)
+        async with httpx.AsyncClient() as checks, httpx.AsyncClient(base_url=url) as client:
+            sick.healthy = False
+            await checker.check_once(checks)
+            still_in = (await client.post(PDF_PATH)).headers["x-worker-id"]
+            await checker.check_once(checks)
+            listed = {w["id"]: w for w in (await client.get("/workers")).json()["workers"]}
+            while_ejected = [(await client.post(PDF_PATH)).headers["x-worker-id"] for _ in range(5)]
+            sick.healthy = True
+            await checker.check_once(checks)
+            back = (await client.post(PDF_PATH)).headers["x-worker-id"]
+
+    assert still_in == "sick"  # one failed check is not enough
+    assert listed["sick"]["healthy"] is False
+    assert listed["sick"]["last_error"] == "health check answered 503"
+    assert listed["well"]["healthy"] is True
+    assert while_ejected == ["well"] * 5
+    assert back == "sick"
+
+
+async def test_a_worker_that_does_not_answer_its_health_check_is_ejected() -> None:
+    registry = WorkerRegistry()
+    registry.register("gone", f"http://127.0.0.1:{free_port()}", [PDF], static=True)
+    async with httpx.AsyncClient() as checks:
+        await HealthChecker(registry, unhealthy_after=1).check_once(checks)
+    [entry] = registry.snapshot()
+    assert entry["healthy"] is False
+    assert entry["last_error"].startswith("health check failed: ConnectError")
+
+
+async def test_a_worker_that_misses_heartbeats_gets_no_traffic_until_the_next_one(
+    clock: ManualClock,
+) -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry(clock=clock, heartbeat_ttl_s=10)
+    with running(worker) as worker_url, controller(registry) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            spec = {"id": "w1", "url": worker_url, "capabilities": [PDF]}
+            registered = await client.post("/workers", json=spec)
+            fresh = await client.post(PDF_PATH)
+            clock.advance(10.5)
+            expired = await client.post(PDF_PATH)
+            [listed] = (await client.get("/workers")).json()["workers"]
+            beat = await client.post("/workers/w1/heartbeat")
+            again = await client.post(PDF_PATH)
+
+    assert registered.status_code == 201
+    assert fresh.status_code == 200
+    assert expired.status_code == 503
+    assert expired.json()["error"] == "no_worker_available"
+    assert listed["healthy"] is False
+    assert listed["last_error"] == "no heartbeat for 10.5 s (limit 10 s)"
+    assert beat.json() == {"id": "w1", "healthy": True}
+    assert again.status_code == 200
+    assert len(worker.received) == 2
+
+
+def test_an_idempotent_request_fails_over_when_its_worker_drops_the_connection() -> None:
+    broken, spare = RecordingWorker("broken", mode="break"), RecordingWorker("spare")
+    registry = WorkerRegistry(random_source=first_pick)
+    with running(broken) as url_b, running(spare) as url_s, controller(registry) as url:
+        registry.register("broken", url_b, [PDF])
+        registry.register("spare", url_s, [PDF])
+        keyed = httpx.post(url + PDF_PATH, headers={"Idempotency-Key": "k-9"}, content=b"{}")
+
+    assert keyed.status_code == 200
+    assert keyed.headers["x-worker-id"] == "spare"
+    assert len(broken.received) == 1
+    assert spare.received[0].headers["idempotency-key"] == "k-9"
+
+
+def test_a_request_without_a_key_is_not_retried_after_its_worker_may_have_run_it() -> None:
+    broken, spare = RecordingWorker("broken", mode="break"), RecordingWorker("spare")
+    registry = WorkerRegistry(random_source=first_pick)
+    with running(broken) as url_b, running(spare) as url_s, controller(registry) as url:
+        registry.register("broken", url_b, [PDF])
+        registry.register("spare", url_s, [PDF])
+        unkeyed = httpx.post(url + PDF_PATH, content=b"{}")
+
+    assert unkeyed.status_code == 502
+    assert unkeyed.headers["content-type"] == "application/problem+json"
+    problem = unkeyed.json()
+    assert problem["error"] == "worker_unreachable"
+    assert "not retried" in problem["detail"]
+    assert len(broken.received) == 1
+    assert spare.received == []
+
+
+def test_a_worker_that_refuses_connections_is_skipped_even_without_a_key() -> None:
+    spare = RecordingWorker("spare")
+    registry = WorkerRegistry(random_source=first_pick)
+    with running(spare) as url_s, controller(registry) as url:
+        registry.register("down", f"http://127.0.0.1:{free_port()}", [PDF])
+        registry.register("spare", url_s, [PDF])
+        response = httpx.post(url + PDF_PATH, content=b"{}")
+        listed = {w["id"]: w for w in httpx.get(url + "/workers").json()["workers"]}
+
+    assert response.status_code == 200
+    assert response.headers["x-worker-id"] == "spare"
+    assert listed["down"]["healthy"] is False
+    assert listed["down"]["last_error"].startswith("ConnectError")
+
+
+def test_the_only_worker_unreachable_is_a_502() -> None:
+    registry = WorkerRegistry()
+    with controller(registry) as url:
+        registry.register("down", f"http://127.0.0.1:{free_port()}", [PDF])
+        response = httpx.post(url + PDF_PATH, headers={"Idempotency-Key": "k"})
+
+    assert response.status_code == 502
+    assert response.json()["error"] == "worker_unreachable"
+    assert response.json()["workers"] == ["down"]
+
+
+def test_a_worker_that_takes_too_long_is_a_504() -> None:
+    slow = RecordingWorker("slow", mode="hold")
+    registry = WorkerRegistry()
+    with running(slow) as worker_url, controller(registry, forward_timeout_s=0.2) as url:
+        registry.register("slow", worker_url, [PDF])
+        response = httpx.post(url + PDF_PATH, headers={"Idempotency-Key": "k"})
+
+    assert response.status_code == 504
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["error"] == "worker_timeout"
+    assert len(slow.received) == 1  # a timeout is not retried: the worker may still run it
+
+
+def test_unknown_capability_is_a_404_and_one_with_an_slo_but_no_worker_a_503() -> None:
+    with controller(WorkerRegistry(), manager=SLOManager(SLO_DIR), retry_after_s=3) as url:
+        unknown = httpx.post(url + "/route/nothing/here")
+        no_worker = httpx.post(url + PDF_PATH)
+
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["error"] == "unknown_capability"
+    assert no_worker.status_code == 503
+    assert no_worker.headers["retry-after"] == "3"
+    assert no_worker.json()["error"] == "no_worker_available"
+    assert no_worker.json()["capability"] == PDF
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "detail"),
+    [
+        (b'{"verb": "classify"', "invalid_json", "the body is not valid JSON"),
+        (b"[1, 2]", "invalid_route_request", "the body must be a JSON object, got list"),
+        (
+            b'{"verb": "classify", "capability": "email"}',
+            "invalid_route_request",
+            "request_payload: field required",
+        ),
+        (
+            b'{"verb": 3, "request_payload": {}}',
+            "invalid_route_request",
+            "verb: input should be a valid string; capability: field required",
+        ),
+    ],
+)
+def test_a_bad_seed_body_is_a_400_naming_the_field(body: bytes, error: str, detail: str) -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry) as url:
+        registry.register("w1", worker_url, ["classify:email"])
+        response = httpx.post(url + "/route", content=body)
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["error"] == error
+    assert response.json()["detail"].startswith(detail)
+    assert worker.received == []
+
+
+async def test_a_replayed_request_never_reaches_a_worker_twice() -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    guarded = SLOGuard(
+        create_controller_app(registry=registry, health_interval_s=None),
+        manager=SLOManager(SLO_DIR),
+        metrics=False,
+    )
+    seed = {"verb": "classify", "capability": "email", "idempotency_key": "s-1"}
+    with running(worker) as worker_url, serving(guarded) as url:
+        registry.register("w1", worker_url, [PDF, "classify:email"])
+        async with httpx.AsyncClient(base_url=url) as client:
+            key = {"Idempotency-Key": "p-1"}
+            path_first = await client.post(PDF_PATH, content=b"{}", headers=key)
+            path_again = await client.post(PDF_PATH, content=b"{}", headers=key)
+            seed_first = await client.post("/route", json={**seed, "request_payload": {}})
+            seed_again = await client.post("/route", json={**seed, "request_payload": {}})
+
+    assert [r.headers["idempotency-key"] for r in worker.received] == ["p-1", "s-1"]
+    for first, again in [(path_first, path_again), (seed_first, seed_again)]:
+        assert first.status_code == again.status_code == 200
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_workers_register_heartbeat_and_leave_over_http() -> None:
+    registry = WorkerRegistry()
+    spec = {"id": "w1", "url": "http://127.0.0.1:9001/", "capabilities": [PDF]}
+    with controller(registry) as url, httpx.Client(base_url=url) as client:
+        created = client.post("/workers", json=spec)
+        replaced = client.post("/workers", json={**spec, "capabilities": [PDF, "a:b"]})
+        listed = client.get("/workers").json()["workers"]
+        health = client.get("/healthz").json()
+        beat = client.post("/workers/w1/heartbeat")
+        deleted = client.delete("/workers/w1")
+        deleted_again = client.delete("/workers/w1")
+        beat_unknown = client.post("/workers/w1/heartbeat")
+
+    assert created.status_code == 201
+    assert created.json()["url"] == "http://127.0.0.1:9001"
+    assert replaced.status_code == 200
+    assert [(w["id"], w["capabilities"]) for w in listed] == [("w1", ["a:b", PDF])]
+    assert listed[0]["outstanding"] == 0
+    assert listed[0]["last_error"] is None
+    assert health == {"status": "ok", "workers": 1, "healthy": 1}
+    assert beat.status_code == 200
+    assert deleted.status_code == 204
+    assert deleted_again.status_code == 404
+    assert beat_unknown.status_code == 404
+    assert beat_unknown.json()["error"] == "unknown_worker"
+
+
+@pytest.mark.parametrize(
+    ("spec", "detail"),
+    [
+        ({"id": "w", "url": "ftp://x", "capabilities": [PDF]}, "url: must start with http://"),
+        ({"id": "w", "url": "http://x", "capabilities": []}, "capabilities: list should have"),
+        ({"id": "w", "url": "http://x", "capabilities": ["pdf"]}, "capabilities[0]: 'pdf' is not"),
+        ({"url": "http://x", "capabilities": [PDF]}, "id: field required"),
+        ({"id": "w", "url": "http://x", "capabilities": [PDF], "x": 1}, "x: extra inputs"),
+    ],
+)
+def test_a_bad_registration_is_a_400_naming_the_field(spec: dict[str, Any], detail: str) -> None:
+    registry = WorkerRegistry()
+    with controller(registry) as url:
+        response = httpx.post(url + "/workers", json=spec)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_worker"
+    assert response.json()["detail"].startswith(detail)
+    assert len(registry) == 0
