@@ -176,6 +176,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
             json={"verb": "classify", "capability": "email", "request_payload": {"x": 1}},
         )
         missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
+        metrics = httpx.get(base + "/metrics/").text
 
     assert first_line.startswith(f"sloguard serve: listening on {base} with 3 SLOs")
     assert "3 workers" in first_line
@@ -184,6 +185,8 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
     assert seed.status_code == 200
     assert missing.status_code == 400
     assert missing.json()["detail"] == "request_payload: field required"
+    labels = 'capability="convert:document_to_pdf",outcome="ok",priority="normal"'
+    assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
 
 
 def test_serve_refuses_a_missing_state_directory(tmp_path: Path) -> None:

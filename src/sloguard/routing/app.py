@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from sloguard.capability import is_capability
 from sloguard.exceptions import ConfigurationError
+from sloguard.observability.metrics import metrics_app
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
@@ -401,6 +402,7 @@ def create_controller_app(
             Route("/workers/{worker_id}/heartbeat", controller.heartbeat, methods=["POST"]),
             Route("/workers/{worker_id}", controller.remove_worker, methods=["DELETE"]),
             Route("/healthz", controller.healthz, methods=["GET"]),
+            Mount("/metrics", metrics_app()),
         ],
         lifespan=controller.lifespan,
     )
