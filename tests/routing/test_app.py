@@ -369,3 +369,36 @@ def test_a_bad_registration_is_a_400_naming_the_field(spec: dict[str, Any], deta
     assert response.json()["error"] == "invalid_worker"
     assert response.json()["detail"].startswith(detail)
     assert len(registry) == 0
+
+
+def test_with_tracing_the_forward_is_a_child_span_the_worker_continues() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    app = create_controller_app(
+        registry=registry, health_interval_s=None, tracing=True, tracer_provider=provider
+    )
+    guarded = SLOGuard(app, metrics=False, tracing=True, tracer_provider=provider)
+    with running(worker) as worker_url, serving(guarded) as url:
+        registry.register("w1", worker_url, [PDF])
+        response = httpx.post(url + PDF_PATH, content=b"{}", headers={"X-Priority": "high"})
+
+    assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    [forward] = [s for s in spans if s.name == "POST /convert/document_to_pdf"]
+    [server] = [s for s in spans if s.parent is None]
+    assert forward.parent is not None
+    assert forward.parent.span_id == server.context.span_id
+    assert server.attributes is not None
+    assert server.attributes["sloguard.capability"] == PDF
+    assert server.attributes["sloguard.priority"] == "high"
+    [got] = worker.received
+    trace_id, span_id = forward.context.trace_id, forward.context.span_id
+    version, got_trace, got_parent, _flags = got.headers["traceparent"].split("-")
+    assert (version, got_trace, got_parent) == ("00", f"{trace_id:032x}", f"{span_id:016x}")

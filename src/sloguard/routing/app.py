@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from sloguard.capability import is_capability
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import metrics_app
+from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
@@ -87,6 +88,8 @@ class Controller:
         transport: httpx.AsyncBaseTransport | None = None,
         mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        tracing: bool = False,
+        tracer_provider: Any = None,
     ) -> None:
         if forward_timeout_s <= 0:
             raise ConfigurationError(f"forward_timeout_s must be positive, got {forward_timeout_s}")
@@ -94,6 +97,8 @@ class Controller:
             raise ConfigurationError(f"health_interval_s must be positive, got {health_interval_s}")
         self.registry = registry
         self.manager = manager
+        self.tracing = tracing
+        self.tracer_provider = tracer_provider
         self.forward_timeout_s = forward_timeout_s
         self.health = health or HealthChecker(registry)
         self.health_interval_s = health_interval_s
@@ -228,9 +233,17 @@ class Controller:
         worker.outstanding += 1
         worker.served += 1
         try:
-            return await send_to_worker(
-                self.client, worker, path, body, headers, self.forward_timeout_s
-            )
+            if not self.tracing:
+                return await send_to_worker(
+                    self.client, worker, path, body, headers, self.forward_timeout_s
+                )
+            attributes = {"sloguard.worker": worker.id, "url.full": worker.url + path}
+            with client_span(
+                f"POST {path.partition('?')[0]}", headers, attributes, self.tracer_provider
+            ) as traced_headers:
+                return await send_to_worker(
+                    self.client, worker, path, body, traced_headers, self.forward_timeout_s
+                )
         except ForwardError as exc:
             if exc.failure is Failure.NOT_SENT:
                 self.registry.unreachable(worker, exc.detail)
