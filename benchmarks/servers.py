@@ -48,11 +48,17 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/items", create_item, methods=["POST"])])
 
 
+def slo_dir_with(text: str) -> Path:
+    """A fresh temporary directory holding one SLO file with ``text``."""
+    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
+    (slo_dir / "slo.yml").write_text(text, encoding="utf-8")
+    return slo_dir
+
+
 def guarded_app(*, metrics: bool = True, tracing: bool = False) -> SLOGuard:
     """The full stack: SLOGuard with an SLO file for the handler's capability (and, by
     default, its Prometheus metrics)."""
-    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
-    (slo_dir / "items.yml").write_text(BENCH_SLO, encoding="utf-8")
+    slo_dir = slo_dir_with(BENCH_SLO)
     return SLOGuard(
         bare_app(),
         slo_dir=slo_dir,
@@ -99,9 +105,9 @@ def limited_app() -> Starlette:
 
 
 def limited_guarded_app() -> SLOGuard:
-    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
-    (slo_dir / "work.yml").write_text(LIMITED_SLO, encoding="utf-8")
-    return SLOGuard(limited_app(), slo_dir=slo_dir, route_table={"/work": "bench:work"})
+    return SLOGuard(
+        limited_app(), slo_dir=slo_dir_with(LIMITED_SLO), route_table={"/work": "bench:work"}
+    )
 
 
 ROUTE_CAPABILITY = "bench:route"
@@ -125,8 +131,7 @@ def route_controller_app() -> SLOGuard:
     """What ``sloguard serve`` runs, with one static worker at ``$BENCH_WORKER_URL``."""
     from sloguard.routing import WorkerRegistry, create_controller_app
 
-    slo_dir = Path(tempfile.mkdtemp(prefix="sloguard-bench-"))
-    (slo_dir / "route.yml").write_text(ROUTE_SLO, encoding="utf-8")
+    slo_dir = slo_dir_with(ROUTE_SLO)
     registry = WorkerRegistry()
     registry.register(
         "bench-worker", os.environ["BENCH_WORKER_URL"], [ROUTE_CAPABILITY], static=True

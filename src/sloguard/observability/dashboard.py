@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -31,7 +30,7 @@ from sloguard.observability.names import (
     SHEDDING_ACTIVE,
     SLO_COMPLIANT,
 )
-from sloguard.observability.rules import load_all
+from sloguard.observability.rules import print_for_slos
 from sloguard.slo.schema import SLOFile
 
 Panel = dict[str, Any]
@@ -331,10 +330,6 @@ def dashboard_main(
     stderr: TextIO | None = None,
 ) -> int:
     """``sloguard dashboard DIR``: print the JSON; 1 when ``DIR`` is missing or a file is bad."""
-    out = sys.stdout if stdout is None else stdout
-    err = sys.stderr if stderr is None else stderr
-    slos = load_all(directory, err)
-    if slos is None:
-        return 1
-    out.write(json.dumps(build_dashboard(slos), indent=2) + "\n")
-    return 0
+    return print_for_slos(
+        directory, lambda slos: json.dumps(build_dashboard(slos), indent=2) + "\n", stdout, stderr
+    )

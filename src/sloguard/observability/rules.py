@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -303,10 +303,19 @@ def rules_main(
     stderr: TextIO | None = None,
 ) -> int:
     """``sloguard rules DIR``: print the rule file; 1 when ``DIR`` is missing or a file is bad."""
-    out = sys.stdout if stdout is None else stdout
-    err = sys.stderr if stderr is None else stderr
-    slos = load_all(directory, err)
+    return print_for_slos(directory, lambda slos: dump_rules(build_rules(slos)), stdout, stderr)
+
+
+def print_for_slos(
+    directory: str | os.PathLike[str],
+    render: Callable[[list[SLOFile]], str],
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Print what ``render`` makes of every SLO file of ``directory``; exit status 1
+    (and nothing printed) when the directory is missing, empty or has a bad file."""
+    slos = load_all(directory, sys.stderr if stderr is None else stderr)
     if slos is None:
         return 1
-    out.write(dump_rules(build_rules(slos)))
+    (sys.stdout if stdout is None else stdout).write(render(slos))
     return 0
