@@ -1,0 +1,74 @@
+"""The records reporting keeps: minute aggregates, breaches, alerts, and live events.
+
+Times are Unix epoch seconds (wall clock), never the monotonic clock of the
+request path. These are plain values shared by the history repository, the
+breach and alert engine, and the /slo API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BreachState = Literal["warning", "open", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteAggregate:
+    """What one replica saw of one capability during one wall-clock minute."""
+
+    capability: str
+    minute: int
+    """Start of the minute, Unix seconds, a multiple of 60."""
+    replica: str
+    requests: int
+    errors: int
+    shed: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    compliant: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A stretch of time a capability missed (or came within 5% of missing) its SLO."""
+
+    id: str
+    capability: str
+    state: BreachState
+    started_at: float
+    ended_at: float | None
+    violations: tuple[str, ...]
+    """Every distinct violation seen while it lasted (``"p95 latency 300ms > target 100ms"``)."""
+    worst: dict[str, float] = field(default_factory=dict)
+    """Worst value seen per measure: ``p50_ms``, ``p95_ms``, ``p99_ms``, ``availability``."""
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert fired for a capability, sent to the sinks its channel maps to."""
+
+    id: str
+    """Deduplication key: the same alert fired twice has the same id."""
+    capability: str
+    kind: Literal["budget", "burn", "breach"]
+    channel: str
+    severity: Literal["info", "warning", "critical"]
+    summary: str
+    fired_at: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEvent:
+    """A live event for /slo/ws subscribers and in-process callbacks."""
+
+    type: Literal["breach", "warning", "resolved", "alert", "shedding"]
+    capability: str
+    at: float
+    data: dict[str, Any] = field(default_factory=dict)
