@@ -189,6 +189,23 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
     assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
 
 
+def test_serve_with_tracing_prints_spans_with_sloguards_attributes() -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with stopped_at_exit(sloguard("serve", "--port", str(port), "--tracing")) as process:
+        wait_until_answering(base + "/healthz", process)
+        response = httpx.post(
+            base + "/route/convert/document_to_pdf", content=b"{}", headers={"X-Priority": "high"}
+        )
+        process.terminate()
+        assert process.stderr is not None
+        _, err = process.communicate(timeout=30)
+    assert response.status_code == 200
+    assert '"sloguard.capability": "convert:document_to_pdf"' in err
+    assert '"sloguard.priority": "high"' in err
+    assert '"kind": "SpanKind.CLIENT"' in err  # the forward to the demo worker
+
+
 def test_serve_refuses_a_missing_state_directory(tmp_path: Path) -> None:
     process = sloguard("serve", "--state", str(tmp_path / "nope"), "--port", str(free_port()))
     _, err = process.communicate(timeout=30)

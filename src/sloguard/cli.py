@@ -33,6 +33,12 @@ def add_serve(subparsers: Any) -> None:
     parser.add_argument("--state", default="state", help="state directory (default: state)")
     parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="OpenTelemetry span per request and per forward (needs sloguard[otel]); printed "
+        "to stderr unless a tracer provider is set up, e.g. by opentelemetry-instrument",
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -40,6 +46,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from sloguard.middleware import SLOGuard
+    from sloguard.observability.tracing import default_tracer_provider
     from sloguard.routing import create_controller_app
     from sloguard.slo.manager import SLOManager
 
@@ -49,7 +56,10 @@ def serve(args: argparse.Namespace) -> int:
         if not state.is_dir():
             raise ConfigurationError(f"state directory not found: {state} (pass --state DIR)")
         manager = SLOManager(slo_dir if slo_dir.is_dir() else None)
-        app = create_controller_app(state, manager=manager)
+        tracer_provider = default_tracer_provider() if args.tracing else None
+        app = create_controller_app(
+            state, manager=manager, tracing=args.tracing, tracer_provider=tracer_provider
+        )
     except ConfigurationError as exc:
         print(f"sloguard serve: {exc}", file=sys.stderr)
         return 1
@@ -67,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     uvicorn.run(
-        SLOGuard(app, manager=manager),
+        SLOGuard(app, manager=manager, tracing=args.tracing, tracer_provider=tracer_provider),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -13,6 +13,7 @@ attributes: ``sloguard.capability``, ``sloguard.priority``,
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,26 @@ def traced(app: ASGIApp, tracer_provider: Any = None) -> ASGIApp:
         app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"]
     )
     return wrapped
+
+
+def default_tracer_provider() -> Any:
+    """The global tracer provider, or, when none has been set up (as
+    ``opentelemetry-instrument`` would), a new SDK provider printing each span to
+    stderr as JSON when it ends, installed as the global one. (Printing as spans
+    end, not in batches, loses none at a signal; it is for looking, not for
+    production, where a configured provider exports in batches.)"""
+    if trace is None:
+        raise ConfigurationError("tracing needs OpenTelemetry: pip install 'sloguard[otel]'")
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, trace.ProxyTracerProvider):
+        return provider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    sdk_provider = TracerProvider()
+    sdk_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    trace.set_tracer_provider(sdk_provider)
+    return sdk_provider
 
 
 def annotate(key: str, value: str | bool) -> None:
