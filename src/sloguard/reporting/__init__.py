@@ -8,6 +8,7 @@ from sloguard.reporting.alerts import (
 )
 from sloguard.reporting.breaches import BreachTracker
 from sloguard.reporting.events import EventHub, Subscription, alert_event, event_json
+from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier, NotifierStats
 from sloguard.reporting.records import Alert, Breach, BreachState, MinuteAggregate, ReportEvent
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
@@ -26,6 +27,7 @@ __all__ = [
     "Notifier",
     "NotifierStats",
     "ReportEvent",
+    "SLOMonitor",
     "Subscription",
     "alert_event",
     "budget_period",
