@@ -62,6 +62,8 @@ class Alert:
     summary: str
     fired_at: float
     details: dict[str, Any] = field(default_factory=dict)
+    resolves: str | None = None
+    """For a resolution, the id of the alert it resolves (PagerDuty's ``dedup_key``); else None."""
 
 
 @dataclass(frozen=True, slots=True)

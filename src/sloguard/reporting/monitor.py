@@ -1,0 +1,104 @@
+"""SLOMonitor: every few seconds, each capability's status through breaches and alerts.
+
+One :meth:`SLOMonitor.tick` reads every loaded capability's live status from
+the :class:`SLOManager`, feeds the :class:`BreachTracker`, asks the
+:class:`AlertEngine` what is new, then saves breach records (``save_breach``,
+e.g. the history repository's upsert), queues alerts on the
+:class:`Notifier` and publishes every event on the :class:`EventHub`
+(WebSocket subscribers, ``on_breach`` / ``on_alert`` callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from sloguard._clock import Clock
+from sloguard.reporting.alerts import AlertEngine
+from sloguard.reporting.breaches import BreachTracker
+from sloguard.reporting.events import EventHub, alert_event
+from sloguard.reporting.notifier import Notifier
+from sloguard.reporting.records import Alert, Breach, ReportEvent
+from sloguard.slo.manager import SLOManager
+
+logger = logging.getLogger("sloguard.reporting")
+
+SaveBreach = Callable[[Breach], Awaitable[None] | None]
+
+
+class SLOMonitor:
+    """Runs the breach tracker and the alert engine over an SLO manager's capabilities.
+
+    Every part has a default (a log-only notifier, a fresh hub); pass your own to
+    share them. ``clock`` is the wall clock the records are stamped with.
+    """
+
+    def __init__(
+        self,
+        manager: SLOManager,
+        *,
+        tracker: BreachTracker | None = None,
+        engine: AlertEngine | None = None,
+        notifier: Notifier | None = None,
+        hub: EventHub | None = None,
+        save_breach: SaveBreach | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.manager = manager
+        self.tracker = tracker if tracker is not None else BreachTracker(clock=clock)
+        self.engine = engine if engine is not None else AlertEngine(clock=clock)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.hub = hub if hub is not None else EventHub()
+        self._save_breach = save_breach
+        self._clock = clock
+        self._known: set[str] = set()
+
+    async def tick(self, now: float | None = None) -> tuple[list[ReportEvent], list[Alert]]:
+        """Look at every capability once; return the events published and the alerts queued."""
+        at = self._clock() if now is None else now
+        all_events: list[ReportEvent] = []
+        all_alerts: list[Alert] = []
+        capabilities = set(self.manager.capabilities)
+        for gone in self._known - capabilities:
+            self.tracker.forget(gone)
+        self._known = capabilities
+        for capability in sorted(capabilities):
+            slo = self.manager.get_slo(capability)
+            status = self.manager.status(capability)
+            if slo is None or status is None:
+                continue  # removed by a reload between the two calls
+            events = self.tracker.observe(status, slo, at)
+            alerts = self.engine.evaluate(status, slo, events, at)
+            for event in events:
+                breach = event.data.get("breach")
+                if isinstance(breach, Breach):
+                    await self._save(breach)
+                self.hub.publish(event)
+            for alert in alerts:
+                self.notifier.notify(alert)
+                self.hub.publish(alert_event(alert))
+            all_events += events
+            all_alerts += alerts
+        return all_events, all_alerts
+
+    async def run(self, interval_s: float = 5.0) -> None:
+        """``tick`` every ``interval_s`` seconds, forever (run it as a task); errors are logged."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("SLO monitor tick failed")
+            await asyncio.sleep(interval_s)
+
+    async def _save(self, breach: Breach) -> None:
+        if self._save_breach is None:
+            return
+        try:
+            result = self._save_breach(breach)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("saving breach %s failed", breach.id)

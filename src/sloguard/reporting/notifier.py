@@ -1,0 +1,312 @@
+"""Delivering alerts to their sinks, in the background, with retries.
+
+:meth:`Notifier.notify` is synchronous and O(1): it checks the alert's id
+against the ids already taken, and puts the alert on a bounded queue (full:
+dropped, logged and counted). Worker tasks drain the queue; each alert first
+passes the optional ``record`` gate (the shared history's ``save_alert``:
+False means another process or an earlier run already sent it), then goes to
+every sink of its channel at once. A failed HTTP attempt (connection error,
+timeout, 5xx, 429) is retried after a full-jitter exponential backoff, or the
+receiver's ``Retry-After``, each capped at ``max_delay_s``; after
+``max_attempts`` the notifier gives up (logged, counted). Other 4xx answers
+are not retried: the request itself is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from sloguard._clock import Clock
+from sloguard.client.backoff import Random, full_jitter, parse_retry_after
+from sloguard.exceptions import ConfigurationError
+from sloguard.reporting.alerts import RecentIds
+from sloguard.reporting.records import Alert
+from sloguard.reporting.sinks import (
+    AlertmanagerSinkSpec,
+    AlertsConfig,
+    LogSinkSpec,
+    PagerDutySinkSpec,
+    SinkSpec,
+    SlackSinkSpec,
+    WebhookSinkSpec,
+    alertmanager_body,
+    pagerduty_body,
+    slack_body,
+    webhook_body,
+)
+
+logger = logging.getLogger("sloguard.alerts")
+
+Record = Callable[[Alert], bool | Awaitable[bool]]
+"""Store an alert; return False if its id was already stored (then it is not sent again)."""
+Sleep = Callable[[float], Awaitable[None]]
+
+_LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+
+@dataclass(slots=True)
+class NotifierStats:
+    """Counts since the notifier started. Deliveries count once per alert and sink."""
+
+    queued: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    """Deliveries given up: attempts exhausted, or refused with a 4xx other than 429."""
+    dropped: int = 0
+    """Alerts not queued (queue full, notifier closed) or left undelivered at close."""
+    duplicates: int = 0
+    """Alerts skipped because their id was already taken, here or by ``record``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One sink, ready to send: its secrets resolved once, at construction."""
+
+    name: str
+    spec: SinkSpec
+    url: str
+    secret: str
+    headers: Mapping[str, str]
+
+    def body(self, alert: Alert) -> Any:
+        spec = self.spec
+        if isinstance(spec, PagerDutySinkSpec):
+            return pagerduty_body(alert, self.secret, spec.source)
+        if isinstance(spec, SlackSinkSpec):
+            return slack_body(alert)
+        if isinstance(spec, AlertmanagerSinkSpec):
+            return alertmanager_body(alert)
+        return webhook_body(alert)
+
+
+class Notifier:
+    """Sends alerts to the sinks of their channel; see the module docs.
+
+    Use it from one event loop: ``notify`` from the loop's thread, and
+    ``await notifier.aclose()`` (or ``async with``) at shutdown. ``sleep`` and
+    ``random`` are injectable so that retry tests do not wait; ``client`` lets
+    the caller share an ``httpx.AsyncClient`` (then the caller closes it).
+    """
+
+    def __init__(
+        self,
+        config: AlertsConfig | None = None,
+        *,
+        record: Record | None = None,
+        client: httpx.AsyncClient | None = None,
+        env: Mapping[str, str] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        random: Random = _random.random,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.config = config if config is not None else AlertsConfig()
+        self.stats = NotifierStats()
+        self._record = record
+        self._delivery = self.config.delivery
+        self._own_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient()
+        self._sleep = sleep
+        self._random = random
+        self._wall_clock = wall_clock
+        self._targets = self._resolve(os.environ if env is None else env)
+        self._seen = RecentIds()
+        self._queue: asyncio.Queue[Alert] = asyncio.Queue(self._delivery.queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._closed = False
+
+    def _resolve(self, env: Mapping[str, str]) -> dict[str, _Target]:
+        targets = {}
+        names = {*self.config.default, *(n for ns in self.config.channels.values() for n in ns)}
+        for name in sorted(names):
+            spec = self.config.sink(name)
+            url = secret = ""
+            headers: Mapping[str, str] = {}
+            try:
+                if isinstance(spec, WebhookSinkSpec | SlackSinkSpec):
+                    url = spec.resolved_url(env)
+                    headers = spec.headers if isinstance(spec, WebhookSinkSpec) else {}
+                elif isinstance(spec, PagerDutySinkSpec):
+                    url, secret = spec.url, spec.resolved_key(env)
+                elif isinstance(spec, AlertmanagerSinkSpec):
+                    url = spec.url.rstrip("/") + "/api/v2/alerts"
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"alert sink {name!r}: {exc}") from None
+            targets[name] = _Target(name, spec, url, secret, headers)
+        return targets
+
+    # -- the caller's side --------------------------------------------------
+
+    def notify(self, alert: Alert) -> bool:
+        """Queue ``alert`` for delivery; never waits. False if skipped (duplicate) or dropped."""
+        if self._closed:
+            self.stats.dropped += 1
+            logger.warning("alert %s dropped: the notifier is closed", alert.id)
+            return False
+        if not self._seen.add(alert.id):
+            self.stats.duplicates += 1
+            return False
+        if not self._workers:
+            self._start()
+        try:
+            self._queue.put_nowait(alert)
+        except asyncio.QueueFull:
+            self._seen.discard(alert.id)  # not sent: a later notify may try again
+            self.stats.dropped += 1
+            logger.error(
+                "alert %s dropped: %d alerts already wait for delivery",
+                alert.id,
+                self._queue.qsize(),
+            )
+            return False
+        self.stats.queued += 1
+        return True
+
+    async def join(self) -> None:
+        """Wait until every queued alert has been delivered or given up."""
+        await self._queue.join()
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Stop taking alerts, give the queued ones ``timeout_s`` to finish, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._workers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout_s)
+            left = self._queue.qsize() + self._in_flight
+            if left:
+                self.stats.dropped += left
+                logger.error("notifier closed with %d alerts undelivered", left)
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._own_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Notifier:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the workers' side ----------------------------------------------------
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._workers = [
+            loop.create_task(self._work(), name=f"sloguard-notifier-{i}")
+            for i in range(self._delivery.concurrency)
+        ]
+
+    async def _work(self) -> None:
+        while True:
+            alert = await self._queue.get()
+            self._in_flight += 1
+            try:
+                await self._deliver(alert)
+            except Exception:
+                logger.exception("alert %s: delivery failed unexpectedly", alert.id)
+            finally:
+                self._in_flight -= 1
+                self._queue.task_done()
+
+    async def _deliver(self, alert: Alert) -> None:
+        if self._record is not None and not await self._first_time(alert):
+            self.stats.duplicates += 1
+            logger.info("alert %s was already sent (by this or another process)", alert.id)
+            return
+        names = self.config.sinks_for(alert.channel)
+        await asyncio.gather(*(self._send(alert, self._targets[name]) for name in names))
+
+    async def _first_time(self, alert: Alert) -> bool:
+        assert self._record is not None
+        try:
+            result = self._record(alert)
+            if inspect.isawaitable(result):
+                result = await result
+            return bool(result)
+        except Exception:
+            # Better a second page than a lost one: deliver, this process dedupes anyway.
+            logger.exception("alert %s: recording it failed; sending it anyway", alert.id)
+            return True
+
+    async def _send(self, alert: Alert, target: _Target) -> None:
+        if isinstance(target.spec, LogSinkSpec):
+            level = _LOG_LEVELS[alert.severity]
+            status = "resolved" if alert.resolves is not None else alert.severity
+            logger.log(
+                level, "[%s] %s (%s, channel %s)", status, alert.summary, alert.id, alert.channel
+            )
+            self.stats.delivered += 1
+            return
+        delivery = self._delivery
+        body = target.body(alert)
+        for attempt in range(1, delivery.max_attempts + 1):
+            wait: float | None = None
+            try:
+                response = await self._client.post(
+                    target.url, json=body, headers=target.headers, timeout=delivery.timeout_s
+                )
+            except httpx.TransportError as exc:
+                reason = type(exc).__name__  # never str(exc): it may carry the secret URL
+            else:
+                if response.is_success:
+                    self.stats.delivered += 1
+                    return
+                reason = f"HTTP {response.status_code}"
+                if response.status_code != 429 and response.status_code < 500:
+                    self.stats.failed += 1
+                    logger.error(
+                        "alert %s to sink %s refused (%s); not retried",
+                        alert.id,
+                        target.name,
+                        reason,
+                    )
+                    return
+                header = response.headers.get("retry-after")
+                if header is not None:
+                    wait = parse_retry_after(header, self._wall_clock())
+            if attempt == delivery.max_attempts:
+                break
+            if wait is None:
+                wait = full_jitter(
+                    attempt - 1, delivery.base_delay_s, delivery.max_delay_s, self._random
+                )
+            wait = min(wait, delivery.max_delay_s)
+            self.stats.retried += 1
+            logger.warning(
+                "alert %s to sink %s: attempt %d failed (%s); retrying in %.2fs",
+                alert.id,
+                target.name,
+                attempt,
+                reason,
+                wait,
+            )
+            await self._sleep(wait)
+        self.stats.failed += 1
+        logger.error(
+            "alert %s to sink %s: gave up after %d attempts (%s)",
+            alert.id,
+            target.name,
+            delivery.max_attempts,
+            reason,
+        )

@@ -1,0 +1,115 @@
+"""SLOMonitor end to end: a real manager's window, a breach, its alert at a real receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sloguard._clock import ManualClock
+from sloguard.reporting import (
+    Alert,
+    AlertsConfig,
+    Breach,
+    Notifier,
+    ReportEvent,
+    SLOMonitor,
+)
+from sloguard.slo import SLOManager
+from tests.reporting.receivers import Receiver
+from tests.reporting.statuses import NOW
+from tests.servers import serving
+
+SLO = (
+    "capability: {verb: convert, name: document_to_pdf}\n"
+    "slo:\n"
+    "  latency: {p50_ms: 50, p95_ms: 100, p99_ms: 200}\n"
+    "  availability: {target: 0.999}\n"
+    "  error_budget: {alerts: [{threshold: 0.5, channel: slack}]}\n"
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    app = Receiver()
+    with serving(app) as url:
+        yield app, url
+
+
+async def test_a_breach_is_saved_published_called_back_and_alerted(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    app, url = receiver
+    (tmp_path / "pdf.yml").write_text(SLO, encoding="utf-8")
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    config = AlertsConfig.model_validate(
+        {"sinks": {"hook": {"type": "webhook", "url": url}}, "channels": {"breach": ["hook"]}}
+    )
+    saved: list[Breach] = []
+    called: list[Breach | Alert] = []
+
+    async def save_breach(breach: Breach) -> None:
+        saved.append(breach)
+
+    async with Notifier(config, env={}) as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, save_breach=save_breach, clock=clock)
+        monitor.hub.on_breach(called.append)
+        monitor.hub.on_alert(called.append)
+        subscription = monitor.hub.subscribe()
+        for _ in range(14):  # 70 s of 300 ms requests, a tick every 5 s
+            for _ in range(25):
+                manager.record("convert:document_to_pdf", latency_s=0.3)
+            await monitor.tick()
+            clock.advance(5.0)
+        await notifier.join()
+
+    assert [b.state for b in saved] == ["warning", "open"]
+    assert saved[0].id == saved[1].id
+    [body] = app.bodies()
+    assert (body["id"], body["kind"], body["channel"]) == (saved[1].id, "breach", "breach")
+    assert [type(x).__name__ for x in called] == ["Breach", "Breach", "Alert"]
+    events: list[ReportEvent] = []
+    while (event := subscription.get_nowait()) is not None:
+        events.append(event)
+    assert [e.type for e in events] == ["warning", "breach", "alert"]
+
+
+async def test_a_removed_capability_is_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "pdf.yml"
+    path.write_text(SLO, encoding="utf-8")
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, clock=clock)
+        for _ in range(25):
+            manager.record("convert:document_to_pdf", latency_s=0.3)
+        events, _ = await monitor.tick()
+        assert [e.type for e in events] == ["warning"]
+        path.unlink()
+        manager.reload()
+        assert await monitor.tick() == ([], [])
+    assert monitor.tracker.active() == []
+
+
+async def test_a_failing_save_is_logged_and_the_rest_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "pdf.yml").write_text(SLO, encoding="utf-8")
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+
+    def broken(breach: Breach) -> None:
+        raise OSError("disk full")
+
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, save_breach=broken, clock=clock)
+        subscription = monitor.hub.subscribe()
+        for _ in range(25):
+            manager.record("convert:document_to_pdf", latency_s=0.3)
+        await monitor.tick()
+    assert "saving breach convert:document_to_pdf@1764000000 failed" in caplog.text
+    event = subscription.get_nowait()
+    assert event is not None
+    assert event.type == "warning"
