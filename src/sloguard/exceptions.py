@@ -71,6 +71,23 @@ class WorkersFileError(ConfigurationError):
         return type(self), (self.path, self.problems)
 
 
+class MetricsFileError(ConfigurationError):
+    """A metrics file given to ``sloguard check`` could not be read: unreadable, of an
+    unknown format, or invalid. ``str()`` gives one line per problem, each starting
+    with the file's path and naming the field (``convert:pdf.p95_ms``) when there is one.
+    """
+
+    def __init__(self, path: Path, problems: tuple[tuple[str, str], ...]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[MetricsFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
+        return type(self), (self.path, self.problems)
+
+
 class StoreUnavailable(SloguardError):
     """An idempotency store's backend failed or timed out.
 
