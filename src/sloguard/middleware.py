@@ -60,7 +60,8 @@ _SPAN_EVENTS = frozenset(
 )  # a seed-form body larger than this is not inspected
 
 RequestObserver = Callable[[str, float, bool], None]
-"""Called with ``(capability, latency_s, ok)`` once per request that has a capability."""
+"""Called with ``(capability, latency_s, ok)`` once per request that names a capability
+(a blank one does not count)."""
 
 _observers: tuple[RequestObserver, ...] = ()
 
@@ -261,7 +262,7 @@ class SLOGuard:
             priority = parse_priority(raw_priority)
             app = partial(self._observe, capability, capability, guarded.series, priority, start)
             admission = partial(self._admit, guarded, priority, start)
-        elif self._other is not None or (_observers and capability is not None):
+        elif self._other is not None or (_observers and capability):
             priority = parse_priority(raw_priority)
             app = partial(self._observe, None, capability, self._other, priority, start)
 
@@ -344,7 +345,7 @@ class SLOGuard:
             self.manager.record(capability, latency_s=latency, ok=ok)
         if series is not None:
             series.request(priority, ok, latency)
-        if _observers and claimed is not None:
+        if _observers and claimed:
             _notify(claimed, latency, ok)
 
     async def _read_seed_form(

@@ -7,7 +7,9 @@ in the ``+Inf`` bucket gives the highest finite bound). SLOGuard adds every
 SLO's targets to its bucket bounds, so whether a percentile is over its target
 is exact, even though the percentile itself is an estimate.
 
-Availability is ``ok / (ok + error)`` from ``sloguard_requests_total``. Series
+Availability is ``ok / (ok + error)`` from ``sloguard_requests_total``. The
+``capability="other"`` series (requests with no SLO file, whatever they named)
+are not a capability and are left out. Series
 of one capability are added up across every other label (``priority``, ``pid``,
 ``instance``...), so several processes' scrapes concatenated, or repeated
 series, count once each.
@@ -25,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sloguard.exceptions import MetricsFileError
 from sloguard.gate.measured import Measured
+from sloguard.observability.metrics import OTHER_CAPABILITY
 from sloguard.observability.names import REQUEST_DURATION_SECONDS, REQUESTS_TOTAL
 
 _BUCKET = REQUEST_DURATION_SECONDS + "_bucket"
@@ -91,6 +94,8 @@ def parse_exposition(text: str, path: Path) -> dict[str, Measured]:
         capability = labels.pop("capability", None)
         if capability is None:
             raise MetricsFileError(path, ((name, "a series has no capability label"),))
+        if capability == OTHER_CAPABILITY:
+            continue
         if name == REQUESTS_TOTAL:
             outcomes[capability][labels.get("outcome", "")] += value
             continue

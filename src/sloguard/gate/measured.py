@@ -26,16 +26,20 @@ _QUANTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
 class Measured(BaseModel):
     """One capability's measurements; a None (or missing) value was not measured."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     p50_ms: NonNegativeMs | None = None
+    """Median latency in milliseconds."""
     p95_ms: NonNegativeMs | None = None
+    """95th percentile latency in milliseconds."""
     p99_ms: NonNegativeMs | None = None
+    """99th percentile latency in milliseconds."""
     availability: Share | None = None
     """The share of requests that succeeded (status below 500), from 0 to 1."""
     requests: Count
+    """Requests measured; a verdict needs the SLO's minimum (20 by default)."""
     errors: Count | None = None
-    """Requests that failed; optional (``availability`` is what is checked)."""
+    """Requests that failed; optional (availability is what is checked)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Measured:
@@ -79,12 +83,11 @@ class MetricsDocument(RootModel[dict[CapabilityKey, Measured]]):
 
 def metrics_json_schema() -> dict[str, Any]:
     """The JSON Schema of a metrics file (what ``docs/metrics.schema.json`` holds)."""
-    schema = MetricsDocument.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **MetricsDocument.model_json_schema(),
         "title": "sloguard metrics file",
         "description": "Measured latency percentiles (ms), availability (0..1) and request "
         "counts per capability (verb:name), as written by sloguard's pytest plugin "
         "(--metrics-output) and read by `sloguard check --metrics`.",
-        **schema,
     }
