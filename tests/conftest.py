@@ -9,6 +9,8 @@ import pytest
 from sloguard._clock import ManualClock
 from tests.redis_server import REDIS_URL, PrivateRedis, RedisKeys, check_redis
 
+pytest_plugins = ("pytester",)  # the pytest plugin's tests run pytest sessions of their own
+
 
 @pytest.fixture
 def clock() -> ManualClock:

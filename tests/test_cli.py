@@ -7,7 +7,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,7 +39,7 @@ def test_the_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "usage: sloguard" in result.stdout
-    for command in ("serve", "worker", "validate", "rules", "dashboard"):
+    for command in ("serve", "worker", "validate", "check", "rules", "dashboard"):
         assert command in result.stdout
 
 
@@ -241,3 +242,149 @@ def test_a_worker_process_registers_heartbeats_and_leaves() -> None:
     assert routed.status_code == 200
     assert routed.json()["worker"] == f"worker-{port}"
     assert left == []  # it deregistered on shutdown
+
+
+# -- sloguard check ----------------------------------------------------------------
+
+MEASURED = {
+    "convert:document_to_pdf": {
+        "p50_ms": 20,
+        "p95_ms": 80,
+        "p99_ms": 150,
+        "availability": 0.9995,
+        "requests": 100,
+    },
+    "classify:email": {
+        "p50_ms": 5,
+        "p95_ms": 30,
+        "p99_ms": 60,
+        "availability": 1.0,
+        "requests": 50,
+    },
+    "example:capability": {"p50_ms": 50, "p95_ms": 90, "p99_ms": 99, "requests": 20},
+}
+
+
+def check(tmp_path: Path, metrics: object, *args: str, name: str = "metrics.json") -> int:
+    path = tmp_path / name
+    if isinstance(metrics, str):
+        path.write_text(metrics, encoding="utf-8")
+    else:
+        path.write_text(json.dumps(metrics), encoding="utf-8")
+    return main(["check", "--slos", str(STATE_SLOS), "--metrics", str(path), *args])
+
+
+def test_check_exits_0_when_every_capability_complies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(tmp_path, MEASURED) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("3 ok: PASS")
+
+
+def test_check_exits_1_on_a_violation_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = {**MEASURED, "classify:email": {**MEASURED["classify:email"], "p95_ms": 250}}
+    assert check(tmp_path, slow) == 1
+    out = capsys.readouterr().out
+    assert "  classify:email: p95 latency 250ms > target 60ms" in out
+    assert out.rstrip().endswith("1 violated, 2 ok: FAIL")
+
+
+def test_check_reads_the_yaml_the_plan_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check(tmp_path, yaml.safe_dump(MEASURED), name="metrics.yml") == 0
+    assert capsys.readouterr().out.rstrip().endswith("3 ok: PASS")
+
+
+def test_insufficient_data_passes_unless_asked_to_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    few = {"classify:email": {**MEASURED["classify:email"], "requests": 3}}
+    assert check(tmp_path, few) == 0
+    assert "insufficient data (3 < 20 requests)" in capsys.readouterr().out
+    assert check(tmp_path, few, "--fail-on-insufficient-data") == 1
+    assert check(tmp_path, few, "--min-requests", "3") == 0
+    assert "classify:email           3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("report_format", "parse"),
+    [("json", json.loads), ("junit", ET.fromstring), ("text", str.splitlines)],
+)
+def test_check_writes_the_report_to_output(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    report_format: str,
+    parse: Callable[[str], object],
+) -> None:
+    output = tmp_path / "report"
+    assert check(tmp_path, MEASURED, "--format", report_format, "--output", str(output)) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "3 ok: PASS"
+    assert parse(output.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "name", "message"),
+    [
+        ("{not json", "metrics.json", "metrics.json: invalid JSON: line 1, column 2"),
+        ('{"a:b": {"requests": "many"}}', "metrics.json", "metrics.json: a:b.requests: "),
+        ("a:b: {requests: 1, p95_ms: []}\n", "metrics.yml", "metrics.yml: a:b.p95_ms: "),
+        ("hello\n", "metrics.out", "metrics.out: unknown format"),
+        ("# TYPE x counter\nx 1\n", "scrape.prom", "scrape.prom: no sloguard_request"),
+    ],
+)
+def test_check_exits_2_on_bad_metrics_naming_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], metrics: str, name: str, message: str
+) -> None:
+    assert check(tmp_path, metrics, name=name) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"sloguard check: {tmp_path / name}" in captured.err
+    assert message in captured.err
+
+
+def test_check_exits_2_on_an_unreadable_metrics_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.json"
+    assert main(["check", "--slos", str(STATE_SLOS), "--metrics", str(missing)]) == 2
+    assert f"{missing}: cannot read file" in capsys.readouterr().err
+
+
+def test_check_exits_2_on_bad_slo_files_with_validates_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slos = tmp_path / "slos"
+    slos.mkdir()
+    good = (STATE_SLOS / "classify_email.yml").read_text()
+    (slos / "bad.yml").write_text(good.replace("p95_ms: 60", "p95_ms: -1"))
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps(MEASURED))
+
+    assert main(["check", "--slos", str(slos), "--metrics", str(metrics)]) == 2
+    check_err = capsys.readouterr().err
+    assert main(["validate", str(slos)]) == 1
+    validate_err = capsys.readouterr().err
+    assert validate_err.strip() in check_err  # the same loader, the same lines
+    assert f"{slos / 'bad.yml'}: slo.latency.p95_ms: " in check_err
+
+    assert main(["check", "--slos", str(tmp_path / "none"), "--metrics", str(metrics)]) == 2
+    assert "SLO directory not found" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["check", "--slos", str(empty), "--metrics", str(metrics)]) == 2
+    assert "no SLO files" in capsys.readouterr().err
+
+
+def test_check_refuses_an_unknown_report_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        check(tmp_path, MEASURED, "--format", "html")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'html'" in capsys.readouterr().err

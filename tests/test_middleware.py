@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from starlette.routing import Route
 from sloguard import MemoryStore, SLOGuard
 from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
+from sloguard.middleware import add_request_observer, remove_request_observer
 from tests.asgi import call, http_scope
 
 CAP = "convert:pdf"
@@ -395,3 +396,78 @@ async def test_slo_guard_works_with_no_arguments(
 def test_bad_options_are_refused_clearly(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         SLOGuard(Starlette(), **options)
+
+
+class Observed:
+    """A request observer that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float, bool]] = []
+
+    def __call__(self, capability: str, latency_s: float, ok: bool) -> None:
+        self.seen.append((capability, latency_s, ok))
+
+
+@pytest.fixture
+def observed() -> Iterator[Observed]:
+    observer = Observed()
+    add_request_observer(observer)
+    yield observer
+    remove_request_observer(observer)
+
+
+@pytest.mark.parametrize("metrics", [True, False])
+async def test_request_observers_see_every_request_with_a_capability(
+    make: Make, backend: Backend, observed: Observed, metrics: bool
+) -> None:
+    h = make(metrics=metrics)
+    await h.batch(["high"], latency_s=0.25)
+    backend.status = 503
+    await h.batch(["high"], latency_s=0.5)
+    backend.status = 200
+    await h.batch(["high"], latency_s=0.125, headers={"X-Capability": "no:slo"})
+    await h.client.post("/nothing", headers={"X-Capability": "a:b"})  # no route: 404, seen
+    await h.client.post("/nothing", headers={"X-Capability": " "})  # blank: not seen
+    await h.client.post("/nothing")  # no capability at all: not seen
+
+    # The route table wins over the header: the third is CAP too.
+    assert observed.seen == [
+        (CAP, 0.25, True),
+        (CAP, 0.5, False),
+        (CAP, 0.125, True),
+        ("a:b", 0.0, True),
+    ]
+
+
+async def test_a_capability_without_an_slo_file_is_observed(make: Make, observed: Observed) -> None:
+    h = make(route_table={}, metrics=False)
+    await h.batch(["normal"], latency_s=0.5, headers={"X-Capability": "no:slo"})
+    assert observed.seen == [("no:slo", 0.5, True)]
+
+
+async def test_a_failing_observer_is_logged_and_never_breaks_the_request(
+    make: Make, observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(capability: str, latency_s: float, ok: bool) -> None:
+        raise RuntimeError("observer bug")
+
+    add_request_observer(broken)
+    try:
+        responses = await make().batch(["high"], latency_s=0.25)
+    finally:
+        remove_request_observer(broken)
+    assert [r.status_code for r in responses] == [200]
+    assert observed.seen == [(CAP, 0.25, True)]  # the others still run
+    assert "request observer" in caplog.text
+    assert "observer bug" in caplog.text
+
+
+async def test_a_removed_observer_is_not_called(make: Make) -> None:
+    observer = Observed()
+    add_request_observer(observer)
+    add_request_observer(observer)  # once only
+    h = make()
+    await h.batch(["high"], latency_s=0.25)
+    remove_request_observer(observer)
+    await h.batch(["high"], latency_s=0.25)
+    assert observer.seen == [(CAP, 0.25, True)]

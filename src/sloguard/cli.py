@@ -15,10 +15,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sloguard import __version__
 from sloguard.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sloguard.slo.schema import SLOFile
 
 logger = logging.getLogger("sloguard.cli")
 
@@ -201,6 +204,110 @@ def validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def add_check(subparsers: Any) -> None:
+    from sloguard.gate import METRICS_FORMATS, REPORT_FORMATS
+
+    parser = subparsers.add_parser(
+        "check",
+        help="fail a build when measured metrics miss their SLOs (a CI gate)",
+        description="Judge the metrics of FILE against the SLO files of DIR and print a "
+        "table of each capability against its targets. Exit 0 when every capability "
+        "complies, 1 when one violates its SLO, 2 on bad input. FILE is the JSON or "
+        "YAML the pytest plugin writes (--metrics-output) or a saved Prometheus scrape.",
+    )
+    parser.add_argument("--slos", required=True, metavar="DIR", help="directory of SLO files")
+    parser.add_argument(
+        "--metrics", required=True, metavar="FILE", help="metrics file (JSON, YAML, Prometheus)"
+    )
+    parser.add_argument(
+        "--metrics-format",
+        choices=METRICS_FORMATS,
+        default="auto",
+        help="format of FILE (default: auto, by suffix then content)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="report_format",
+        choices=REPORT_FORMATS,
+        default="text",
+        help="report format (default: text)",
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the report here, not to stdout")
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        metavar="N",
+        help="requests a capability needs for a verdict (default: its SLO's "
+        "shedding.min_samples, 20 unless set)",
+    )
+    parser.add_argument(
+        "--fail-on-insufficient-data",
+        action="store_true",
+        help="fail (exit 1) when a capability with an SLO has too few requests",
+    )
+    parser.set_defaults(handler=check)
+
+
+def check(args: argparse.Namespace) -> int:
+    from sloguard.gate import judge, read_metrics_file, render
+
+    loaded = _load_slos("check", args.slos)
+    if loaded is None:
+        return 2
+    if args.min_requests is not None and args.min_requests < 1:
+        print(
+            f"sloguard check: --min-requests must be at least 1, got {args.min_requests}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        measured = read_metrics_file(args.metrics, args.metrics_format)
+    except ConfigurationError as exc:
+        for line in str(exc).splitlines():
+            print(f"sloguard check: {line}", file=sys.stderr)
+        return 2
+    report = judge(
+        loaded,
+        measured,
+        min_requests=args.min_requests,
+        fail_on_insufficient_data=args.fail_on_insufficient_data,
+    )
+    text = render(report, args.report_format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"sloguard check: cannot write {args.output}: {exc}", file=sys.stderr)
+            return 2
+        print(report.summary(), file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _load_slos(command: str, directory: str) -> list[SLOFile] | None:
+    """The SLO files of ``directory``; None, after printing each error as ``validate``
+    does, when the directory is missing or empty or a file is invalid."""
+    from sloguard.slo.loader import load_slo_dir
+
+    try:
+        loaded, errors = load_slo_dir(directory)
+    except ConfigurationError as exc:
+        print(f"sloguard {command}: {exc}", file=sys.stderr)
+        return None
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        print(
+            f"sloguard {command}: {len(errors)} invalid SLO files in {directory}", file=sys.stderr
+        )
+        return None
+    if not loaded:
+        print(f"sloguard {command}: no SLO files (*.yml, *.yaml) in {directory}", file=sys.stderr)
+        return None
+    return list(loaded.values())
+
+
 def add_rules(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "rules",
@@ -238,6 +345,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_serve,
     add_worker,
     add_validate,
+    add_check,
     add_rules,
     add_dashboard,
 )

@@ -34,8 +34,8 @@ class Throttled(SloguardError):
         return type(self), (self.host, self.probability)
 
 
-class SLOFileError(ConfigurationError):
-    """An SLO file could not be loaded: unreadable, not YAML, or invalid.
+class FileError(ConfigurationError):
+    """A configuration or input file could not be used: unreadable, not parseable, or invalid.
 
     ``problems`` pairs a field path (``slo.latency.p95_ms``; empty when the file
     as a whole is at fault) with what is wrong there. ``str()`` gives one line per
@@ -47,7 +47,7 @@ class SLOFileError(ConfigurationError):
         self.problems = problems
         super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
 
-    def __reduce__(self) -> tuple[type[SLOFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
+    def __reduce__(self) -> tuple[type[FileError], tuple[Path, tuple[tuple[str, str], ...]]]:
         return type(self), (self.path, self.problems)
 
     @property
@@ -56,35 +56,22 @@ class SLOFileError(ConfigurationError):
         return tuple(field for field, _ in self.problems)
 
 
-class WorkersFileError(ConfigurationError):
-    """``state/workers.yml`` is unreadable or invalid; ``str()`` gives one line per problem,
-    each starting with the file's path and naming the field (``workers[0].url``)."""
-
-    def __init__(self, path: Path, problems: tuple[tuple[str, str], ...]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
-
-    def __reduce__(
-        self,
-    ) -> tuple[type[WorkersFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
-        return type(self), (self.path, self.problems)
+class SLOFileError(FileError):
+    """An SLO file could not be loaded: unreadable, not YAML, or invalid."""
 
 
-class AlertsFileError(ConfigurationError):
-    """The alerts file (channels and sinks) is unreadable or invalid; ``str()`` gives one line
-    per problem, each starting with the file's path and naming the field
-    (``sinks.oncall.routing_key_env``)."""
+class WorkersFileError(FileError):
+    """``state/workers.yml`` is unreadable or invalid (fields like ``workers[0].url``)."""
 
-    def __init__(self, path: Path, problems: tuple[tuple[str, str], ...]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(_problem_line(str(path), f, m) for f, m in problems))
 
-    def __reduce__(
-        self,
-    ) -> tuple[type[AlertsFileError], tuple[Path, tuple[tuple[str, str], ...]]]:
-        return type(self), (self.path, self.problems)
+class AlertsFileError(FileError):
+    """The alerts file (channels and sinks) is unreadable or invalid (fields like
+    ``sinks.oncall.routing_key_env``)."""
+
+
+class MetricsFileError(FileError):
+    """A metrics file given to ``sloguard check`` could not be read: unreadable, of an
+    unknown format, or invalid (fields like ``convert:pdf.p95_ms``)."""
 
 
 class StoreUnavailable(SloguardError):

@@ -10,6 +10,10 @@ The path of one HTTP request (DESIGN.md):
 6. idempotency: store the response.
 
 Requests with no capability, or one without an SLO file, skip 3 and 5.
+
+Request observers (:func:`add_request_observer`) see the capability, latency
+and outcome of every request with a capability; the pytest plugin is one. With
+none registered, the hot path pays one check of an empty tuple.
 """
 
 from __future__ import annotations
@@ -54,6 +58,35 @@ _SEED_BODY_LIMIT = 1024 * 1024
 _SPAN_EVENTS = frozenset(
     {"hit", "miss", "conflict", "mismatch"}
 )  # a seed-form body larger than this is not inspected
+
+RequestObserver = Callable[[str, float, bool], None]
+"""Called with ``(capability, latency_s, ok)`` once per request that names a capability
+(a blank one does not count)."""
+
+_observers: tuple[RequestObserver, ...] = ()
+
+
+def add_request_observer(observer: RequestObserver) -> None:
+    """Have every SLOGuard of the process call ``observer`` after each request with a
+    capability (with an SLO file or not); it runs on the request's thread, must be
+    quick, and one that raises is logged, never breaks the request."""
+    global _observers
+    if observer not in _observers:
+        _observers = (*_observers, observer)
+
+
+def remove_request_observer(observer: RequestObserver) -> None:
+    """Stop calling ``observer``; nothing happens if it was not registered."""
+    global _observers
+    _observers = tuple(o for o in _observers if o is not observer)
+
+
+def _notify(capability: str, latency_s: float, ok: bool) -> None:
+    for observer in _observers:
+        try:
+            observer(capability, latency_s, ok)
+        except Exception:
+            logger.exception("request observer %r failed", observer)
 
 
 class _Guarded:
@@ -227,10 +260,11 @@ class SLOGuard:
             if guarded is None or guarded.slo is not slo:
                 guarded = self._guard(capability, slo)
             priority = parse_priority(raw_priority)
-            app = partial(self._observe, capability, guarded.series, priority, start)
+            app = partial(self._observe, capability, capability, guarded.series, priority, start)
             admission = partial(self._admit, guarded, priority, start)
-        elif self._other is not None:
-            app = partial(self._observe, None, self._other, parse_priority(raw_priority), start)
+        elif self._other is not None or (_observers and capability):
+            priority = parse_priority(raw_priority)
+            app = partial(self._observe, None, capability, self._other, priority, start)
 
         idempotency = self.idempotency
         if idempotency is not None and idempotency.applies(scope):
@@ -270,6 +304,7 @@ class SLOGuard:
     async def _observe(
         self,
         capability: str | None,
+        claimed: str | None,
         series: CapabilityMetrics | None,
         priority: Priority,
         start: float,
@@ -278,7 +313,8 @@ class SLOGuard:
         send: Send,
     ) -> None:
         """Run the app; record its latency and outcome in the capability's window
-        (``capability`` None: no SLO) and in the metrics (``series`` None: off)."""
+        (``capability`` None: no SLO), in the metrics (``series`` None: off) and
+        for the request observers (``claimed``: the capability the request named)."""
         status = 500  # an app that never starts a response has failed
 
         async def observed_send(message: Message) -> None:
@@ -290,13 +326,14 @@ class SLOGuard:
         try:
             await self.app(scope, receive, observed_send)
         except Exception:
-            self._record(capability, series, priority, start, ok=False)
+            self._record(capability, claimed, series, priority, start, ok=False)
             raise
-        self._record(capability, series, priority, start, ok=status < 500)
+        self._record(capability, claimed, series, priority, start, ok=status < 500)
 
     def _record(
         self,
         capability: str | None,
+        claimed: str | None,
         series: CapabilityMetrics | None,
         priority: Priority,
         start: float,
@@ -308,6 +345,8 @@ class SLOGuard:
             self.manager.record(capability, latency_s=latency, ok=ok)
         if series is not None:
             series.request(priority, ok, latency)
+        if _observers and claimed:
+            _notify(claimed, latency, ok)
 
     async def _read_seed_form(
         self, scope: Scope, receive: Receive, raw_priority: bytes | str | None

@@ -86,14 +86,37 @@ def load_slo_file(path: str | os.PathLike[str]) -> SLOFile:
     return parse_slo_text(text, path)
 
 
+class YAMLDocumentError(ValueError):
+    """YAML text that does not parse or repeats a key; ``problems`` pairs a field
+    path (empty for the document as a whole) with what is wrong there."""
+
+    def __init__(self, problems: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse one YAML document into plain data (a safe loader), refusing repeated keys;
+    raise :class:`YAMLDocumentError` otherwise."""
+    try:
+        return yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.YAMLError as exc:
+        raise YAMLDocumentError((("", f"invalid YAML: {_one_line(exc)}"),)) from exc
+    except _DuplicateKeys as exc:
+        raise YAMLDocumentError(exc.problems) from None
+
+
+def validation_problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
+    """One ``(field path, message)`` per error of a pydantic validation."""
+    return tuple((_field_path(e["loc"]), _message(e["msg"])) for e in exc.errors())
+
+
 def parse_slo_text(text: str, path: Path) -> SLOFile:
     """Validate the YAML ``text`` of an SLO file; ``path`` is only used in errors."""
     try:
-        data = yaml.load(text, Loader=_StrictSafeLoader)  # a safe loader: plain data only
-    except yaml.YAMLError as exc:
-        raise SLOFileError(path, (("", f"invalid YAML: {_one_line(exc)}"),)) from exc
-    except _DuplicateKeys as exc:
-        raise SLOFileError(path, exc.problems) from None
+        data = parse_yaml(text)
+    except YAMLDocumentError as exc:
+        raise SLOFileError(path, exc.problems) from exc
     if data is None:
         raise SLOFileError(path, (("", "file is empty"),))
     if not isinstance(data, dict):
@@ -102,8 +125,7 @@ def parse_slo_text(text: str, path: Path) -> SLOFile:
     try:
         return SLOFile.model_validate(data)
     except ValidationError as exc:
-        problems = tuple((_field_path(e["loc"]), _message(e["msg"])) for e in exc.errors())
-        raise SLOFileError(path, problems) from exc
+        raise SLOFileError(path, validation_problems(exc)) from exc
 
 
 def slo_file_paths(directory: str | os.PathLike[str]) -> list[Path]:
