@@ -128,6 +128,16 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.report_flush_errors = Counter(
+            "sloguard_report_flush_errors_total",
+            "Flushes of SLO history to the report store that failed (rows kept to retry).",
+            registry=registry,
+        )
+        self.report_rows_dropped = Counter(
+            "sloguard_report_rows_dropped_total",
+            "Minute rows of SLO history dropped unwritten: the retry backlog was full.",
+            registry=registry,
+        )
         self._events = {event: self.idempotency.labels(event) for event in IDEMPOTENCY_EVENTS}
         self._capabilities: dict[str, CapabilityMetrics] = {}
         self._state = _StateCollector()
