@@ -15,7 +15,8 @@ refused since the last flush (``guard.shed_counts``), and upserts one row per
   restart keeps only the new process's share.
 - A failed write (full disk, lost database) is logged once per outage and
   counted (``sloguard_report_flush_errors_total``); its rows wait in a
-  backlog and are retried at the next flush. The backlog holds at most
+  backlog and are retried at the next flush, after migrating the schema
+  again (a database that comes back empty is recreated). The backlog holds at most
   ``max_backlog`` rows; past that the oldest minutes are dropped and counted
   (``sloguard_report_rows_dropped_total``). Requests are never affected.
 - ``interval_s`` must stay below the live window (60 s by default): buckets
@@ -143,8 +144,10 @@ class HistoryRecorder:
                 start = bucket.epoch * width
                 if start <= last:
                     continue
-                # A bucket counts in the minute its start falls in.
-                key = (capability, int((start + offset) // 60) * 60)
+                # A bucket counts in the minute its start falls in; rounded to the
+                # millisecond so that float noise in the offset cannot move a bucket
+                # that starts on a minute into the one before.
+                key = (capability, int(round(start + offset, 3) // 60) * 60)
                 self._minutes.setdefault(key, _Minute()).buckets.append(bucket)
                 touched.add(key)
                 self._seen[capability] = last = start
@@ -215,7 +218,7 @@ class HistoryRecorder:
             return 0
         rows = list(self._backlog.values())
         try:
-            await asyncio.to_thread(self.repository.write_minutes, rows)
+            await asyncio.to_thread(self._write, rows)
         except Exception as exc:
             self.flush_errors += 1
             self.metrics.report_flush_errors.inc()
@@ -235,6 +238,11 @@ class HistoryRecorder:
             if self._backlog.get((row.capability, row.minute)) is row:
                 del self._backlog[row.capability, row.minute]
         return len(rows)
+
+    def _write(self, rows: list[MinuteAggregate]) -> None:
+        if self._failing:  # the store may be back empty (a lost database): schema first
+            self.repository.migrate()
+        self.repository.write_minutes(rows)
 
     def _bound_backlog(self) -> None:
         excess = len(self._backlog) - self.max_backlog
