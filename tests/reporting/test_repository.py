@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -287,3 +288,20 @@ def test_a_postgres_schema_must_be_an_identifier() -> None:
 
     with pytest.raises(ConfigurationError, match="plain SQL identifier"):
         PostgresHistory("postgresql://127.0.0.1/x", schema='x"; DROP TABLE y; --')
+
+
+def test_sqlite_recovers_from_a_failed_commit(sqlite_repository: SQLiteHistory) -> None:
+    # A deferred foreign-key violation fails at COMMIT, as a full disk would.
+    with sqlite_repository.transaction() as tx:
+        tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        tx.execute(
+            "CREATE TABLE child (parent INTEGER REFERENCES parent (id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+    connection = sqlite_repository._connection()
+    connection.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(sqlite3.IntegrityError), sqlite_repository.transaction() as tx:
+        tx.execute("INSERT INTO child VALUES (1)")
+    assert not connection.in_transaction
+    sqlite_repository.write_minutes([row(DAY0)])  # the connection still works
+    assert [p.requests for p in sqlite_repository.history(CAP, DAY0, DAY0 + 60, 60)] == [10]

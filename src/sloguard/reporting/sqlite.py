@@ -94,10 +94,13 @@ class SQLiteHistory(SQLHistory):
         connection.execute("BEGIN IMMEDIATE" if exclusive else "BEGIN")
         try:
             yield _SQLiteTransaction(connection)
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            # Also after a failed COMMIT (a full disk): a transaction left open would
+            # make every later BEGIN on this thread's connection fail.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
