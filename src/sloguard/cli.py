@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -163,9 +164,13 @@ def _registered(
                 print(f"sloguard worker: cannot reach {controller}: {exc}", file=sys.stderr)
             await asyncio.sleep(every_s)
 
+    # A controller started with an API token refuses /workers writes without it.
+    token = os.environ.get("SLOGUARD_API_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
             task = asyncio.create_task(keep_registered(client))
             try:
                 yield

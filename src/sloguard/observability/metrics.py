@@ -192,6 +192,16 @@ class Metrics:
             multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = registry
         self.buckets = tuple(sorted(set(buckets)))
+        self.report_flush_errors = Counter(
+            "sloguard_report_flush_errors_total",
+            "Flushes of SLO history to the report store that failed (rows kept to retry).",
+            registry=registry,
+        )
+        self.report_rows_dropped = Counter(
+            "sloguard_report_rows_dropped_total",
+            "Minute rows of SLO history dropped unwritten: the retry backlog was full.",
+            registry=registry,
+        )
         self._capabilities: dict[str, CapabilityMetrics] = {}
         self._client = _ClientSeries(registry, self.buckets) if multiprocess else None
         self._series: type[CapabilityMetrics] = (

@@ -27,6 +27,10 @@ ERROR_BUDGET_REMAINING_RATIO = "sloguard_error_budget_remaining_ratio"
 """Gauge ``{capability}``: share of the month's error budget left."""
 BURN_RATE = "sloguard_burn_rate"
 """Gauge ``{capability, window}``: error-budget burn rate, window 5m, 1h or 6h."""
+REPORT_FLUSH_ERRORS_TOTAL = "sloguard_report_flush_errors_total"
+"""Counter: flushes of SLO history to the report store that failed."""
+REPORT_ROWS_DROPPED_TOTAL = "sloguard_report_rows_dropped_total"
+"""Counter: minute rows of SLO history dropped because the retry backlog was full."""
 
 METRIC_NAMES: tuple[str, ...] = (
     REQUESTS_TOTAL,
@@ -39,6 +43,8 @@ METRIC_NAMES: tuple[str, ...] = (
     SHEDDING_ACTIVE,
     ERROR_BUDGET_REMAINING_RATIO,
     BURN_RATE,
+    REPORT_FLUSH_ERRORS_TOTAL,
+    REPORT_ROWS_DROPPED_TOTAL,
 )
 """Every metric sloguard exports, as given to prometheus-client."""
 

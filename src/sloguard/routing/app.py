@@ -30,6 +30,9 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.reporting.api import api_token as resolve_token
+from sloguard.reporting.api import require_token, slo_routes
+from sloguard.reporting.repository import HistoryRepository
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
     RETURNED_HEADERS,
@@ -376,6 +379,8 @@ def create_controller_app(
     registry: WorkerRegistry | None = None,
     manager: SLOManager | None = None,
     demo: bool | None = None,
+    api_token: str | None = None,
+    history: HistoryRepository | None = None,
     **options: Any,
 ) -> Starlette:
     """The controller as a Starlette app; ``app.state.controller`` is its :class:`Controller`.
@@ -386,6 +391,11 @@ def create_controller_app(
     is given and ``workers.yml`` lists no worker. ``options`` go to
     :class:`Controller` (``forward_timeout_s``, ``health_interval_s``,
     ``transport``...).
+
+    With an SLO manager, the /slo read API is served too (its history, breach
+    and compliance endpoints read ``history``; without one they answer 503).
+    ``api_token`` (default ``$SLOGUARD_API_TOKEN``) protects ``/slo*`` and the
+    ``/workers`` writes: they answer 401 without ``Authorization: Bearer <token>``.
     """
     registry = registry if registry is not None else WorkerRegistry()
     mounts: dict[str, httpx.AsyncBaseTransport] = dict(options.pop("mounts", None) or {})
@@ -406,16 +416,27 @@ def create_controller_app(
             registry.register(worker_id, url, [capability], static=True)
             mounts[url] = transport
     controller = Controller(registry, manager=manager, mounts=mounts, **options)
+    token = resolve_token(api_token)
+    slo = [] if manager is None else slo_routes(manager, history, token=token or "")
     app = Starlette(
         routes=[
             Route("/route", controller.route_seed, methods=["POST"]),
             Route("/route/{verb}/{name}", controller.route_path, methods=["POST"]),
             Route("/workers", controller.list_workers, methods=["GET"]),
-            Route("/workers", controller.register_worker, methods=["POST"]),
-            Route("/workers/{worker_id}/heartbeat", controller.heartbeat, methods=["POST"]),
-            Route("/workers/{worker_id}", controller.remove_worker, methods=["DELETE"]),
+            Route("/workers", require_token(token, controller.register_worker), methods=["POST"]),
+            Route(
+                "/workers/{worker_id}/heartbeat",
+                require_token(token, controller.heartbeat),
+                methods=["POST"],
+            ),
+            Route(
+                "/workers/{worker_id}",
+                require_token(token, controller.remove_worker),
+                methods=["DELETE"],
+            ),
             Route("/healthz", controller.healthz, methods=["GET"]),
             Mount("/metrics", metrics_app()),
+            *slo,
         ],
         lifespan=controller.lifespan,
     )

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddsketch.mapping import LogarithmicMapping
+
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError, SLOFileError
 from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status
@@ -18,6 +20,7 @@ from sloguard.slo.loader import read_slo_files, resolve_claims, slo_file_paths
 from sloguard.slo.schema import SLOFile
 from sloguard.slo.window import (
     DEFAULT_RELATIVE_ACCURACY,
+    FrozenBucket,
     LatencyWindow,
     WindowSnapshot,
     invalid_latency,
@@ -287,6 +290,21 @@ class SLOManager:
             window_seconds=self.window_for(slo),
             budget=budget,
         )
+
+    @property
+    def mapping(self) -> LogarithmicMapping:
+        """The DDSketch key mapping of every window: what turns frozen buckets into quantiles."""
+        return self._mapping
+
+    def closed_buckets(self, capability: str) -> tuple[float, list[FrozenBucket]]:
+        """``(bucket_seconds, buckets)``: the closed buckets of ``capability``'s live window,
+        oldest first (none before its first request). Closes the open bucket if the
+        clock is past it, as a status read would. Reporting reads history from these.
+        """
+        window = self._windows.get(capability)
+        if window is None:
+            return 0.0, []
+        return window.bucket_seconds, window.closed_buckets(self._clock())
 
     def set_shedding(self, capability: str, active: bool) -> None:
         """Mark ``capability`` as shedding or not; reported by :meth:`status`."""

@@ -8,6 +8,7 @@ once at load so that the hot path only reads plain attributes.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
@@ -159,6 +160,17 @@ class SheddingConfig(_Model):
         return self
 
 
+Percent = Annotated[float, Field(strict=True, gt=0, le=100, allow_inf_nan=False)]
+
+
+class CreditBracket(_Model):
+    """A service credit: ``credit_pct`` of the month's bill is owed when the month's
+    compliance falls below ``below_pct`` percent."""
+
+    below_pct: Percent
+    credit_pct: Percent
+
+
 class Metadata(_Model):
     """Who owns the capability; free-form labels for reports."""
 
@@ -175,6 +187,22 @@ class SLOFile(_Model):
     enforcement: EnforcementSpec = EnforcementSpec()
     shedding: SheddingConfig = SheddingConfig()
     metadata: Metadata = Metadata()
+    credits: tuple[CreditBracket, ...] = ()
+    """Service credit brackets for the monthly compliance report (``GET /slo/compliance/monthly``);
+    the lowest bracket the month falls below applies."""
+
+    @model_validator(mode="after")
+    def _credits_grow_as_compliance_falls(self) -> SLOFile:
+        brackets = sorted(self.credits, key=lambda b: -b.below_pct)
+        for higher, lower in itertools.pairwise(brackets):
+            if higher.below_pct == lower.below_pct:
+                raise ValueError(f"credits: two brackets below {lower.below_pct:g}%")
+            if lower.credit_pct < higher.credit_pct:
+                raise ValueError(
+                    f"credits: below {lower.below_pct:g}% owes {lower.credit_pct:g}%, less than "
+                    f"the {higher.credit_pct:g}% owed below {higher.below_pct:g}%"
+                )
+        return self
 
     @property
     def key(self) -> str:

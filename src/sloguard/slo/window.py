@@ -341,6 +341,12 @@ class LatencyWindow:
         if self._epoch != _NO_BUCKET and self._epoch != now // self._width:
             self._close()
 
+    def closed_buckets(self, now: float) -> list[FrozenBucket]:
+        """The closed buckets still held, oldest first, after closing the open one if
+        ``now`` is past it; bucket ``b`` started at ``b.epoch * bucket_seconds``."""
+        self.roll(now)
+        return list(self._closed)
+
     def open_bucket(self) -> tuple[float, int, int]:
         """``(start_s, requests, errors)`` of the open bucket, not yet reported to ``on_close``."""
         if self._epoch == _NO_BUCKET:

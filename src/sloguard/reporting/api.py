@@ -1,0 +1,472 @@
+"""The /slo read API: live status, history, breaches, incident reports, compliance.
+
+``slo_routes(manager, repository)`` gives Starlette routes to add to any app
+(the controller mounts them); ``slo_api(...)`` wraps them in an app of their
+own. Every error is RFC 9457 problem+json: an unknown capability or breach is
+a 404 naming it, a bad query parameter a 400 naming the parameter, a missing
+or wrong bearer token (when one is configured) a 401.
+
+The live endpoints read the in-process :class:`SLOManager`; the others read
+the history repository in a worker thread, and answer 503 when there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sloguard._clock import Clock
+from sloguard.capability import is_capability
+from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.reporting.compliance import (
+    MAX_DAILY_RANGE_DAYS,
+    MAX_MONTHLY_RANGE_MONTHS,
+    daily_compliance,
+    monthly_compliance,
+)
+from sloguard.reporting.incident import incident_report, iso
+from sloguard.reporting.recorder import ShedCounts
+from sloguard.reporting.records import Breach
+from sloguard.reporting.repository import HistoryRepository
+from sloguard.slo.manager import SLOManager, SLOStatus
+from sloguard.slo.schema import SLOFile
+
+TOKEN_ENV = "SLOGUARD_API_TOKEN"
+MAX_HISTORY_POINTS = 10_000
+DEFAULT_HISTORY_S = 3_600
+_STEP = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
+_BREACH_STATES = ("open", "resolved", "warning")
+_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Problem(Exception):
+    """An error answer; raised by handlers, turned into problem+json once."""
+
+    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.title, self.detail, self.extra = (
+            status,
+            error,
+            title,
+            detail,
+            extra,
+        )
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> Response:
+        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
+        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
+
+
+def bad_parameter(name: str, detail: str) -> Problem:
+    """A 400 naming the query parameter at fault."""
+    return Problem(
+        400, "invalid_parameter", "Invalid query parameter", f"{name}: {detail}", parameter=name
+    )
+
+
+def api_token(token: str | None = None) -> str | None:
+    """``token`` if given, else ``$SLOGUARD_API_TOKEN``; None (no protection) when neither is."""
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    return token or None
+
+
+def require_token(token: str | None, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` answering 401 unless the request has ``Authorization: Bearer <token>``."""
+    if token is None:
+        return endpoint
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            problem = Problem(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "this endpoint needs an 'Authorization: Bearer <token>' header with the "
+                f"API token (${TOKEN_ENV} or api_token)",
+            )
+            problem.headers["www-authenticate"] = 'Bearer realm="sloguard"'
+            return problem.response()
+        return await endpoint(request)
+
+    return guarded
+
+
+class SLOApi:
+    """The handlers; :func:`slo_routes` binds them to paths."""
+
+    def __init__(
+        self,
+        manager: SLOManager,
+        repository: HistoryRepository | None = None,
+        *,
+        guard: ShedCounts | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.manager = manager
+        self.repository = repository
+        self.guard = guard
+        self.clock = clock
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _slo(self, capability: str) -> SLOFile:
+        slo = self.manager.get_slo(capability) if is_capability(capability) else None
+        if slo is None:
+            raise Problem(
+                404,
+                "unknown_capability",
+                "Unknown capability",
+                f"no SLO file for capability {capability!r}",
+                capability=capability,
+            )
+        return slo
+
+    def _store(self) -> HistoryRepository:
+        if self.repository is None:
+            raise Problem(
+                503,
+                "no_history_store",
+                "No history store",
+                "this server keeps no SLO history (no repository configured)",
+            )
+        return self.repository
+
+    def _capability_param(self, request: Request, *, required: bool) -> SLOFile | None:
+        value = request.query_params.get("capability")
+        if not value:
+            if required:
+                raise bad_parameter("capability", "required (verb:name)")
+            return None
+        if not is_capability(value):
+            raise bad_parameter("capability", f"{value!r} is not verb:name")
+        return self._slo(value)
+
+    def _status_json(self, status: SLOStatus) -> dict[str, Any]:
+        slo = self._slo(status.capability)
+        budget = status.budget
+        out: dict[str, Any] = {
+            "capability": status.capability,
+            "compliant": status.compliant,
+            "violations": list(status.violations),
+            "window_seconds": status.window_seconds,
+            "requests": status.requests,
+            "errors": status.errors,
+            "availability": status.availability,
+            "p50_ms": status.p50_ms,
+            "p95_ms": status.p95_ms,
+            "p99_ms": status.p99_ms,
+            "targets": {
+                **slo.slo.latency.model_dump(),
+                "availability": slo.slo.availability.target,
+            },
+            "budget": {
+                "budget": budget.budget,
+                "consumed": budget.consumed,
+                "remaining": budget.remaining,
+                "requests": budget.requests,
+                "errors": budget.errors,
+                "burn_rates": {
+                    "5m": budget.burn_rate_5m,
+                    "1h": budget.burn_rate_1h,
+                    "6h": budget.burn_rate_6h,
+                },
+                "alerts_crossed": [a.model_dump() for a in budget.alerts_crossed],
+            },
+            "shedding": {"active": status.shedding},
+        }
+        if self.guard is not None:
+            rejection = getattr(self.guard, "rejection_ratios", None)
+            if rejection is not None:
+                out["shedding"]["rejection_ratios"] = rejection(status.capability)
+            out["shedding"]["shed"] = dict(self.guard.shed_counts(status.capability))
+        return out
+
+    # -- live --------------------------------------------------------------------
+
+    async def all_status(self, request: Request) -> Response:
+        statuses = (self.manager.status(c) for c in self.manager.capabilities)
+        return JSONResponse(
+            {
+                "at": iso(self.clock()),
+                "capabilities": [self._status_json(s) for s in statuses if s is not None],
+            }
+        )
+
+    async def one_status(self, request: Request) -> Response:
+        capability = request.path_params["capability"]
+        self._slo(capability)
+        status = self.manager.status(capability)
+        assert status is not None  # _slo() found the file
+        return JSONResponse({"at": iso(self.clock()), **self._status_json(status)})
+
+    # -- history -----------------------------------------------------------------
+
+    async def history(self, request: Request) -> Response:
+        slo = self._capability_param(request, required=True)
+        assert slo is not None
+        params = request.query_params
+        now = self.clock()
+        until = _instant(params, "until", default=now)
+        since = _instant(params, "since", default=until - DEFAULT_HISTORY_S)
+        if since >= until:
+            raise bad_parameter("since", f"must be before until ({iso(since)} >= {iso(until)})")
+        step = _step(params.get("step"))
+        first, end = int(since // step) * step, int(-(-until // step)) * step
+        if (end - first) // step > MAX_HISTORY_POINTS:
+            raise bad_parameter(
+                "step",
+                f"{step} s over this range gives more than {MAX_HISTORY_POINTS} points; "
+                "use a larger step or a shorter range",
+            )
+        store = self._store()
+        points = await asyncio.to_thread(store.history, slo.key, first, end, step)
+        return JSONResponse(
+            {
+                "capability": slo.key,
+                "since": iso(first),
+                "until": iso(end),
+                "step": step,
+                "points": [
+                    {"t": iso(p.start), **asdict(p), "availability": p.availability} for p in points
+                ],
+            }
+        )
+
+    # -- breaches ----------------------------------------------------------------
+
+    async def breaches(self, request: Request) -> Response:
+        slo = self._capability_param(request, required=False)
+        state = request.query_params.get("status") or None
+        if state is not None and state not in _BREACH_STATES:
+            raise bad_parameter("status", f"{state!r} is not one of {', '.join(_BREACH_STATES)}")
+        store = self._store()
+        found = await asyncio.to_thread(
+            store.breaches,
+            None if slo is None else slo.key,
+            state,  # type: ignore[arg-type]  # checked against _BREACH_STATES above
+        )
+        return JSONResponse({"breaches": [_breach_json(b, request) for b in found]})
+
+    async def breach_report(self, request: Request) -> Response:
+        breach_id = request.path_params["breach_id"]
+        store = self._store()
+        breach = await asyncio.to_thread(store.breach, breach_id)
+        if breach is None:
+            raise Problem(
+                404,
+                "unknown_breach",
+                "Unknown breach",
+                f"no breach with id {breach_id!r}",
+                breach_id=breach_id,
+            )
+        slo = self.manager.get_slo(breach.capability)
+        text = await asyncio.to_thread(incident_report, store, breach, slo, self.clock())
+        return Response(text, media_type="text/markdown; charset=utf-8")
+
+    # -- compliance --------------------------------------------------------------
+
+    async def compliance(self, request: Request) -> Response:
+        slos = self._slos(request)
+        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        params = request.query_params
+        to_date = _date(params, "to_date", default=today)
+        from_date = _date(params, "from_date", default=to_date - dt.timedelta(days=29))
+        if from_date > to_date:
+            raise bad_parameter("from_date", f"{from_date} is after to_date {to_date}")
+        days = (to_date - from_date).days + 1
+        if days > MAX_DAILY_RANGE_DAYS:
+            raise bad_parameter(
+                "to_date", f"the range is {days} days; at most {MAX_DAILY_RANGE_DAYS} are allowed"
+            )
+        store = self._store()
+        reports = []
+        for slo in slos:
+            records = await asyncio.to_thread(daily_compliance, store, slo, from_date, to_date)
+            reports.append({"capability": slo.key, "records": [r.to_json() for r in records]})
+        return JSONResponse(
+            {"from_date": from_date.isoformat(), "to_date": to_date.isoformat(), "reports": reports}
+        )
+
+    async def monthly(self, request: Request) -> Response:
+        slos = self._slos(request)
+        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        params = request.query_params
+        to_month = _month(params, "to_month", default=today.replace(day=1))
+        default_from = _add_months(to_month, -2)
+        from_month = _month(params, "from_month", default=default_from)
+        if from_month > to_month:
+            raise bad_parameter("from_month", f"{from_month:%Y-%m} is after to_month")
+        months = (to_month.year - from_month.year) * 12 + to_month.month - from_month.month + 1
+        if months > MAX_MONTHLY_RANGE_MONTHS:
+            raise bad_parameter(
+                "to_month",
+                f"the range is {months} months; at most {MAX_MONTHLY_RANGE_MONTHS} are allowed",
+            )
+        store = self._store()
+        reports = []
+        for slo in slos:
+            summary = await asyncio.to_thread(monthly_compliance, store, slo, from_month, to_month)
+            reports.append(
+                {
+                    "capability": slo.key,
+                    "credits": [c.model_dump() for c in slo.credits],
+                    "months": [m.to_json() for m in summary],
+                }
+            )
+        return JSONResponse(
+            {
+                "from_month": f"{from_month:%Y-%m}",
+                "to_month": f"{to_month:%Y-%m}",
+                "reports": reports,
+            }
+        )
+
+    def _slos(self, request: Request) -> list[SLOFile]:
+        slo = self._capability_param(request, required=False)
+        if slo is not None:
+            return [slo]
+        return [s for s in map(self.manager.get_slo, self.manager.capabilities) if s is not None]
+
+
+def _breach_json(breach: Breach, request: Request) -> dict[str, Any]:
+    return {
+        "id": breach.id,
+        "capability": breach.capability,
+        "state": breach.state,
+        "started_at": iso(breach.started_at),
+        "ended_at": None if breach.ended_at is None else iso(breach.ended_at),
+        "duration_s": breach.duration_s,
+        "violations": list(breach.violations),
+        "worst": breach.worst,
+        "report": str(request.url_for("slo_breach_report", breach_id=breach.id).path),
+    }
+
+
+def _instant(params: Any, name: str, *, default: float) -> float:
+    """Unix seconds, or ISO 8601 (``2025-01-31T12:00:00Z``; no zone means UTC)."""
+    value = params.get(name)
+    if not value:
+        return default
+    try:
+        return float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else _parse_iso(value)
+    except ValueError:
+        raise bad_parameter(
+            name, f"{value!r} is neither Unix seconds nor an ISO 8601 date-time"
+        ) from None
+
+
+def _parse_iso(value: str) -> float:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _step(value: str | None) -> int:
+    """``60``, ``300s``, ``5m``, ``1h``, ``1d``: a positive multiple of 60 seconds."""
+    if not value:
+        return 60
+    match = _STEP.match(value.strip())
+    seconds = int(match[1]) * _UNITS[match[2]] if match else 0
+    if seconds < 60 or seconds % 60:
+        raise bad_parameter(
+            "step", f"{value!r} is not a whole number of minutes (e.g. 60, 5m, 1h, 1d)"
+        )
+    return seconds
+
+
+def _date(params: Any, name: str, *, default: dt.date) -> dt.date:
+    value = params.get(name)
+    if not value:
+        return default
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise bad_parameter(name, f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _month(params: Any, name: str, *, default: dt.date) -> dt.date:
+    value = params.get(name)
+    if not value:
+        return default
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}", value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value + "-01")
+    except ValueError:
+        raise bad_parameter(name, f"{value!r} is not a month (YYYY-MM)") from None
+
+
+def _add_months(month: dt.date, count: int) -> dt.date:
+    index = month.year * 12 + month.month - 1 + count
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def slo_routes(
+    manager: SLOManager,
+    repository: HistoryRepository | None = None,
+    *,
+    guard: ShedCounts | None = None,
+    token: str | None = None,
+    clock: Clock = time.time,
+    prefix: str = "/slo",
+) -> list[BaseRoute]:
+    """The /slo routes, each behind the bearer ``token`` when one is given.
+
+    ``token=None`` reads ``$SLOGUARD_API_TOKEN``; an empty token means no protection.
+    ``clock`` is the wall clock (Unix seconds) that default dates are computed from.
+    """
+    api = SLOApi(manager, repository, guard=guard, clock=clock)
+    token = api_token(token)
+
+    def route(path: str, handler: Endpoint, name: str) -> Route:
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Problem as problem:
+                return problem.response()
+
+        return Route(prefix + path, require_token(token, answer), methods=["GET"], name=name)
+
+    return [
+        route("", api.all_status, "slo_status"),
+        route("/history", api.history, "slo_history"),
+        route("/breaches", api.breaches, "slo_breaches"),
+        route("/breaches/{breach_id}/report", api.breach_report, "slo_breach_report"),
+        route("/compliance", api.compliance, "slo_compliance"),
+        route("/compliance/monthly", api.monthly, "slo_compliance_monthly"),
+        route("/{capability}", api.one_status, "slo_capability"),
+    ]
+
+
+def slo_api(
+    manager: SLOManager,
+    repository: HistoryRepository | None = None,
+    *,
+    guard: ShedCounts | None = None,
+    token: str | None = None,
+    clock: Clock = time.time,
+) -> Starlette:
+    """A Starlette app serving only the /slo routes (at ``/slo...``)."""
+    return Starlette(routes=slo_routes(manager, repository, guard=guard, token=token, clock=clock))

@@ -1,0 +1,283 @@
+"""HistoryRecorder: requests sent through a real SLOGuard become minute rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
+
+from sloguard import SLOGuard, SLOManager
+from sloguard._clock import ManualClock
+from sloguard.exceptions import ConfigurationError
+from sloguard.observability.metrics import Metrics
+from sloguard.reporting.recorder import HistoryRecorder
+from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.sqlite import SQLiteHistory
+from tests.reporting.conftest import write_slo
+from tests.servers import free_port
+
+CAP = "convert:pdf"
+PATH = "/route/convert/pdf"
+WALL0 = 1_735_693_200.0  # 2025-01-01T01:00:00Z, on a minute
+MINUTE0 = int(WALL0)
+ENFORCING = """\
+enforcement: {reject_on_violation: true}
+shedding: {min_samples: 1}
+"""
+
+
+@dataclass
+class Stack:
+    """A real SLOGuard in front of an app whose latency moves the shared clocks."""
+
+    mono: ManualClock
+    wall: ManualClock
+    manager: SLOManager
+    guard: SLOGuard
+    metrics: Metrics
+    registry: CollectorRegistry
+
+    def advance(self, seconds: float) -> None:
+        self.mono.advance(seconds)
+        self.wall.advance(seconds)
+
+    async def send(
+        self, n: int, *, delay_ms: float = 20.0, status: int = 200, priority: str = "normal"
+    ) -> list[int]:
+        transport = httpx.ASGITransport(app=self.guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            codes = []
+            for _ in range(n):
+                answer = await client.post(
+                    PATH,
+                    params={"delay_ms": delay_ms, "status": status},
+                    headers={"x-priority": priority},
+                )
+                codes.append(answer.status_code)
+        return codes
+
+    def recorder(self, repository: HistoryRepository, **options: object) -> HistoryRecorder:
+        return HistoryRecorder(
+            self.manager,
+            repository,
+            guard=self.guard,
+            monotonic_clock=self.mono,
+            wall_clock=self.wall,
+            metrics=self.metrics,
+            **options,  # type: ignore[arg-type]
+        )
+
+
+def make_stack(slo_dir: Path) -> Stack:
+    mono, wall = ManualClock(1_000.0), ManualClock(WALL0)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_qs(scope["query_string"].decode())
+        mono.advance(float(query["delay_ms"][0]) / 1000)
+        wall.advance(float(query["delay_ms"][0]) / 1000)
+        status = int(query["status"][0])
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    manager = SLOManager(slo_dir, clock=mono)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    guard = SLOGuard(
+        app,
+        manager=manager,
+        clock=mono,
+        metrics=metrics,
+        random_source=lambda: 0.0,
+        reload_every_s=None,
+    )
+    return Stack(mono, wall, manager, guard, metrics, registry)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Stack:
+    write_slo(tmp_path / "slos", extra=ENFORCING)
+    return make_stack(tmp_path / "slos")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteHistory]:
+    repository = SQLiteHistory(tmp_path / "history.sqlite3")
+    repository.migrate()
+    yield repository
+    repository.close()
+
+
+async def test_requests_become_a_minute_row_with_counts_quantiles_and_compliance(
+    stack: Stack, store: SQLiteHistory
+) -> None:
+    recorder = stack.recorder(store, replica="r1")
+    assert await stack.send(10) == [200] * 10
+    assert await stack.send(2, status=500) == [500, 500]
+    assert await recorder.flush() == 0  # the bucket is still open: nothing closed yet
+
+    stack.advance(10)
+    assert await recorder.flush() == 1
+    [row] = store.minute_rows(CAP, MINUTE0, MINUTE0 + 60)
+    assert (row.replica, row.requests, row.errors, row.shed) == ("r1", 12, 2, 0)
+    for quantile in (row.p50_ms, row.p95_ms, row.p99_ms):
+        assert quantile == pytest.approx(20.0, rel=0.01)  # DDSketch's accuracy
+    assert row.compliant is False  # availability 10/12 < 99%
+
+
+async def test_refused_requests_are_counted_as_shed(stack: Stack, store: SQLiteHistory) -> None:
+    recorder = stack.recorder(store)
+    await stack.send(4, status=500)  # availability 0%: the SLO is violated
+    stack.advance(1)
+    codes = await stack.send(3, priority="low")
+    assert codes == [503, 503, 503]
+    shed = sum(stack.guard.shed_counts(CAP).values())
+    assert shed == 3
+    stack.advance(10)
+    await recorder.flush()
+    [row] = store.minute_rows(CAP, MINUTE0, MINUTE0 + 60)
+    assert (row.requests, row.errors, row.shed) == (4, 4, 3)
+
+
+async def test_each_minute_gets_its_row_and_a_minute_is_rewritten_until_it_is_over(
+    stack: Stack, store: SQLiteHistory
+) -> None:
+    recorder = stack.recorder(store)
+    await stack.send(3)
+    stack.advance(10)
+    await recorder.flush()
+    await stack.send(2)
+    stack.advance(10)
+    await recorder.flush()  # the same minute again, now with 5 requests
+    stack.advance(45)  # into the next minute
+    await stack.send(4)
+    stack.advance(10)
+    await recorder.flush()
+
+    rows = store.minute_rows(CAP, MINUTE0, MINUTE0 + 180)
+    assert [(r.minute - MINUTE0, r.requests, r.compliant) for r in rows] == [
+        (0, 5, True),
+        (60, 4, True),
+    ]
+    assert await recorder.flush() == 0  # nothing new: nothing written
+
+
+async def test_a_restarted_process_appends_its_own_rows(
+    tmp_path: Path, store: SQLiteHistory
+) -> None:
+    write_slo(tmp_path / "slos")
+    first = make_stack(tmp_path / "slos")
+    await first.send(3)
+    first.advance(10)
+    await first.recorder(store, replica="host-1").flush()
+
+    second = make_stack(tmp_path / "slos")  # a new process: new clocks, same minute
+    second.advance(20)
+    await second.send(2)
+    second.advance(10)
+    await second.recorder(store, replica="host-2").flush()
+
+    rows = store.minute_rows(CAP, MINUTE0, MINUTE0 + 60)
+    assert [(r.replica, r.requests) for r in rows] == [("host-1", 3), ("host-2", 2)]
+    [point] = store.history(CAP, MINUTE0, MINUTE0 + 60, 60)
+    assert point.requests == 5
+
+
+@pytest.fixture(params=["sqlite-path-blocked", "postgres-gone"])
+def broken_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HistoryRepository]:
+    """A store whose every write fails: a SQLite path under a regular file, or a
+    PostgreSQL URL where nothing listens."""
+    if request.param == "sqlite-path-blocked":
+        (tmp_path / "blocker").write_text("not a directory")
+        repository: HistoryRepository = SQLiteHistory(tmp_path / "blocker" / "history.sqlite3")
+    else:
+        from sloguard.reporting.postgres import PostgresHistory
+
+        repository = PostgresHistory(
+            f"postgresql://postgres@127.0.0.1:{free_port()}/test", connect_timeout_s=1
+        )
+    yield repository
+    repository.close()
+
+
+async def test_a_failing_store_is_logged_once_counted_and_requests_still_succeed(
+    stack: Stack, broken_store: HistoryRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = stack.recorder(broken_store)
+    with caplog.at_level(logging.ERROR, logger="sloguard.reporting"):
+        for _ in range(3):
+            assert await stack.send(2) == [200, 200]
+            stack.advance(10)
+            assert await recorder.flush() == 0
+    assert recorder.flush_errors == 3
+    assert stack.registry.get_sample_value("sloguard_report_flush_errors_total") == 3
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+    assert recorder.backlog == 1  # one minute, its newest row kept to retry
+
+
+async def test_the_backlog_is_written_once_the_store_is_back(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    repository = SQLiteHistory(blocker / "history.sqlite3")
+    recorder = stack.recorder(repository)
+    await stack.send(3)
+    stack.advance(10)
+    assert await recorder.flush() == 0
+    blocker.unlink()  # the path works again, with an empty database
+    with caplog.at_level(logging.WARNING, logger="sloguard.reporting"):
+        assert await recorder.flush() == 1
+    assert "work again" in caplog.text
+    assert [r.requests for r in repository.minute_rows(CAP, MINUTE0, MINUTE0 + 60)] == [3]
+    assert recorder.backlog == 0
+    repository.close()
+
+
+async def test_a_full_backlog_drops_its_oldest_minutes_and_counts_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    repository = SQLiteHistory(blocker / "history.sqlite3")
+    recorder = stack.recorder(repository, max_backlog=2)
+    for _ in range(3):  # three minutes, each flushed and failing
+        await stack.send(1)
+        stack.advance(60)
+        await recorder.flush()
+    assert (recorder.backlog, recorder.dropped_rows) == (2, 1)
+    assert stack.registry.get_sample_value("sloguard_report_rows_dropped_total") == 1
+    blocker.unlink()
+    await recorder.flush()
+    minutes = [r.minute - MINUTE0 for r in repository.minute_rows(CAP, MINUTE0, MINUTE0 + 300)]
+    assert minutes == [60, 120]  # the first minute was the one dropped
+    repository.close()
+
+
+async def test_stop_flushes_what_was_collected(stack: Stack, store: SQLiteHistory) -> None:
+    recorder = stack.recorder(store)
+    recorder.start()
+    await stack.send(2)
+    stack.advance(10)
+    await recorder.stop()
+    assert [r.requests for r in store.minute_rows(CAP, MINUTE0, MINUTE0 + 60)] == [2]
+
+
+def test_the_interval_must_be_shorter_than_the_window(stack: Stack, store: SQLiteHistory) -> None:
+    with pytest.raises(ConfigurationError, match="below the live window"):
+        stack.recorder(store, interval_s=60.0)
+    with pytest.raises(ConfigurationError, match="max_backlog"):
+        stack.recorder(store, max_backlog=0)
+
+
+def test_the_default_replica_is_host_and_pid(stack: Stack, store: SQLiteHistory) -> None:
+    import os
+    import socket
+
+    assert stack.recorder(store).replica == f"{socket.gethostname()}-{os.getpid()}"
