@@ -178,6 +178,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
         )
         missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
         metrics = httpx.get(base + "/metrics/").text
+        slo = httpx.get(base + "/slo").json()
 
     assert first_line.startswith(f"sloguard serve: listening on {base} with 3 SLOs")
     assert "3 workers" in first_line
@@ -188,6 +189,11 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
     assert missing.json()["detail"] == "request_payload: field required"
     labels = 'capability="convert:document_to_pdf",outcome="ok",priority="normal"'
     assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
+    assert {c["capability"] for c in slo["capabilities"]} == {
+        "convert:document_to_pdf",
+        "classify:email",
+        "example:capability",
+    }
 
 
 def test_serve_with_tracing_prints_spans_with_sloguards_attributes() -> None:

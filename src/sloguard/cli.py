@@ -43,6 +43,11 @@ def add_serve(subparsers: Any) -> None:
         help="OpenTelemetry span per request and per forward (needs sloguard[otel]); printed "
         "to stderr unless a tracer provider is set up, e.g. by opentelemetry-instrument",
     )
+    parser.add_argument(
+        "--history",
+        help="where SLO history, breaches and alerts are kept: a SQLite file or a "
+        "postgresql:// URL (default: STATE/history.sqlite3)",
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -51,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from sloguard.middleware import SLOGuard
     from sloguard.observability.tracing import default_tracer_provider
+    from sloguard.reporting.reporter import Reporter
     from sloguard.routing import create_controller_app
     from sloguard.slo.manager import SLOManager
 
@@ -61,8 +67,17 @@ def serve(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"state directory not found: {state} (pass --state DIR)")
         manager = SLOManager(slo_dir if slo_dir.is_dir() else None)
         tracer_provider = default_tracer_provider() if args.tracing else None
+        reporter = Reporter(
+            manager,
+            history=_open_history(args.history or str(state / "history.sqlite3")),
+            alerts=state / "controller" / "alerts.yml",
+        )
         app = create_controller_app(
-            state, manager=manager, tracing=args.tracing, tracer_provider=tracer_provider
+            state,
+            manager=manager,
+            reporter=reporter,
+            tracing=args.tracing,
+            tracer_provider=tracer_provider,
         )
     except ConfigurationError as exc:
         print(f"sloguard serve: {exc}", file=sys.stderr)
@@ -81,13 +96,30 @@ def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     uvicorn.run(
-        SLOGuard(app, manager=manager, tracing=args.tracing, tracer_provider=tracer_provider),
+        SLOGuard(
+            app,
+            manager=manager,
+            reporter=reporter,
+            tracing=args.tracing,
+            tracer_provider=tracer_provider,
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
     )
     return 0
+
+
+def _open_history(target: str) -> Any:
+    from sloguard.reporting.repository import open_repository
+
+    try:
+        return open_repository(target)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # sqlite3, psycopg, a missing extra: all mean "cannot use it"
+        raise ConfigurationError(f"cannot open the history store {target}: {exc}") from exc
 
 
 def add_worker(subparsers: Any) -> None:

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +44,10 @@ from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.reporting.events import AlertCallback, BreachCallback
+from sloguard.reporting.reporter import Reporter
+from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.sinks import AlertsConfig
 from sloguard.shedding.policy import SheddingPolicy
 from sloguard.shedding.priority import parse_priority
 from sloguard.slo.manager import SLOManager
@@ -52,6 +56,9 @@ from sloguard.slo.schema import Priority, SLOFile
 logger = logging.getLogger("sloguard.shedding")
 
 DEFAULT_SLO_DIR = Path("state/controller/slos")
+DEFAULT_ALERTS_FILE = Path("state/controller/alerts.yml")
+_OnBreach = TypeVar("_OnBreach", bound=BreachCallback)
+_OnAlert = TypeVar("_OnAlert", bound=AlertCallback)
 SHED_STATUSES = frozenset({429, 503})
 _DAY_SECONDS = 86_400.0
 _SEED_BODY_LIMIT = 1024 * 1024
@@ -169,9 +176,14 @@ class SLOGuard:
         metrics: Metrics | bool = True,
         tracing: bool = False,
         tracer_provider: Any = None,
+        reporter: Reporter | None = None,
+        history: HistoryRepository | str | os.PathLike[str] | None = None,
+        alerts: AlertsConfig | str | os.PathLike[str] | None = None,
     ) -> None:
         if manager is not None and slo_dir is not None:
             raise ConfigurationError("pass slo_dir or manager, not both")
+        if reporter is not None and (history is not None or alerts is not None):
+            raise ConfigurationError("pass history and alerts to the Reporter, not to SLOGuard")
         if shed_status not in SHED_STATUSES:
             raise ConfigurationError(f"shed_status must be 429 or 503, got {shed_status!r}")
         if evaluate_every_s <= 0:
@@ -220,6 +232,15 @@ class SLOGuard:
             self.metrics.watch(
                 manager, None if self.idempotency is None else self.idempotency.store
             )
+        if reporter is None:
+            if alerts is None and DEFAULT_ALERTS_FILE.is_file():
+                alerts = DEFAULT_ALERTS_FILE
+            reporter = Reporter(manager, history=history, alerts=alerts)
+        elif reporter.manager is not manager:
+            raise ConfigurationError("the reporter reports on another SLOManager than this guard's")
+        self.reporter = reporter
+        reporter.attach(self)
+        self._owns_reporter = False
 
     # -- the request path -------------------------------------------------------
 
@@ -458,15 +479,35 @@ class SLOGuard:
 
     async def _lifespan_receive(self, receive: Receive) -> Message:
         message = await receive()
-        if message["type"] == "lifespan.startup" and self.reload_every_s is not None:
-            if self.manager.slo_dir is not None and self._watch is None:
-                self._watch = asyncio.create_task(self.manager.watch(self.reload_every_s))
-        elif message["type"] == "lifespan.shutdown" and self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        if message["type"] == "lifespan.startup":
+            reload = self.reload_every_s
+            if reload is not None and self.manager.slo_dir is not None and self._watch is None:
+                self._watch = asyncio.create_task(self.manager.watch(reload))
+            if not self.reporter.running:
+                await self.reporter.start()
+                self._owns_reporter = True
+        elif message["type"] == "lifespan.shutdown":
+            if self._watch is not None:
+                self._watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watch
+                self._watch = None
+            if self._owns_reporter:
+                self._owns_reporter = False
+                await self.reporter.stop()
         return message
+
+    # -- reporting --------------------------------------------------------------
+
+    def on_breach(self, fn: _OnBreach) -> _OnBreach:
+        """Call ``fn(breach)`` (sync or async) when a breach warns, opens or resolves;
+        usable as a decorator. It runs while the app runs (lifespan), every
+        ``monitor_every_s`` of the reporter; a failing callback is logged."""
+        return self.reporter.hub.on_breach(fn)
+
+    def on_alert(self, fn: _OnAlert) -> _OnAlert:
+        """Call ``fn(alert)`` (sync or async) for every alert fired; see :meth:`on_breach`."""
+        return self.reporter.hub.on_alert(fn)
 
 
 def _state(violations: tuple[str, ...]) -> str:

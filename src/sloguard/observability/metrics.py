@@ -229,6 +229,12 @@ class Metrics:
     def _count_event(self, event: str) -> None:
         self._events[event] += 1
 
+    def idempotency_counts(self) -> dict[str, int]:
+        """Idempotency outcomes so far in this process, by event (see ``idempotency_event``)."""
+        if self._client is None:
+            return dict(self._events)
+        return {event: int(child._value.get()) for event, child in self._client.events.items()}
+
     def _client_event(self, event: str) -> None:
         assert self._client is not None
         self._client.events[event].inc()

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from sloguard._clock import Clock
 from sloguard.capability import is_capability
+from sloguard.observability.metrics import Metrics
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.reporting.compliance import (
     MAX_DAILY_RANGE_DAYS,
@@ -118,13 +119,23 @@ class SLOApi:
         manager: SLOManager,
         repository: HistoryRepository | None = None,
         *,
-        guard: ShedCounts | None = None,
+        guard: ShedCounts | Callable[[], ShedCounts | None] | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.manager = manager
         self.repository = repository
-        self.guard = guard
+        # Or a function giving it, looked up per request: the guard may come after the routes.
+        # (SLOGuard is callable itself, as an ASGI app: tell the two apart by shed_counts.)
+        if guard is None or hasattr(guard, "shed_counts"):
+            self._guard: Callable[[], ShedCounts | None] = lambda: guard
+        else:
+            self._guard = guard
         self.clock = clock
+
+    @property
+    def guard(self) -> ShedCounts | None:
+        """The SLOGuard whose refusals are reported, if any."""
+        return self._guard()
 
     # -- helpers -----------------------------------------------------------------
 
@@ -193,23 +204,32 @@ class SLOApi:
             },
             "shedding": {"active": status.shedding},
         }
-        if self.guard is not None:
-            rejection = getattr(self.guard, "rejection_ratios", None)
+        guard = self.guard
+        if guard is not None:
+            rejection = getattr(guard, "rejection_ratios", None)
             if rejection is not None:
                 out["shedding"]["rejection_ratios"] = rejection(status.capability)
-            out["shedding"]["shed"] = dict(self.guard.shed_counts(status.capability))
+            out["shedding"]["shed"] = dict(guard.shed_counts(status.capability))
         return out
 
     # -- live --------------------------------------------------------------------
 
     async def all_status(self, request: Request) -> Response:
         statuses = (self.manager.status(c) for c in self.manager.capabilities)
-        return JSONResponse(
-            {
-                "at": iso(self.clock()),
-                "capabilities": [self._status_json(s) for s in statuses if s is not None],
+        body: dict[str, Any] = {
+            "at": iso(self.clock()),
+            "capabilities": [self._status_json(s) for s in statuses if s is not None],
+        }
+        metrics = getattr(self.guard, "metrics", None)
+        if isinstance(metrics, Metrics):
+            counts = metrics.idempotency_counts()
+            hits, misses = counts["hit"], counts["miss"]
+            body["idempotency"] = {
+                "hits": hits,
+                "misses": misses,
+                "hit_rate": hits / (hits + misses) if hits + misses else None,
             }
-        )
+        return JSONResponse(body)
 
     async def one_status(self, request: Request) -> Response:
         capability = request.path_params["capability"]
@@ -427,7 +447,7 @@ def slo_routes(
     manager: SLOManager,
     repository: HistoryRepository | None = None,
     *,
-    guard: ShedCounts | None = None,
+    guard: ShedCounts | Callable[[], ShedCounts | None] | None = None,
     token: str | None = None,
     clock: Clock = time.time,
     prefix: str = "/slo",

@@ -32,6 +32,7 @@ from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
+from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
@@ -381,6 +382,7 @@ def create_controller_app(
     demo: bool | None = None,
     api_token: str | None = None,
     history: HistoryRepository | None = None,
+    reporter: Reporter | None = None,
     **options: Any,
 ) -> Starlette:
     """The controller as a Starlette app; ``app.state.controller`` is its :class:`Controller`.
@@ -394,6 +396,9 @@ def create_controller_app(
 
     With an SLO manager, the /slo read API is served too (its history, breach
     and compliance endpoints read ``history``; without one they answer 503).
+    With a ``reporter`` (the one SLOGuard runs, see :class:`Reporter`), its
+    routes are served instead: the same API on its store, shedding figures from
+    its guard, and the ``/slo/ws`` event stream.
     ``api_token`` (default ``$SLOGUARD_API_TOKEN``) protects ``/slo*`` and the
     ``/workers`` writes: they answer 401 without ``Authorization: Bearer <token>``.
     """
@@ -417,7 +422,12 @@ def create_controller_app(
             mounts[url] = transport
     controller = Controller(registry, manager=manager, mounts=mounts, **options)
     token = resolve_token(api_token)
-    slo = [] if manager is None else slo_routes(manager, history, token=token or "")
+    if reporter is not None:
+        if history is not None:
+            raise ConfigurationError("pass history to the Reporter, not to the controller")
+        slo = list(reporter.routes(token=token or ""))
+    else:
+        slo = [] if manager is None else slo_routes(manager, history, token=token or "")
     app = Starlette(
         routes=[
             Route("/route", controller.route_seed, methods=["POST"]),

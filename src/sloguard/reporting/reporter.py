@@ -1,0 +1,194 @@
+"""Reporter: what reporting runs beside one SLOGuard, wired together.
+
+- an :class:`SLOMonitor` ticking every ``monitor_every_s`` seconds (breaches,
+  budget, burn-rate and breach alerts) whose events reach the :class:`EventHub`
+  (``on_breach`` / ``on_alert`` callbacks, ``/slo/ws`` subscribers);
+- a :class:`Notifier` delivering alerts to the sinks of ``alerts`` (default:
+  everything to the log);
+- with a ``history`` store: a :class:`HistoryRecorder` flushing minute
+  aggregates, breaches saved with ``save_breach`` and alerts deduplicated with
+  ``save_alert`` (across restarts and replicas).
+
+SLOGuard creates one (``SLOGuard(app, history=..., alerts=...)``), or takes
+yours (``SLOGuard(app, reporter=...)``), and starts and stops it with the
+application's lifespan. :meth:`Reporter.routes` are the /slo API plus the
+WebSocket ``/slo/ws``; the controller mounts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sloguard._clock import Clock, monotonic
+from sloguard.exceptions import ConfigurationError
+from sloguard.reporting.api import api_token, slo_routes
+from sloguard.reporting.events import EventHub, event_json
+from sloguard.reporting.monitor import SLOMonitor
+from sloguard.reporting.notifier import Notifier
+from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder, ShedCounts
+from sloguard.reporting.records import Alert, Breach
+from sloguard.reporting.repository import HistoryRepository, open_repository
+from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
+from sloguard.slo.manager import SLOManager
+
+logger = logging.getLogger("sloguard.reporting")
+
+WS_POLICY_VIOLATION = 1008
+"""The close code a WebSocket without the API token gets (before the handshake completes)."""
+
+
+class Reporter:
+    """Breach and alert monitoring, alert delivery and (with ``history``) durable history."""
+
+    def __init__(
+        self,
+        manager: SLOManager,
+        *,
+        history: HistoryRepository | str | os.PathLike[str] | None = None,
+        alerts: AlertsConfig | str | os.PathLike[str] | None = None,
+        monitor_every_s: float | None = 5.0,
+        flush_every_s: float = DEFAULT_INTERVAL_S,
+        replica: str | None = None,
+        wall_clock: Clock = time.time,
+        monotonic_clock: Clock = monotonic,
+    ) -> None:
+        if monitor_every_s is not None and monitor_every_s <= 0:
+            raise ConfigurationError(f"monitor_every_s must be positive, got {monitor_every_s!r}")
+        self.manager = manager
+        self.repository = (
+            open_repository(history) if isinstance(history, str | os.PathLike) else history
+        )
+        config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
+        repository = self.repository
+        self.hub = EventHub()
+        self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
+        self.monitor = SLOMonitor(
+            manager,
+            notifier=self.notifier,
+            hub=self.hub,
+            save_breach=None if repository is None else self._save_breach,
+            clock=wall_clock,
+        )
+        self.monitor_every_s = monitor_every_s
+        self.flush_every_s = flush_every_s
+        self.replica = replica
+        self.guard: ShedCounts | None = None
+        self.recorder: HistoryRecorder | None = None
+        self._wall = wall_clock
+        self._monotonic = monotonic_clock
+        self._monitor_task: asyncio.Task[None] | None = None
+
+    def attach(self, guard: ShedCounts) -> None:
+        """Report ``guard``'s refusals (the /slo API's shedding figures, the history's shed)."""
+        self.guard = guard
+        if self.repository is not None and self.recorder is None:
+            self.recorder = HistoryRecorder(
+                self.manager,
+                self.repository,
+                guard=guard,
+                replica=self.replica,
+                interval_s=self.flush_every_s,
+                monotonic_clock=self._monotonic,
+                wall_clock=self._wall,
+            )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._monitor_task is not None
+
+    async def start(self) -> None:
+        """Start the monitor loop and the history recorder (idempotent)."""
+        if self._monitor_task is not None:
+            return
+        if self.monitor_every_s is not None:
+            self._monitor_task = asyncio.create_task(self.monitor.run(self.monitor_every_s))
+        if self.recorder is not None:
+            self.recorder.start()
+
+    async def stop(self) -> None:
+        """Stop the loops, flush the history one last time, deliver what is queued."""
+        task, self._monitor_task = self._monitor_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.recorder is not None:
+            await self.recorder.stop()
+        await self.notifier.aclose()
+        await self.hub.aclose()
+
+    # -- persistence (off the event loop) ----------------------------------------
+
+    async def _save_breach(self, breach: Breach) -> None:
+        assert self.repository is not None
+        await asyncio.to_thread(self.repository.save_breach, breach)
+
+    async def _save_alert(self, alert: Alert) -> bool:
+        assert self.repository is not None
+        return await asyncio.to_thread(self.repository.save_alert, alert)
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    def routes(self, *, token: str | None = None, prefix: str = "/slo") -> Sequence[BaseRoute]:
+        """The /slo API and the ``/slo/ws`` event stream, behind ``token`` when one is set
+        (``None`` reads ``$SLOGUARD_API_TOKEN``; the WebSocket takes it as
+        ``Authorization: Bearer`` or ``?token=``)."""
+        token = api_token(token)
+        stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
+        routes = slo_routes(self.manager, self.repository, guard=lambda: self.guard, token=token)
+        return [stream, *routes]
+
+    def _stream(self, token: str | None) -> Any:
+        hub = self.hub
+
+        async def stream(websocket: WebSocket) -> None:
+            if token and not _authorized(websocket, token):
+                await websocket.close(code=WS_POLICY_VIOLATION)
+                return
+            await websocket.accept()
+            with hub.subscribe() as subscription:
+
+                async def forward() -> None:
+                    async for event in subscription:
+                        await websocket.send_json(event_json(event))
+
+                tasks = {
+                    asyncio.create_task(forward()),
+                    asyncio.create_task(_until_closed(websocket)),
+                }
+                try:
+                    # Until the client leaves, or the hub closes (the app shuts down).
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+
+        return stream
+
+
+def _authorized(websocket: WebSocket, token: str) -> bool:
+    given = websocket.headers.get("authorization", "").removeprefix("Bearer ")
+    given = websocket.query_params.get("token", given)
+    return hmac.compare_digest(given.encode("latin-1", "replace"), token.encode())
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return

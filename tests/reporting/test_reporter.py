@@ -1,0 +1,158 @@
+"""Reporter: SLOGuard's monitor, callbacks, history and /slo/ws, over a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from sloguard import SLOGuard
+from sloguard._clock import ManualClock
+from sloguard.exceptions import ConfigurationError
+from sloguard.observability.metrics import Metrics
+from sloguard.reporting import Alert, Breach
+from sloguard.reporting.reporter import Reporter
+from sloguard.slo.manager import SLOManager
+from tests.reporting.conftest import write_slo
+from tests.servers import serving
+
+CAP = "convert:pdf"
+WALL_START = 1_800_000_000.0
+
+
+class Stack:
+    """SLOGuard in front of a handler taking ``latency_s`` of the manual clock, plus /slo."""
+
+    def __init__(self, tmp_path: Path, *, token: str = "") -> None:
+        write_slo(tmp_path / "slos")
+        self.clock = ManualClock()
+        self.wall = ManualClock(WALL_START)
+        self.manager = SLOManager(tmp_path / "slos", clock=self.clock)
+        self.reporter = Reporter(
+            self.manager,
+            history=tmp_path / "history.sqlite3",
+            monitor_every_s=0.02,
+            wall_clock=self.wall,
+            monotonic_clock=self.clock,
+        )
+        self.latency_s = 0.01
+
+        async def work(request: Request) -> Response:
+            self.clock.advance(self.latency_s)
+            return JSONResponse({"ok": True})
+
+        inner = Starlette(
+            routes=[Route("/work", work, methods=["POST"]), *self.reporter.routes(token=token)]
+        )
+        self.guard = SLOGuard(
+            inner,
+            manager=self.manager,
+            reporter=self.reporter,
+            route_table={"/work": CAP},
+            clock=self.clock,
+            metrics=Metrics(CollectorRegistry()),
+        )
+
+
+async def next_event(ws: ClientConnection, wanted: str) -> dict[str, Any]:
+    """The next event of type ``wanted`` (earlier ones of other types are skipped)."""
+    async with asyncio.timeout(10):
+        while True:
+            event: dict[str, Any] = json.loads(await ws.recv())
+            if event["type"] == wanted:
+                return event
+
+
+async def test_a_breach_reaches_callbacks_the_websocket_and_the_history(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    breaches: list[Breach] = []
+    alerts: list[Alert] = []
+    stack.guard.on_breach(breaches.append)
+    stack.guard.on_alert(alerts.append)
+    with serving(stack.guard) as base:
+        async with (
+            connect(base.replace("http", "ws") + "/slo/ws") as ws,
+            httpx.AsyncClient(base_url=base) as client,
+        ):
+            stack.latency_s = 0.3  # p95 300 ms against a 100 ms target
+            for _ in range(30):
+                assert (await client.post("/work")).status_code == 200
+            warning = await next_event(ws, "warning")
+            assert warning["capability"] == CAP
+            stack.wall.advance(61)  # non-compliant for longer than open_after_s
+            opened = await next_event(ws, "breach")
+            breach_id = opened["data"]["breach"]["id"]
+            assert opened["data"]["breach"]["state"] == "open"
+            alert = await next_event(ws, "alert")
+            assert alert["capability"] == CAP
+
+            async def saved() -> list[dict[str, Any]]:
+                response = await client.get("/slo/breaches", params={"status": "open"})
+                assert response.status_code == 200
+                found: list[dict[str, Any]] = response.json()["breaches"]
+                return found
+
+            for _ in range(500):  # the breach is saved off the event loop, soon
+                if found := await saved():
+                    break
+                await asyncio.sleep(0.02)
+            assert [b["id"] for b in found] == [breach_id]
+            status = (await client.get(f"/slo/{CAP}")).json()
+            assert status["compliant"] is False
+            keyed = {"Idempotency-Key": "k1"}
+            _first, again = [await client.post("/work", headers=keyed) for _ in range(2)]
+            assert again.headers["idempotent-replayed"] == "true"
+            idempotency = (await client.get("/slo")).json()["idempotency"]
+            assert idempotency == {"hits": 1, "misses": 1, "hit_rate": 0.5}
+            stack.clock.advance(5)  # the last 5-second bucket closes, to be flushed at stop
+    # The lifespan stopped the reporter: its last flush wrote the closed buckets' rows.
+    assert [b.state for b in breaches][:2] == ["warning", "open"]
+    assert any(a.capability == CAP for a in alerts)
+    history = stack.reporter.repository
+    assert history is not None
+    points = history.history(CAP, int(WALL_START) - 60, int(WALL_START) + 120, 60)
+    assert sum(p.requests for p in points) == 31  # the keyed miss ran; its replay did not
+
+
+async def test_the_websocket_needs_the_api_token_when_one_is_set(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, token="s3cret")
+    with serving(stack.guard) as base:
+        url = base.replace("http", "ws") + "/slo/ws"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(url + "?token=s3cret") as ws:
+            await ws.ping()
+        async with connect(url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+            await ws.ping()
+        async with httpx.AsyncClient(base_url=base) as client:
+            assert (await client.get("/slo")).status_code == 401
+
+
+def test_reporting_options_are_checked(tmp_path: Path) -> None:
+    write_slo(tmp_path / "slos")
+    manager = SLOManager(tmp_path / "slos")
+    reporter = Reporter(manager)
+    app = Starlette()
+    with pytest.raises(ConfigurationError, match="not to SLOGuard"):
+        SLOGuard(app, manager=manager, reporter=reporter, history=tmp_path / "h.sqlite3")
+    with pytest.raises(ConfigurationError, match="another SLOManager"):
+        SLOGuard(app, slo_dir=tmp_path / "slos", reporter=reporter)
+    with pytest.raises(ConfigurationError, match="monitor_every_s"):
+        Reporter(manager, monitor_every_s=0)
+    guard = SLOGuard(app, manager=manager)  # a reporter of its own, logging alerts
+    assert guard.reporter.manager is manager
+    assert guard.reporter.repository is None
+    assert guard.on_breach(print) is print
