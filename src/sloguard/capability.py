@@ -33,8 +33,13 @@ class RouteTable:
     """Path patterns mapped to capabilities, tried in order.
 
     Patterns use Starlette's path syntax: ``/documents/{id}/pdf``,
-    ``/files/{rest:path}``. Only the path is matched, not the method.
+    ``/files/{rest:path}``. Only the path is matched, not the method. Answers are
+    remembered for the first ``MEMO_SIZE`` distinct paths, so a table of many
+    patterns costs one dictionary lookup per request on a service's usual paths
+    (and a client sending endless distinct paths cannot grow the memory).
     """
+
+    MEMO_SIZE = 4096
 
     def __init__(self, routes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
         pairs = list(routes.items()) if isinstance(routes, Mapping) else list(routes)
@@ -48,16 +53,21 @@ class RouteTable:
                 )
             regex, _, _ = compile_path(pattern)
             self._routes.append((regex, capability))
+        self._memo: dict[str, str | None] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
 
     def match(self, path: str) -> str | None:
         """The capability of the first pattern matching ``path``, or None."""
-        for regex, capability in self._routes:
-            if regex.match(path) is not None:
-                return capability
-        return None
+        try:
+            return self._memo[path]
+        except KeyError:
+            pass
+        found = next((cap for regex, cap in self._routes if regex.match(path) is not None), None)
+        if len(self._memo) < self.MEMO_SIZE:
+            self._memo[path] = found
+        return found
 
 
 def capability_from_path(path: str) -> str | None:

@@ -93,3 +93,24 @@ def test_the_fingerprint_covers_query_and_body() -> None:
     assert base != request_fingerprint(b"x=1", [b"other"])
     # The boundary matters: moving bytes between query and body changes the print.
     assert request_fingerprint(b"q", [b"b"]) != request_fingerprint(b"", [b"qb"])
+
+
+@pytest.mark.parametrize("size", [0, 10, 126, 127, 128, 4096])
+def test_small_and_large_requests_are_fingerprinted_alike(size: int) -> None:
+    """Under 128 bytes the request is its own fingerprint, above it a digest: either way
+    the same request gives the same fingerprint however its body is split, and any
+    other query or body gives another."""
+    body = bytes(range(256)) * 16
+    body = body[:size]
+    whole = request_fingerprint(b"q=1", [body])
+    assert whole == request_fingerprint(b"q=1", [body[:3], body[3:]])
+    assert whole != request_fingerprint(b"q=2", [body])
+    assert whole != request_fingerprint(b"q=1", [body + b"x"])
+    assert whole != request_fingerprint(b"q=1x", [body[1:]])
+
+
+@pytest.mark.parametrize("size", [10, 4096])
+def test_no_split_between_query_and_body_collides(size: int) -> None:
+    body = b"b" * size
+    assert request_fingerprint(b"q\x1f", [body]) != request_fingerprint(b"q", [b"\x1f" + body])
+    assert request_fingerprint(b"1:q", [body]) != request_fingerprint(b"1", [b":q" + body])

@@ -200,3 +200,42 @@ def test_the_default_is_one_shared_instance_on_the_global_registry(tmp_path: Pat
     second = SLOGuard(Starlette(), slo_dir=tmp_path)
     assert first.metrics is not None
     assert first.metrics is second.metrics
+
+
+def exposition(registry: CollectorRegistry) -> Samples:
+    samples: Samples = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_plain_counts_expose_what_prometheus_client_children_would() -> None:
+    """The lock-free series and prometheus-client's own (multiprocess mode) scrape alike,
+    including a latency exactly on a bucket bound (``le`` is inclusive)."""
+    scraped = []
+    for multiprocess in (False, True):
+        registry = CollectorRegistry()
+        metrics = Metrics(registry, buckets=(0.1, 0.5), multiprocess=multiprocess)
+        pdf, other = metrics.capability(CAP), metrics.capability(None)
+        for latency in (0.05, 0.1, 0.3, 0.5, 2.0):
+            pdf.request("high", True, latency)
+        pdf.request("low", False, 0.7)
+        other.request("normal", True, 0.01)
+        pdf.shed("low", dry_run=False)
+        pdf.shed("normal", dry_run=True)
+        metrics.idempotency_event("miss")
+        metrics.idempotency_event("stored")
+        scraped.append(exposition(registry))
+    plain, client = scraped
+    assert plain == client
+    bucket = "sloguard_request_duration_seconds_bucket"
+    assert value(plain, bucket, capability=CAP, le="0.1") == 2
+    assert value(plain, bucket, capability=CAP, le="0.5") == 4
+    assert value(plain, bucket, capability=CAP, le="+Inf") == 6
+    assert value(plain, "sloguard_request_duration_seconds_sum", capability=CAP) == pytest.approx(
+        3.65
+    )
+    assert value(plain, "sloguard_requests_total", capability=CAP, priority="low", outcome="error")
+    assert value(plain, "sloguard_idempotency_events_total", event="hit") == 0

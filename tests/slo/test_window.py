@@ -6,13 +6,14 @@ import sys
 
 import pytest
 from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.slo import LatencyWindow
 from sloguard.slo import window as window_module
-from sloguard.slo.window import BucketClosed, FrozenBucket, latency_mapping, new_sketch
+from sloguard.slo.window import BucketClosed, FrozenBucket, latency_mapping
 
 QUANTILES = (0.50, 0.95, 0.99)
 
@@ -124,8 +125,7 @@ def test_closed_buckets_are_reported_once_with_their_start() -> None:
     assert len(closed) == 2
     window.add(0.1, True, 41.0)
     assert window.snapshot(41.0).requests == 1
-    assert window_module._NO_SKETCH.count == 0  # the idle placeholder is never written
-    assert window_module._NO_NEGATIVES.count == 0  # nor the negative store the sketches share
+    assert window_module._NO_STORE.count == 0  # the idle placeholder is never written
 
 
 def test_memory_is_bounded_without_reads() -> None:
@@ -165,6 +165,28 @@ MANY_QUANTILES = tuple(i / 100 for i in range(101))
 latencies = st.lists(
     st.one_of(st.just(0.0), st.floats(min_value=1e-7, max_value=3_600.0)), min_size=1, max_size=200
 )
+
+
+def new_sketch(mapping: LogarithmicMapping) -> tuple[BaseDDSketch, DenseStore]:
+    """The reference: a plain DDSketch on ``mapping``, and its store of positive values."""
+    store = DenseStore(32)
+    return BaseDDSketch(mapping, store, DenseStore(32), 0.0), store
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=1))
+def test_the_window_bins_each_latency_as_the_sketch_would(values: list[float]) -> None:
+    mapping = latency_mapping()
+    window = LatencyWindow(mapping, window_seconds=60, buckets=12)
+    sketch, store = new_sketch(mapping)
+    for value in values:
+        window.add(value, True, 1.0)
+        sketch.add(value)
+    live = window._store
+    assert (live.count, live.min_key, live.max_key) == (store.count, store.min_key, store.max_key)
+    assert (
+        live.bins[live.min_key - live.offset : live.max_key - live.offset + 1]
+        == (store.bins[store.min_key - store.offset : store.max_key - store.offset + 1])
+    )
 
 
 def live_sketch(values: list[float], accuracy: float = 0.01) -> tuple[BaseDDSketch, DenseStore]:

@@ -25,6 +25,8 @@ _Lease = tuple[int, bytes, float]
 
 _COMPACT_SLACK = 1024
 _entry_size = itemgetter(2)
+_new_claim = tuple.__new__  # a Claim without its Python-level constructor: once per miss
+_CLAIMED = ClaimStatus.CLAIMED
 
 
 class MemoryStore:
@@ -107,7 +109,7 @@ class MemoryStore:
         leases[key] = (token, fingerprint, now + lease_seconds)
         if len(leases) >= self._sweep_leases_at:
             self._sweep_expired_leases(now)
-        return Claim(ClaimStatus.CLAIMED, token, fingerprint)
+        return _new_claim(Claim, (_CLAIMED, token, fingerprint, None))
 
     async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
         if not self._end_lease(key, token):
@@ -121,8 +123,11 @@ class MemoryStore:
         responses[key] = (expires_at, response, size)  # evicts by bytes, least recently used first
         expiries = self._expiries
         expiries.append((expires_at, key))
-        while len(responses) > self.max_entries:
-            responses.popitem()
+        # Every stored response has an entry in the expiry queue, so the (cheap) length
+        # of the queue bounds the number of responses: count them only past it.
+        if len(expiries) > self.max_entries:
+            while len(responses) > self.max_entries:
+                responses.popitem()
         if expiries[0][0] <= now or len(expiries) > self._compact_at:
             self._expire(now)
         return True

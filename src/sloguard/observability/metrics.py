@@ -1,8 +1,8 @@
 """Prometheus metrics for SLOGuard (prometheus-client).
 
-Per-request series are counters and a histogram updated through children bound
-once per label set (``metric.labels(...)`` is resolved on first use, then
-cached), so the hot path pays an increment, not a label lookup. The SLO gauges
+Per-request series (counters and a histogram) are plain counts per capability,
+turned into samples when Prometheus scrapes, so the hot path pays a few
+dictionary and list updates, not a lock per increment. The SLO gauges
 (compliance, shedding, error budget, burn rates) and the idempotency store's
 size are computed when Prometheus scrapes, by a collector reading the live
 state: they cost nothing per request.
@@ -10,15 +10,18 @@ state: they cost nothing per request.
 Label values are bounded: ``capability`` is a loaded SLO's key or
 ``OTHER_CAPABILITY``; ``priority`` one of the four priorities.
 
-Counters and histograms work in prometheus-client's multiprocess mode
-(``PROMETHEUS_MULTIPROC_DIR``); the scrape-time gauges describe the process
+Under prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) the
+counters and histogram are prometheus-client's own, kept in the shared files
+its collector adds up; the scrape-time gauges describe the process
 that answers the scrape, so under several workers read them per process.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import (
@@ -29,9 +32,14 @@ from prometheus_client import (
     make_asgi_app,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp
 
 from sloguard.slo.manager import SLOManager
@@ -57,34 +65,110 @@ def latency_buckets(slos: Iterable[SLOFile]) -> tuple[float, ...]:
 
 
 class CapabilityMetrics:
-    """The bound children of one ``capability`` label value."""
+    """The per-request series of one ``capability`` label value.
 
-    __slots__ = ("_metrics", "_requests", "_shed", "capability", "duration")
+    By default they are plain integers and floats, updated without a lock
+    (SLOGuard runs on one event loop) and turned into Prometheus samples when
+    the registry is scraped: a request costs a few dictionary and list updates
+    where prometheus-client's children take a lock per increment and walk the
+    bucket list in Python. Under ``PROMETHEUS_MULTIPROC_DIR`` the series are
+    prometheus-client's own children instead, whose values live in the shared
+    files the multiprocess collector adds up.
+    """
+
+    __slots__ = ("_buckets", "_metrics", "_requests", "_shed", "_sum", "capability")
 
     def __init__(self, metrics: Metrics, capability: str) -> None:
         self._metrics = metrics
         self.capability = capability
-        self.duration = metrics.duration.labels(capability)
-        self._requests: dict[tuple[str, bool], Any] = {}
-        self._shed: dict[tuple[str, bool], Any] = {}
+        self._requests: dict[tuple[str, bool], int] = {}
+        self._shed: dict[tuple[str, bool], int] = {}
+        self._buckets = [0] * (len(metrics.buckets) + 1)  # the last counts +Inf
+        self._sum = 0.0
 
     def request(self, priority: str, ok: bool, latency_s: float) -> None:
         """Count one request that reached the app, and its latency."""
-        child = self._requests.get((priority, ok))
-        if child is None:
-            outcome = "ok" if ok else "error"
-            child = self._metrics.requests.labels(self.capability, priority, outcome)
-            self._requests[priority, ok] = child
-        child.inc()
-        self.duration.observe(latency_s)
+        requests = self._requests
+        key = (priority, ok)
+        requests[key] = requests.get(key, 0) + 1
+        self._buckets[bisect_left(self._metrics.buckets, latency_s)] += 1
+        self._sum += latency_s
 
     def shed(self, priority: str, dry_run: bool) -> None:
         """Count one request refused (or, in a dry run, that would have been)."""
-        child = self._shed.get((priority, dry_run))
+        shed = self._shed
+        key = (priority, dry_run)
+        shed[key] = shed.get(key, 0) + 1
+
+
+class _ClientCapabilityMetrics(CapabilityMetrics):
+    """The same series as prometheus-client children (multiprocess mode)."""
+
+    __slots__ = ("_children", "_duration", "_shed_children")
+
+    def __init__(self, metrics: Metrics, capability: str) -> None:
+        super().__init__(metrics, capability)
+        client = metrics._client
+        assert client is not None
+        self._duration = client.duration.labels(capability)
+        self._children: dict[tuple[str, bool], Any] = {}
+        self._shed_children: dict[tuple[str, bool], Any] = {}
+
+    def request(self, priority: str, ok: bool, latency_s: float) -> None:
+        child = self._children.get((priority, ok))
         if child is None:
-            child = self._metrics.shed.labels(self.capability, priority, str(dry_run).lower())
-            self._shed[priority, dry_run] = child
+            outcome = "ok" if ok else "error"
+            child = self._metrics._client.requests.labels(  # type: ignore[union-attr]
+                self.capability, priority, outcome
+            )
+            self._children[priority, ok] = child
         child.inc()
+        self._duration.observe(latency_s)
+
+    def shed(self, priority: str, dry_run: bool) -> None:
+        child = self._shed_children.get((priority, dry_run))
+        if child is None:
+            child = self._metrics._client.shed.labels(  # type: ignore[union-attr]
+                self.capability, priority, str(dry_run).lower()
+            )
+            self._shed_children[priority, dry_run] = child
+        child.inc()
+
+
+class _ClientSeries:
+    """prometheus-client metrics for multiprocess mode."""
+
+    def __init__(self, registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> None:
+        self.requests = Counter(
+            REQUESTS, REQUESTS_HELP, ["capability", "priority", "outcome"], registry=registry
+        )
+        self.duration = Histogram(
+            DURATION, DURATION_HELP, ["capability"], buckets=buckets, registry=registry
+        )
+        self.shed = Counter(
+            SHED, SHED_HELP, ["capability", "priority", "dry_run"], registry=registry
+        )
+        self.idempotency = Counter(IDEMPOTENCY, IDEMPOTENCY_HELP, ["event"], registry=registry)
+        self.events = {event: self.idempotency.labels(event) for event in IDEMPOTENCY_EVENTS}
+
+
+REQUESTS, REQUESTS_HELP = (
+    "sloguard_requests_total",
+    "Requests that reached the app, by capability, priority and outcome.",
+)
+DURATION, DURATION_HELP = (
+    "sloguard_request_duration_seconds",
+    "Latency of requests that reached the app, from arrival to the app's return.",
+)
+SHED, SHED_HELP = (
+    "sloguard_shed_total",
+    "Requests refused by the admission policy (dry_run: would have been).",
+)
+IDEMPOTENCY, IDEMPOTENCY_HELP = (
+    "sloguard_idempotency_events_total",
+    "Idempotency-Key outcomes: hit (replayed), miss (ran), conflict (409), "
+    "mismatch (422), released, stored, too_large (not stored).",
+)
 
 
 class Metrics:
@@ -93,6 +177,8 @@ class Metrics:
     One instance per registry: creating a second on the same registry raises
     prometheus-client's duplicate-series error. ``SLOGuard(metrics=True)``
     shares one instance on the global registry (:func:`default_metrics`).
+    ``multiprocess`` (default: whether ``PROMETHEUS_MULTIPROC_DIR`` is set)
+    keeps the per-request series in prometheus-client's shared files.
     """
 
     def __init__(
@@ -100,34 +186,12 @@ class Metrics:
         registry: CollectorRegistry | None = REGISTRY,
         *,
         buckets: Iterable[float] = BASE_BUCKETS,
+        multiprocess: bool | None = None,
     ) -> None:
+        if multiprocess is None:
+            multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = registry
-        self.requests = Counter(
-            "sloguard_requests_total",
-            "Requests that reached the app, by capability, priority and outcome.",
-            ["capability", "priority", "outcome"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "sloguard_request_duration_seconds",
-            "Latency of requests that reached the app, from arrival to the app's return.",
-            ["capability"],
-            buckets=tuple(buckets),
-            registry=registry,
-        )
-        self.shed = Counter(
-            "sloguard_shed_total",
-            "Requests refused by the admission policy (dry_run: would have been).",
-            ["capability", "priority", "dry_run"],
-            registry=registry,
-        )
-        self.idempotency = Counter(
-            "sloguard_idempotency_events_total",
-            "Idempotency-Key outcomes: hit (replayed), miss (ran), conflict (409), "
-            "mismatch (422), released, stored, too_large (not stored).",
-            ["event"],
-            registry=registry,
-        )
+        self.buckets = tuple(sorted(set(buckets)))
         self.report_flush_errors = Counter(
             "sloguard_report_flush_errors_total",
             "Flushes of SLO history to the report store that failed (rows kept to retry).",
@@ -138,28 +202,77 @@ class Metrics:
             "Minute rows of SLO history dropped unwritten: the retry backlog was full.",
             registry=registry,
         )
-        self._events = {event: self.idempotency.labels(event) for event in IDEMPOTENCY_EVENTS}
         self._capabilities: dict[str, CapabilityMetrics] = {}
+        self._client = _ClientSeries(registry, self.buckets) if multiprocess else None
+        self._series: type[CapabilityMetrics] = (
+            _ClientCapabilityMetrics if multiprocess else CapabilityMetrics
+        )
+        self._events = dict.fromkeys(IDEMPOTENCY_EVENTS, 0)
+        self.idempotency_event: Callable[[str], None] = (
+            self._count_event if self._client is None else self._client_event
+        )
+        """Count one idempotency outcome (one of ``IDEMPOTENCY_EVENTS``)."""
         self._state = _StateCollector()
         if registry is not None:
+            if self._client is None:
+                registry.register(_SeriesCollector(self))
             registry.register(self._state)
 
     def capability(self, key: str | None) -> CapabilityMetrics:
-        """The bound children for ``key``; pass only keys with an SLO file (None: other)."""
+        """The per-request series for ``key``; pass only keys with an SLO file (None: other)."""
         label = OTHER_CAPABILITY if key is None else key
         found = self._capabilities.get(label)
         if found is None:
-            found = self._capabilities[label] = CapabilityMetrics(self, label)
+            found = self._capabilities[label] = self._series(self, label)
         return found
 
-    def idempotency_event(self, event: str) -> None:
-        """Count one idempotency outcome (one of ``IDEMPOTENCY_EVENTS``)."""
-        self._events[event].inc()
+    def _count_event(self, event: str) -> None:
+        self._events[event] += 1
+
+    def _client_event(self, event: str) -> None:
+        assert self._client is not None
+        self._client.events[event].inc()
 
     def watch(self, manager: SLOManager, store: object | None = None) -> None:
         """Report ``manager``'s SLO gauges (and ``store``'s size, when it has one) at scrape."""
         self._state.manager = manager
         self._state.store = store
+
+
+class _SeriesCollector(Collector):
+    """The per-request counters and histogram, read from plain counts at scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()  # names only matter: the registry checks them for clashes
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def _families(self) -> list[Metric]:
+        metrics = self._metrics
+        requests = CounterMetricFamily(
+            REQUESTS, REQUESTS_HELP, labels=["capability", "priority", "outcome"]
+        )
+        duration = HistogramMetricFamily(DURATION, DURATION_HELP, labels=["capability"])
+        shed = CounterMetricFamily(SHED, SHED_HELP, labels=["capability", "priority", "dry_run"])
+        events = CounterMetricFamily(IDEMPOTENCY, IDEMPOTENCY_HELP, labels=["event"])
+        bounds = [*(_go_float(b) for b in metrics.buckets), "+Inf"]
+        for series in list(metrics._capabilities.values()):
+            capability = series.capability
+            for (priority, ok), count in list(series._requests.items()):
+                requests.add_metric([capability, priority, "ok" if ok else "error"], count)
+            for (priority, dry_run), count in list(series._shed.items()):
+                shed.add_metric([capability, priority, str(dry_run).lower()], count)
+            cumulative = list(accumulate(series._buckets))
+            duration.add_metric(
+                [capability], list(zip(bounds, cumulative, strict=True)), series._sum
+            )
+        for event, count in metrics._events.items():
+            events.add_metric([event], count)
+        return [requests, duration, shed, events]
 
 
 class _StateCollector(Collector):
@@ -253,3 +366,9 @@ def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
             registry = REGISTRY
     app: ASGIApp = make_asgi_app(registry)
     return app
+
+
+def _go_float(value: float) -> str:
+    """A bucket bound as prometheus-client writes ``le`` (``0.1``, ``1.0``, ``+Inf``)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text

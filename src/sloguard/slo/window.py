@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from itertools import accumulate, compress
 from typing import NamedTuple, TypeVar
 
-from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
@@ -37,6 +36,8 @@ BucketClosed = Callable[[float, int, int], None]
 
 _NO_BUCKET = -math.inf
 _INF = math.inf
+_ceil = math.ceil
+_log = math.log
 _CHUNK = 32
 _QUANTILES = (0.50, 0.95, 0.99)
 _Count = TypeVar("_Count", int, float)
@@ -47,23 +48,25 @@ def latency_mapping(relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY) -> Log
     return LogarithmicMapping(relative_accuracy)
 
 
-# Latencies are never negative (add() refuses them), so every live sketch shares one
-# empty store for negative values instead of carrying its own (~190 B each).
-_NO_NEGATIVES = DenseStore(_CHUNK)
-
-
-def new_sketch(mapping: LogarithmicMapping) -> tuple[BaseDDSketch, DenseStore]:
-    """An empty DDSketch on ``mapping``, and its store of positive values (what a freeze reads).
-
-    Only finite latencies ``>= 0`` may be added to it: its store of negative values is shared.
-    """
-    # Bins grow 32 at a time, not 128: a bucket with few requests holds ~0.9 KB, not ~1.7 KB.
-    store = DenseStore(_CHUNK)
-    return BaseDDSketch(mapping, store, _NO_NEGATIVES, 0.0), store
-
-
 # Stands in while no bucket is open; never written, since add() opens a bucket first.
-_NO_SKETCH, _NO_STORE = new_sketch(latency_mapping())
+_NO_STORE = DenseStore(_CHUNK)
+
+
+class _KeyOf(NamedTuple):
+    """What :meth:`LatencyWindow.add` needs of a mapping to compute a value's bin key inline.
+
+    ``key(v) = int(ceil(log2(v) * multiplier) + offset)`` for ``v > min_possible``,
+    exactly ``LogarithmicMapping.key`` (tests check it on every value they draw):
+    a sketch's ``add`` goes through five Python calls to do the same.
+    """
+
+    multiplier: float
+    offset: float
+    min_possible: float
+
+
+def _key_of(mapping: LogarithmicMapping) -> _KeyOf:
+    return _KeyOf(mapping._multiplier, mapping._offset, mapping.min_possible)
 
 
 def invalid_latency(latency_s: float) -> ValueError:
@@ -259,20 +262,22 @@ class LatencyWindow:
     """Latencies and outcomes of one capability over the last ``window_seconds``.
 
     ``add`` is the hot path: a range check, one division, one comparison, one
-    sketch insert and a counter or two. It never awaits, so on one event loop
-    each call is atomic and no lock is needed.
+    logarithm, one bin increment and a counter or two. It never awaits, so on
+    one event loop each call is atomic and no lock is needed. The open bucket
+    is the positive-value store of a DDSketch, written directly (latencies are
+    never negative, and values too small for a bin count as zeros).
     """
 
     __slots__ = (
         "_closed",
         "_epoch",
         "_errors",
+        "_key",
         "_mapping",
         "_merged",
         "_n",
         "_on_close",
         "_requests",
-        "_sketch",
         "_store",
         "_width",
     )
@@ -290,11 +295,11 @@ class LatencyWindow:
         if buckets < 1:
             raise ValueError(f"buckets must be at least 1, got {buckets!r}")
         self._mapping = mapping
+        self._key = _key_of(mapping)
         self._width = window_seconds / buckets
         self._n = buckets
         self._on_close = on_close
         self._epoch = _NO_BUCKET
-        self._sketch = _NO_SKETCH
         self._store = _NO_STORE
         self._requests = 0
         self._errors = 0
@@ -318,7 +323,15 @@ class LatencyWindow:
         epoch = now // self._width
         if epoch != self._epoch:
             self._open(epoch)
-        self._sketch.add(latency_s)
+        multiplier, offset, min_possible = self._key
+        if latency_s > min_possible:
+            key = int(_ceil(_log(latency_s, 2) * multiplier) + offset)
+            store = self._store
+            if store.min_key <= key <= store.max_key:
+                store.bins[key - store.offset] += 1.0
+                store.count += 1.0
+            else:
+                store.add(key)  # grows the bins to reach the key
         self._requests += 1
         if not ok:
             self._errors += 1
@@ -378,7 +391,7 @@ class LatencyWindow:
         if self._epoch != _NO_BUCKET:
             self._close()
         self._epoch = epoch
-        self._sketch, self._store = new_sketch(self._mapping)
+        self._store = DenseStore(_CHUNK)
 
     def _freeze_open(self) -> FrozenBucket:
         return FrozenBucket.freeze(
@@ -394,7 +407,6 @@ class LatencyWindow:
             if self._on_close is not None:
                 self._on_close(self._epoch * self._width, self._requests, self._errors)
         self._epoch = _NO_BUCKET
-        self._sketch = _NO_SKETCH
         self._store = _NO_STORE
         self._requests = 0
         self._errors = 0
