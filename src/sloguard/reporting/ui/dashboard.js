@@ -516,6 +516,7 @@
   }
 
   function axisMs(value) {
+    if (value >= 1000) return (value / 1000).toFixed(value >= 10000 ? 0 : 1) + " s";
     return value >= 10 || value === 0 ? Math.round(value) + " ms" : value.toFixed(1) + " ms";
   }
 
@@ -531,16 +532,31 @@
     const width = 320, height = 120, left = 44, right = 8, top = 8, bottom = 16;
     const target = card.status && card.status.targets ? card.status.targets.p95_ms : null;
     const values = series.flatMap((p) => [p.p50, p.p95, p.p99]).filter(isNumber);
-    const max = Math.max(1, ...values, isNumber(target) ? target : 0) * 1.1;
+    const highest = Math.max(1, ...values, isNumber(target) ? target : 0);
+    const max = highest * 1.1;
     const now = series.length ? series[series.length - 1].t : Date.now();
     const first = series.length ? series[0].t : now;
     const span = Math.min(CHART_SPAN_MS, Math.max(60000, now - first));
     const x = (t) => left + (1 - (now - t) / span) * (width - left - right);
-    const y = (v) => top + (1 - v / max) * (height - top - bottom);
+    // A spike far above the target would flatten everything else: then the scale is log.
+    const log = isNumber(target) && highest > 4 * target;
+    const floor = log ? Math.max(0.1, Math.min(target, ...values.filter((v) => v > 0)) / 2) : 0;
+    const share = (v) =>
+      log ? (Math.log10(Math.max(v, floor)) - Math.log10(floor)) / (Math.log10(max) - Math.log10(floor)) : v / max;
+    const y = (v) => top + (1 - share(v)) * (height - top - bottom);
     const nodes = [
       svg("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "plot" }),
     ];
-    for (const v of [0, max / 1.1 / 2, max / 1.1]) {
+    const ticks = [];
+    if (log) {
+      for (let v = 10 ** Math.ceil(Math.log10(floor)); v <= highest; v *= 10) ticks.push(v);
+      const scale = svg("text", { x: left + 3, y: top + 9, class: "axis" });
+      scale.textContent = "log scale";
+      nodes.push(scale);
+    } else {
+      ticks.push(0, highest / 2, highest);
+    }
+    for (const v of ticks) {
       const label = svg("text", { x: left - 4, y: y(v) + 3, class: "axis", "text-anchor": "end" });
       label.textContent = axisMs(v);
       nodes.push(label, svg("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid" }));
