@@ -38,7 +38,7 @@ def test_the_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "usage: sloguard" in result.stdout
-    for command in ("serve", "worker", "validate", "rules", "dashboard"):
+    for command in ("serve", "worker", "validate", "rules", "dashboard", "demo"):
         assert command in result.stdout
 
 
