@@ -39,7 +39,7 @@ def test_the_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "usage: sloguard" in result.stdout
-    for command in ("serve", "worker", "validate", "check", "rules", "dashboard"):
+    for command in ("serve", "worker", "validate", "check", "rules", "dashboard", "demo"):
         assert command in result.stdout
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sloguard.routing import LatencyProfile, demo_worker_app
 from sloguard.slo.loader import load_slo_file
@@ -39,3 +41,31 @@ async def test_the_demo_worker_serves_its_capabilities_and_its_health() -> None:
     assert done.json()["took_ms"] == 0
     assert other.status_code == 404
     assert other.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_worker_of_capacity_one_serves_one_request_at_a_time() -> None:
+    finished: list[str] = []
+
+    async def finish_order(capacity: int | None) -> list[str]:
+        app = demo_worker_app(["classify:email"], capacity=capacity)
+        transport = httpx.ASGITransport(app=app)
+        finished.clear()
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+
+            async def call(name: str, delay_ms: int) -> None:
+                await client.post(f"/classify/email?delay_ms={delay_ms}")
+                finished.append(name)
+
+            first = asyncio.create_task(call("slow", 50))
+            for _ in range(10):  # let the slow one reach the worker (and its slot) first
+                await asyncio.sleep(0)
+            await asyncio.gather(first, call("quick", 0))
+        return list(finished)
+
+    assert await finish_order(None) == ["quick", "slow"]
+    assert await finish_order(1) == ["slow", "quick"]
+
+
+def test_a_capacity_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
+        demo_worker_app(["classify:email"], capacity=0)

@@ -34,6 +34,7 @@ from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.ui import dashboard_routes
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
     RETURNED_HEADERS,
@@ -401,6 +402,7 @@ def create_controller_app(
     its guard, and the ``/slo/ws`` event stream.
     ``api_token`` (default ``$SLOGUARD_API_TOKEN``) protects ``/slo*`` and the
     ``/workers`` writes: they answer 401 without ``Authorization: Bearer <token>``.
+    ``/slo/ui`` is the live dashboard page (served without the token; it asks for it).
     """
     registry = registry if registry is not None else WorkerRegistry()
     mounts: dict[str, httpx.AsyncBaseTransport] = dict(options.pop("mounts", None) or {})
@@ -428,6 +430,8 @@ def create_controller_app(
         slo = list(reporter.routes(token=token or ""))
     else:
         slo = [] if manager is None else slo_routes(manager, history, token=token or "")
+    if slo:  # the page first: /slo/{capability} would take /slo/ui
+        slo = [*dashboard_routes(), *slo]
     app = Starlette(
         routes=[
             Route("/route", controller.route_seed, methods=["POST"]),

@@ -54,11 +54,20 @@ def demo_worker_app(
     worker_id: str = "demo",
     profiles: Mapping[str, LatencyProfile] | None = None,
     rng: random.Random | None = None,
+    capacity: int | None = None,
 ) -> Starlette:
-    """A worker serving ``capabilities``; ``profiles`` gives each one's latency."""
+    """A worker serving ``capabilities``; ``profiles`` gives each one's latency.
+
+    ``capacity``: how many requests it works on at once; the others wait in
+    line (a service of fixed capacity, as ``sloguard demo`` overloads). Default:
+    no limit.
+    """
+    if capacity is not None and capacity < 1:
+        raise ValueError(f"capacity must be at least 1, got {capacity}")
     served = frozenset(capabilities)
     profiles = dict(profiles or {})
     rng = rng or random.Random()
+    slots = asyncio.Semaphore(capacity) if capacity is not None else None
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "worker": worker_id})
@@ -81,7 +90,11 @@ def demo_worker_app(
             delay_ms = None
         if delay_ms is None or not 0 <= delay_ms <= MAX_DELAY_MS:
             delay_ms = profiles.get(capability, LatencyProfile()).sample_ms(rng)
-        await asyncio.sleep(delay_ms / 1000)
+        if slots is None:
+            await asyncio.sleep(delay_ms / 1000)
+        else:
+            async with slots:
+                await asyncio.sleep(delay_ms / 1000)
         return JSONResponse(
             {
                 "worker": worker_id,

@@ -1,0 +1,595 @@
+// sloguard's live SLO dashboard. Plain browser JavaScript: no build step, no library.
+//
+// Data: GET {api} (live status of every capability), GET {api}/breaches?status=open,
+// GET {api}/history (to seed the charts), and the {api}/ws WebSocket when the server
+// has one. With the socket open, every event is shown at once and the status is
+// re-read after it (and every 5 s); when the socket fails or closes, the page polls
+// GET {api} every 2 s and tries the socket again every 30 s. A field the server does
+// not send is shown as "—".
+"use strict";
+
+(() => {
+  const API = document.querySelector('meta[name="sloguard-api"]').content;
+  const POLL_MS = 2000;
+  const LIVE_REFRESH_MS = 5000;
+  const WS_RETRY_MS = 30000;
+  const BREACHES_MS = 10000;
+  const CHART_SPAN_MS = 10 * 60 * 1000;
+  const MAX_EVENTS = 50;
+  const PRIORITIES = ["critical", "high", "normal", "low"];
+  const DASH = "—";
+  const SVG = "http://www.w3.org/2000/svg";
+  const TOKEN_KEY = "sloguard-api-token";
+
+  const state = {
+    token: null,
+    mode: "connecting", // "live" (WebSocket), "polling", "offline", "unauthorized"
+    socket: null,
+    timer: null,
+    retryTimer: null,
+    refreshing: null,
+    cards: new Map(), // capability -> {root, fields, chart}
+    series: new Map(), // capability -> [{t, p50, p95, p99}]
+    seeded: new Set(),
+    openBreaches: null, // capability -> [breach], null when the server keeps no history
+    breachesAt: 0,
+    events: [],
+  };
+
+  // -- the token -------------------------------------------------------------------
+
+  function loadToken() {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("token");
+    if (given) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+      params.delete("token"); // out of the address bar, the history and screenshots
+      const query = params.toString();
+      history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
+    }
+    state.token = sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  function askForToken(message) {
+    setMode("unauthorized");
+    const form = document.getElementById("token-form");
+    form.hidden = false;
+    document.getElementById("token-error").textContent = message || "";
+    document.getElementById("token-input").focus();
+  }
+
+  function onTokenSubmit(event) {
+    event.preventDefault();
+    const value = document.getElementById("token-input").value.trim();
+    if (!value) return;
+    state.token = value;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    document.getElementById("token-form").hidden = true;
+    start();
+  }
+
+  class Unauthorized extends Error {}
+
+  async function api(path) {
+    const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+    const response = await fetch(API + path, { headers, cache: "no-store" });
+    if (response.status === 401) {
+      throw new Unauthorized(state.token ? "the token was refused" : "");
+    }
+    return response;
+  }
+
+  // -- connection ------------------------------------------------------------------
+
+  function setMode(mode) {
+    state.mode = mode;
+    const pill = document.getElementById("connection");
+    pill.dataset.state = mode;
+    pill.textContent = {
+      connecting: "connecting…",
+      live: "live (WebSocket)",
+      polling: "polling every " + POLL_MS / 1000 + " s",
+      offline: "server unreachable, retrying",
+      unauthorized: "API token needed",
+    }[mode];
+    renderEvents();
+  }
+
+  function stopTimers() {
+    clearInterval(state.timer);
+    clearTimeout(state.retryTimer);
+    state.timer = state.retryTimer = null;
+  }
+
+  function start() {
+    stopTimers();
+    if (state.socket) {
+      state.socket.onclose = null;
+      state.socket.close();
+      state.socket = null;
+    }
+    setMode("connecting");
+    refresh();
+    openSocket();
+  }
+
+  function openSocket() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = state.token ? "?token=" + encodeURIComponent(state.token) : "";
+    let socket;
+    try {
+      socket = new WebSocket(scheme + "//" + location.host + API + "/ws" + query);
+    } catch (error) {
+      fallBack();
+      return;
+    }
+    state.socket = socket;
+    socket.onopen = () => {
+      clearInterval(state.timer);
+      clearTimeout(state.retryTimer);
+      state.timer = setInterval(refresh, LIVE_REFRESH_MS);
+      setMode("live");
+      refresh();
+    };
+    socket.onmessage = (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      onEvent(event);
+    };
+    socket.onclose = () => {
+      if (state.socket === socket) {
+        state.socket = null;
+        fallBack();
+      }
+    };
+  }
+
+  function fallBack() {
+    if (state.mode === "unauthorized") return;
+    clearInterval(state.timer);
+    state.timer = setInterval(refresh, POLL_MS);
+    if (state.mode !== "offline") setMode("polling");
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(openSocket, WS_RETRY_MS);
+  }
+
+  async function refresh() {
+    if (state.refreshing) return state.refreshing;
+    state.refreshing = (async () => {
+      try {
+        const response = await api("");
+        if (!response.ok) throw new Error(API + " answered " + response.status);
+        const doc = await response.json();
+        showProblem(null);
+        if (state.mode === "offline" || state.mode === "connecting") {
+          setMode(state.socket && state.socket.readyState === WebSocket.OPEN ? "live" : "polling");
+        }
+        await maybeReadBreaches();
+        render(doc);
+      } catch (error) {
+        if (error instanceof Unauthorized) {
+          stopTimers();
+          askForToken(error.message);
+        } else {
+          setMode("offline");
+          if (!state.timer) fallBack();
+          showProblem("Cannot read " + API + ": " + error.message);
+        }
+      } finally {
+        state.refreshing = null;
+      }
+    })();
+    return state.refreshing;
+  }
+
+  async function maybeReadBreaches(force) {
+    if (!force && Date.now() - state.breachesAt < BREACHES_MS) return;
+    state.breachesAt = Date.now();
+    try {
+      const response = await api("/breaches?status=open");
+      if (!response.ok) {
+        state.openBreaches = null; // 503: this server keeps no history
+        return;
+      }
+      const byCapability = new Map();
+      for (const breach of (await response.json()).breaches || []) {
+        const list = byCapability.get(breach.capability) || [];
+        list.push(breach);
+        byCapability.set(breach.capability, list);
+      }
+      state.openBreaches = byCapability;
+    } catch (error) {
+      if (error instanceof Unauthorized) throw error;
+      state.openBreaches = null;
+    }
+  }
+
+  async function seedHistory(capability) {
+    state.seeded.add(capability);
+    const since = Math.floor((Date.now() - CHART_SPAN_MS) / 1000);
+    try {
+      const path = "/history?capability=" + encodeURIComponent(capability) + "&since=" + since;
+      const response = await api(path + "&step=60");
+      if (!response.ok) return; // no history store: the chart starts empty
+      const points = (await response.json()).points || [];
+      const series = seriesOf(capability);
+      const seeded = points
+        .filter((p) => p.requests > 0)
+        .map((p) => ({ t: p.start * 1000 + 30000, p50: p.p50_ms, p95: p.p95_ms, p99: p.p99_ms }));
+      series.unshift(...seeded.filter((p) => !series.length || p.t < series[0].t));
+      const card = state.cards.get(capability);
+      if (card) drawChart(card, capability);
+    } catch (error) {
+      // the chart starts empty
+    }
+  }
+
+  // -- events (WebSocket) ------------------------------------------------------------
+
+  function onEvent(event) {
+    if (!event || typeof event !== "object") return;
+    state.events.unshift(event);
+    state.events.length = Math.min(state.events.length, MAX_EVENTS);
+    renderEvents();
+    const card = state.cards.get(event.capability);
+    if (card && event.type === "shedding" && event.data && typeof event.data.active === "boolean") {
+      showShedding(card, { active: event.data.active, rejection_ratios: event.data.rejection_ratios });
+    }
+    if (["breach", "warning", "resolved"].includes(event.type)) state.breachesAt = 0;
+    refresh();
+  }
+
+  function eventSummary(event) {
+    const data = event.data || {};
+    if (typeof data.summary === "string") return data.summary;
+    if (Array.isArray(data.violations) && data.violations.length) return data.violations.join("; ");
+    if (event.type === "shedding" && typeof data.active === "boolean") {
+      const ratios = ratiosText(data.rejection_ratios);
+      return (data.active ? "shedding started" : "shedding stopped") + (ratios ? ": " + ratios : "");
+    }
+    const text = JSON.stringify(data);
+    return text === "{}" ? "" : text;
+  }
+
+  function renderEvents() {
+    const list = document.getElementById("events");
+    list.replaceChildren(
+      ...state.events.map((event) => {
+        const item = el("li", { "data-type": String(event.type) });
+        item.append(
+          el("time", {}, timeText(event.at)),
+          " ",
+          el("span", { class: "event-type" }, String(event.type)),
+          " ",
+          el("strong", {}, String(event.capability || "")),
+          " ",
+          eventSummary(event),
+        );
+        return item;
+      }),
+    );
+    if (!state.events.length) {
+      const note = state.mode === "live" ? "none yet" : "none: events (breaches, alerts, shedding) arrive over " + API + "/ws, which is not connected";
+      list.append(el("li", { class: "muted" }, note));
+    }
+  }
+
+  // -- rendering -------------------------------------------------------------------
+
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    node.append(...children);
+    return node;
+  }
+
+  function svg(tag, attributes) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    return node;
+  }
+
+  function isNumber(value) {
+    return typeof value === "number" && Number.isFinite(value);
+  }
+
+  function ms(value) {
+    if (!isNumber(value)) return DASH;
+    return (value < 10 ? value.toFixed(1) : Math.round(value).toString()) + " ms";
+  }
+
+  function percent(value, digits) {
+    return isNumber(value) ? (value * 100).toFixed(digits === undefined ? 1 : digits) + "%" : DASH;
+  }
+
+  function timeText(at) {
+    const date = typeof at === "number" ? new Date(at * 1000) : new Date(at);
+    return Number.isNaN(date.getTime()) ? DASH : date.toLocaleTimeString();
+  }
+
+  function ratiosText(ratios) {
+    if (!ratios || typeof ratios !== "object") return "";
+    return PRIORITIES.filter((p) => isNumber(ratios[p]) && ratios[p] > 0)
+      .map((p) => p + " " + percent(ratios[p], 0))
+      .join(", ");
+  }
+
+  function showProblem(text) {
+    const node = document.getElementById("problem");
+    node.hidden = !text;
+    node.textContent = text || "";
+  }
+
+  function seriesOf(capability) {
+    if (!state.series.has(capability)) state.series.set(capability, []);
+    return state.series.get(capability);
+  }
+
+  function render(doc) {
+    const at = Date.parse(doc.at);
+    document.getElementById("updated").textContent = "updated " + timeText(doc.at);
+    const seen = new Set();
+    const main = document.getElementById("cards");
+    for (const status of doc.capabilities || []) {
+      seen.add(status.capability);
+      let card = state.cards.get(status.capability);
+      if (!card) {
+        card = createCard(status.capability);
+        state.cards.set(status.capability, card);
+        main.append(card.root);
+      }
+      if (!state.seeded.has(status.capability)) seedHistory(status.capability);
+      const series = seriesOf(status.capability);
+      if (Number.isFinite(at) && (!series.length || series[series.length - 1].t < at)) {
+        series.push({ t: at, p50: status.p50_ms, p95: status.p95_ms, p99: status.p99_ms });
+      }
+      while (series.length && series[0].t < at - CHART_SPAN_MS) series.shift();
+      updateCard(card, status);
+      drawChart(card, status.capability);
+    }
+    for (const [capability, card] of state.cards) {
+      if (!seen.has(capability)) {
+        card.root.remove();
+        state.cards.delete(capability);
+      }
+    }
+    if (!seen.size) {
+      main.replaceChildren(el("p", { class: "muted" }, "No SLO files are loaded on this server."));
+    } else {
+      main.querySelector(":scope > p.muted")?.remove();
+    }
+  }
+
+  function createCard(capability) {
+    const fields = {};
+    const value = (name) => (fields[name] = el("span", { "data-field": name }, DASH));
+    const row = (label, ...cells) => el("tr", {}, el("th", { scope: "row" }, label), ...cells);
+    const latency = el(
+      "table",
+      { class: "latency" },
+      el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", {}, "live"), el("th", {}, "target"))),
+      el(
+        "tbody",
+        {},
+        ...["p50", "p95", "p99"].map((p) =>
+          row(p, el("td", {}, value(p)), el("td", {}, value(p + "-target"))),
+        ),
+        row("availability", el("td", {}, value("availability")), el("td", {}, value("availability-target"))),
+      ),
+    );
+    const bar = el("span", { class: "bar-fill" });
+    const chart = svg("svg", {
+      viewBox: "0 0 320 120",
+      class: "chart",
+      role: "img",
+    });
+    const root = el(
+      "article",
+      { class: "card", "data-capability": capability },
+      el("header", {}, el("h2", {}, capability), value("state")),
+      el("p", { class: "muted" }, value("requests")),
+      latency,
+      el(
+        "dl",
+        {},
+        el("dt", {}, "error budget left"),
+        el("dd", {}, value("budget"), el("span", { class: "bar" }, bar)),
+        el("dt", {}, "burn rate 5m / 1h / 6h"),
+        el("dd", {}, value("burn-5m"), " / ", value("burn-1h"), " / ", value("burn-6h")),
+        el("dt", {}, "shedding"),
+        el("dd", {}, value("shedding")),
+        el("dt", {}, "idempotency hit rate"),
+        el("dd", {}, value("idempotency")),
+        el("dt", {}, "open breaches"),
+        el("dd", {}, value("breaches")),
+      ),
+      el("ul", { class: "violations", "data-field": "violations" }),
+      chart,
+      el(
+        "p",
+        { class: "legend" },
+        el("span", { class: "key p50" }, "p50"),
+        el("span", { class: "key p95" }, "p95"),
+        el("span", { class: "key p99" }, "p99"),
+        el("span", { class: "key target" }, "p95 target"),
+        value("span"),
+      ),
+    );
+    fields.bar = bar;
+    fields.violations = root.querySelector('[data-field="violations"]');
+    return { root, fields, chart, status: null };
+  }
+
+  function setText(node, text, good) {
+    node.textContent = text;
+    node.classList.toggle("bad", good === false);
+    node.classList.toggle("good", good === true);
+  }
+
+  function updateCard(card, status) {
+    card.status = status;
+    const f = card.fields;
+    const targets = status.targets || {};
+    for (const p of ["p50", "p95", "p99"]) {
+      const live = status[p + "_ms"];
+      const target = targets[p + "_ms"];
+      setText(f[p], ms(live), isNumber(live) && isNumber(target) ? live <= target : undefined);
+      setText(f[p + "-target"], ms(target));
+    }
+    const availability = status.availability;
+    setText(
+      f.availability,
+      percent(availability, 2),
+      isNumber(availability) && isNumber(targets.availability) ? availability >= targets.availability : undefined,
+    );
+    setText(f["availability-target"], percent(targets.availability, 2));
+    const windowText = isNumber(status.window_seconds) ? " in the last " + status.window_seconds + " s" : "";
+    setText(
+      f.requests,
+      isNumber(status.requests)
+        ? status.requests + " requests, " + (isNumber(status.errors) ? status.errors : DASH) + " errors" + windowText
+        : DASH,
+    );
+
+    const budget = status.budget || {};
+    const remaining = budget.remaining;
+    setText(f.budget, percent(remaining), isNumber(remaining) ? remaining > 0 : undefined);
+    f.bar.style.width = isNumber(remaining) ? Math.max(0, Math.min(1, remaining)) * 100 + "%" : "0";
+    f.bar.classList.toggle("bad", isNumber(remaining) && remaining < 0.25);
+    const burn = budget.burn_rates || {};
+    for (const w of ["5m", "1h", "6h"]) {
+      const rate = burn[w];
+      setText(f["burn-" + w], isNumber(rate) ? rate.toFixed(1) + "×" : DASH, isNumber(rate) ? rate <= 1 : undefined);
+    }
+
+    showShedding(card, status.shedding);
+
+    const idem = status.idempotency;
+    if (idem && isNumber(idem.hit_rate)) {
+      const counts = isNumber(idem.hits) && isNumber(idem.misses) ? " (" + idem.hits + " hits, " + idem.misses + " misses)" : "";
+      setText(f.idempotency, percent(idem.hit_rate) + counts);
+    } else {
+      setText(f.idempotency, DASH);
+    }
+
+    if (state.openBreaches === null) {
+      setText(f.breaches, DASH);
+    } else {
+      const open = state.openBreaches.get(status.capability) || [];
+      setText(f.breaches, open.length ? open.length + " (since " + timeText(open[0].started_at) + ")" : "none", open.length === 0);
+    }
+    f.violations.replaceChildren(...(status.violations || []).map((v) => el("li", {}, v)));
+
+    let label = "ok";
+    if (status.shedding && status.shedding.active) label = "shedding";
+    else if (status.compliant === false) label = "violating";
+    else if (!status.requests) label = "no traffic";
+    f.state.textContent = label;
+    f.state.className = "badge";
+    f.state.dataset.state = label;
+    card.root.dataset.state = label;
+  }
+
+  function showShedding(card, shedding) {
+    const node = card.fields.shedding;
+    if (!shedding || typeof shedding.active !== "boolean") {
+      setText(node, DASH);
+      return;
+    }
+    const parts = [];
+    const ratios = shedding.rejection_ratios;
+    const shed = shedding.shed || {};
+    for (const p of PRIORITIES) {
+      const ratio = ratios && isNumber(ratios[p]) ? ratios[p] : null;
+      const count = isNumber(shed[p]) ? shed[p] : null;
+      if ((ratio !== null && ratio > 0) || count) {
+        parts.push(p + " " + (ratio !== null ? percent(ratio, 0) : DASH) + (count ? " (" + count + " shed)" : ""));
+      }
+    }
+    const head = shedding.active ? "active" : "off";
+    setText(node, parts.length ? head + ": " + parts.join(", ") : head, shedding.active ? false : true);
+    node.dataset.active = String(shedding.active);
+  }
+
+  function axisMs(value) {
+    if (value >= 1000) return (value / 1000).toFixed(value >= 10000 ? 0 : 1) + " s";
+    return value >= 10 || value === 0 ? Math.round(value) + " ms" : value.toFixed(1) + " ms";
+  }
+
+  function spanText(ms) {
+    return ms >= 60000 ? "−" + Math.round(ms / 60000) + " min" : "−" + Math.round(ms / 1000) + " s";
+  }
+
+  // A line chart in SVG: p50, p95, p99 and the p95 target over the last minutes (at most
+  // 10, at least 1: a page opened a moment ago shows what it has, not an empty 10 minutes).
+  function drawChart(card, capability) {
+    const chart = card.chart;
+    const series = seriesOf(capability);
+    const width = 320, height = 120, left = 44, right = 8, top = 8, bottom = 16;
+    const target = card.status && card.status.targets ? card.status.targets.p95_ms : null;
+    const values = series.flatMap((p) => [p.p50, p.p95, p.p99]).filter(isNumber);
+    const highest = Math.max(1, ...values, isNumber(target) ? target : 0);
+    const max = highest * 1.1;
+    const now = series.length ? series[series.length - 1].t : Date.now();
+    const first = series.length ? series[0].t : now;
+    const span = Math.min(CHART_SPAN_MS, Math.max(60000, now - first));
+    const x = (t) => left + (1 - (now - t) / span) * (width - left - right);
+    // A spike far above the target would flatten everything else: then the scale is log.
+    const log = isNumber(target) && highest > 4 * target;
+    const floor = log ? Math.max(0.1, Math.min(target, ...values.filter((v) => v > 0)) / 2) : 0;
+    const share = (v) =>
+      log ? (Math.log10(Math.max(v, floor)) - Math.log10(floor)) / (Math.log10(max) - Math.log10(floor)) : v / max;
+    const y = (v) => top + (1 - share(v)) * (height - top - bottom);
+    const nodes = [
+      svg("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "plot" }),
+    ];
+    const ticks = [];
+    if (log) {
+      for (let v = 10 ** Math.ceil(Math.log10(floor)); v <= highest; v *= 10) ticks.push(v);
+      const scale = svg("text", { x: left + 3, y: top + 9, class: "axis" });
+      scale.textContent = "log scale";
+      nodes.push(scale);
+    } else {
+      ticks.push(0, highest / 2, highest);
+    }
+    for (const v of ticks) {
+      const label = svg("text", { x: left - 4, y: y(v) + 3, class: "axis", "text-anchor": "end" });
+      label.textContent = axisMs(v);
+      nodes.push(label, svg("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid" }));
+    }
+    const start = svg("text", { x: left, y: height - 3, class: "axis" });
+    start.textContent = spanText(span);
+    const end = svg("text", { x: width - right, y: height - 3, class: "axis", "text-anchor": "end" });
+    end.textContent = "now";
+    nodes.push(start, end);
+    if (isNumber(target)) {
+      nodes.push(svg("line", { x1: left, x2: width - right, y1: y(target), y2: y(target), class: "target" }));
+    }
+    for (const key of ["p50", "p95", "p99"]) {
+      const points = series.filter((p) => isNumber(p[key]) && now - p.t <= span);
+      if (!points.length) continue;
+      const d = points.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p[key]).toFixed(1)).join(" ");
+      nodes.push(svg("path", { d, class: "line " + key }));
+      const last = points[points.length - 1];
+      nodes.push(svg("circle", { cx: x(last.t).toFixed(1), cy: y(last[key]).toFixed(1), r: 2.2, class: "dot " + key }));
+    }
+    if (!values.length) {
+      const empty = svg("text", { x: (width + left) / 2, y: height / 2, class: "axis", "text-anchor": "middle" });
+      empty.textContent = "no traffic yet";
+      nodes.push(empty);
+    }
+    chart.setAttribute("aria-label", "p50, p95 and p99 latency over the last " + spanText(span).slice(1) + ", with the p95 target");
+    card.fields.span.textContent = " last " + spanText(span).slice(1);
+    chart.replaceChildren(...nodes);
+  }
+
+  // -- start -----------------------------------------------------------------------
+
+  document.getElementById("token-form").addEventListener("submit", onTokenSubmit);
+  loadToken();
+  start();
+})();

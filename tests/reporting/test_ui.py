@@ -1,0 +1,312 @@
+"""The /slo/ui dashboard: how it is served, and what a real headless Chromium shows.
+
+The browser tests run the controller (with SLOGuard and its demo workers) under
+uvicorn on a loopback port and load the page in Chromium; see tests/browser.py
+for when they skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from sloguard import SLOGuard, SLOManager
+from sloguard.reporting.records import Breach
+from sloguard.reporting.sqlite import SQLiteHistory
+from sloguard.reporting.ui import CONTENT_SECURITY_POLICY, dashboard_routes
+from sloguard.routing import create_controller_app
+from tests.browser import screenshot, start_chromium, wait_until
+from tests.servers import serving
+
+STATE = Path(__file__).resolve().parents[2] / "state"
+CAPABILITIES = ("classify:email", "convert:document_to_pdf", "example:capability")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module; each test loads its own page (its own origin)."""
+    driver = start_chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped state/: three SLO files, no workers (so demo workers)."""
+    return Path(shutil.copytree(STATE, tmp_path / "state"))
+
+
+def controller(state_dir: Path, **options: Any) -> SLOGuard:
+    """What ``sloguard serve`` runs; every request re-reads the live status (no 0.5 s wait)."""
+    manager = SLOManager(state_dir / "controller" / "slos")
+    app = create_controller_app(state_dir, manager=manager, health_interval_s=None, **options)
+    return SLOGuard(app, manager=manager, evaluate_every_s=1e-9, reload_every_s=None)
+
+
+def card(driver: Any, capability: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'article.card[data-capability="{capability}"]')
+
+
+def field(driver: Any, capability: str, name: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    text: str = (
+        card(driver, capability).find_element(By.CSS_SELECTOR, f'[data-field="{name}"]').text
+    )
+    return text
+
+
+def cards_shown(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        e.get_attribute("data-capability")
+        for e in driver.find_elements(By.CSS_SELECTOR, "article.card")
+    ]
+
+
+def connection(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.ID, "connection").get_attribute("data-state"))
+
+
+# -- served over HTTP (no browser) ------------------------------------------------------
+
+
+async def test_the_page_and_its_files_are_served_with_a_strict_policy(state_dir: Path) -> None:
+    app = create_controller_app(state_dir, api_token="")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        page = await c.get("/slo/ui")
+        script = await c.get("/slo/ui/dashboard.js")
+        style = await c.get("/slo/ui/dashboard.css")
+        missing = await c.get("/slo/ui/chart.min.js")
+        status = await c.get("/slo/classify:email")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert '<meta name="sloguard-api" content="/slo">' in page.text
+    assert 'src="/slo/ui/dashboard.js"' in page.text
+    assert "http://" not in page.text  # nothing off-site
+    assert "https://" not in page.text
+    assert script.status_code == 200
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "new WebSocket(" in script.text
+    assert style.headers["content-type"] == "text/css; charset=utf-8"
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert "dashboard.js" in missing.json()["detail"]
+    assert status.json()["capability"] == "classify:email"  # /slo/{capability} still answers
+
+
+async def test_the_page_needs_no_token_but_its_data_does(state_dir: Path) -> None:
+    app = create_controller_app(state_dir, api_token="s3cret")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        page = await c.get("/slo/ui")
+        data = await c.get("/slo")
+
+    assert page.status_code == 200
+    assert data.status_code == 401
+
+
+async def test_under_a_prefix_the_page_finds_the_api_under_it(state_dir: Path) -> None:
+    app = Starlette(routes=[Mount("/ops", app=create_controller_app(state_dir, api_token=""))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as c:
+        page = await c.get("/ops/slo/ui")
+
+    assert '<meta name="sloguard-api" content="/ops/slo">' in page.text
+    assert 'href="/ops/slo/ui/dashboard.css"' in page.text
+
+
+# -- in Chromium ------------------------------------------------------------------------
+
+
+async def overload(url: str, capability_path: str, count: int) -> int:
+    """``count`` slow low-priority requests at once, then one more: its status."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        slow = f"{capability_path}?delay_ms=150"
+        low = {"x-priority": "low"}
+        await asyncio.gather(*(client.post(slow, headers=low) for _ in range(count)))
+        return (await client.post(capability_path, headers=low)).status_code
+
+
+def test_the_page_shows_every_capability_and_shedding_after_an_overload(
+    browser: Any, state_dir: Path, tmp_path: Path
+) -> None:
+    history = SQLiteHistory(tmp_path / "history.sqlite3")
+    history.migrate()
+    history.save_breach(
+        Breach("b-1", "convert:document_to_pdf", "open", time.time() - 60, None, ("x",))
+    )
+    try:
+        with serving(controller(state_dir, api_token="", history=history)) as url:
+            browser.get(url + "/slo/ui")
+            wait_until(browser, lambda d: sorted(cards_shown(d)) == list(CAPABILITIES), "3 cards")
+            assert connection(browser) == "polling"  # no /slo/ws on this server yet
+            wait_until(
+                browser, lambda d: field(d, "classify:email", "state") == "NO TRAFFIC", "no traffic"
+            )
+            assert field(browser, "classify:email", "p95-target") == "60 ms"
+            assert field(browser, "classify:email", "availability-target") == "99.50%"
+            assert field(browser, "classify:email", "p95") == "—"
+            assert field(browser, "classify:email", "idempotency") == "—"  # not in /slo yet
+            assert field(browser, "classify:email", "breaches") == "none"
+            assert field(browser, "convert:document_to_pdf", "breaches").startswith("1 (since ")
+
+            assert asyncio.run(overload(url, "/route/classify/email", 25)) == 503
+
+            shedding = wait_until(
+                browser,
+                lambda d: card(d, "classify:email").get_attribute("data-state") == "shedding",
+                "classify:email shedding",
+            )
+            assert shedding
+            assert field(browser, "classify:email", "state") == "SHEDDING"
+            assert field(browser, "classify:email", "shedding").startswith("active")
+            assert "p95 latency" in field(browser, "classify:email", "violations")
+            assert float(field(browser, "classify:email", "p95").removesuffix(" ms")) > 60
+            assert (
+                card(browser, "convert:document_to_pdf").get_attribute("data-state") == "no traffic"
+            )
+            shot = screenshot(browser, tmp_path / "dashboard.png")
+            assert shot.read_bytes().startswith(b"\x89PNG")
+    finally:
+        history.close()
+
+
+def test_the_page_asks_for_the_token_and_takes_it_from_the_address(
+    browser: Any, state_dir: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    with serving(controller(state_dir, api_token="s3cret")) as url:
+        browser.get(url + "/slo/ui")
+        form = wait_until(
+            browser,
+            lambda d: (
+                d.find_element(By.ID, "token-form").is_displayed()
+                and d.find_element(By.ID, "token-form")
+            ),
+            "the token form",
+        )
+        assert connection(browser) == "unauthorized"
+        form.find_element(By.ID, "token-input").send_keys("wrong")
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        wait_until(
+            browser,
+            lambda d: "refused" in d.find_element(By.ID, "token-error").text,
+            "the token refused",
+        )
+        form.find_element(By.ID, "token-input").clear()
+        form.find_element(By.ID, "token-input").send_keys("s3cret")
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+
+    with serving(controller(state_dir, api_token="s3cret")) as url:  # a new origin: no token kept
+        browser.get(url + "/slo/ui?token=s3cret")
+        wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+        assert "token" not in browser.current_url  # taken out of the address bar
+        assert not browser.find_element(By.ID, "token-form").is_displayed()
+
+
+STATUS = {
+    "at": "2025-01-10T12:00:00Z",
+    "capabilities": [
+        {
+            "capability": "convert:pdf",
+            "compliant": False,
+            "violations": ["p95 latency 250ms > target 100ms"],
+            "window_seconds": 60,
+            "requests": 120,
+            "errors": 0,
+            "availability": 1.0,
+            "p50_ms": 40.0,
+            "p95_ms": 250.0,
+            "p99_ms": 400.0,
+            "targets": {"p50_ms": 50, "p95_ms": 100, "p99_ms": 200, "availability": 0.99},
+            "budget": {
+                "budget": 0.01,
+                "consumed": 0.25,
+                "remaining": 0.75,
+                "burn_rates": {"5m": 2.5, "1h": 0.5, "6h": 0.1},
+            },
+            "shedding": {
+                "active": True,
+                "rejection_ratios": {"low": 0.95, "normal": 0.5},
+                "shed": {"low": 12},
+            },
+            "idempotency": {"hit_rate": 0.25, "hits": 5, "misses": 15},
+        }
+    ],
+}
+
+
+def test_with_a_websocket_the_page_is_live_and_shows_the_fields_it_will_get(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A server with what the /slo API is growing into: /slo/ws and per-capability
+    idempotency. The page streams its events, and polls again when the socket closes."""
+    close_socket = threading.Event()
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(STATUS)
+
+    async def events(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(
+            {
+                "type": "breach",
+                "capability": "convert:pdf",
+                "at": "2025-01-10T12:00:00Z",
+                "data": {"violations": ["p95 latency 250ms > target 100ms"]},
+            }
+        )
+        await anyio.to_thread.run_sync(close_socket.wait)
+        await websocket.close()
+
+    app = Starlette(
+        routes=[
+            *dashboard_routes(),
+            Route("/slo", status),
+            WebSocketRoute("/slo/ws", events),
+        ]
+    )
+    from selenium.webdriver.common.by import By
+
+    with serving(app) as url:
+        browser.get(url + "/slo/ui")
+        wait_until(browser, lambda d: connection(d) == "live", "the WebSocket connected")
+        event = wait_until(
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, '#events li[data-type="breach"]'),
+            "the event",
+        )
+        assert "convert:pdf" in event.text
+        assert "p95 latency 250ms" in event.text
+        assert field(browser, "convert:pdf", "idempotency") == "25.0% (5 hits, 15 misses)"
+        assert field(browser, "convert:pdf", "shedding") == "active: normal 50%, low 95% (12 shed)"
+        assert field(browser, "convert:pdf", "budget") == "75.0%"
+        assert field(browser, "convert:pdf", "burn-5m") == "2.5\N{MULTIPLICATION SIGN}"
+        assert field(browser, "convert:pdf", "p95") == "250 ms"
+        assert field(browser, "convert:pdf", "breaches") == "—"  # no /slo/breaches here
+        screenshot(browser, tmp_path / "dashboard-live.png")
+
+        close_socket.set()
+        wait_until(browser, lambda d: connection(d) == "polling", "polling after the close")
