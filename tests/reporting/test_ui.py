@@ -18,6 +18,7 @@ from typing import Any
 import anyio.to_thread
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,7 +26,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sloguard import SLOGuard, SLOManager
+from sloguard.observability.metrics import Metrics
 from sloguard.reporting.records import Breach
+from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.reporting.ui import CONTENT_SECURITY_POLICY, dashboard_routes
 from sloguard.routing import create_controller_app
@@ -51,10 +54,21 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 def controller(state_dir: Path, **options: Any) -> SLOGuard:
-    """What ``sloguard serve`` runs; every request re-reads the live status (no 0.5 s wait)."""
+    """What ``sloguard serve`` runs (a shared Reporter: /slo/ws and the shedding figures);
+    every request re-reads the live status (no 0.5 s wait)."""
     manager = SLOManager(state_dir / "controller" / "slos")
-    app = create_controller_app(state_dir, manager=manager, health_interval_s=None, **options)
-    return SLOGuard(app, manager=manager, evaluate_every_s=1e-9, reload_every_s=None)
+    reporter = Reporter(manager, history=options.pop("history", None), monitor_every_s=0.05)
+    app = create_controller_app(
+        state_dir, manager=manager, reporter=reporter, health_interval_s=None, **options
+    )
+    return SLOGuard(
+        app,
+        manager=manager,
+        reporter=reporter,
+        evaluate_every_s=1e-9,
+        reload_every_s=None,
+        metrics=Metrics(CollectorRegistry()),
+    )
 
 
 def card(driver: Any, capability: str) -> Any:
@@ -159,14 +173,14 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
         with serving(controller(state_dir, api_token="", history=history)) as url:
             browser.get(url + "/slo/ui")
             wait_until(browser, lambda d: sorted(cards_shown(d)) == list(CAPABILITIES), "3 cards")
-            assert connection(browser) == "polling"  # no /slo/ws on this server yet
+            wait_until(browser, lambda d: connection(d) == "live", "the WebSocket connected")
             wait_until(
                 browser, lambda d: field(d, "classify:email", "state") == "NO TRAFFIC", "no traffic"
             )
             assert field(browser, "classify:email", "p95-target") == "60 ms"
             assert field(browser, "classify:email", "availability-target") == "99.50%"
             assert field(browser, "classify:email", "p95") == "—"
-            assert field(browser, "classify:email", "idempotency") == "—"  # not in /slo yet
+            assert field(browser, "classify:email", "idempotency") == "—"  # no keyed request yet
             assert field(browser, "classify:email", "breaches") == "none"
             assert field(browser, "convert:document_to_pdf", "breaches").startswith("1 (since ")
 
@@ -179,7 +193,8 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
             )
             assert shedding
             assert field(browser, "classify:email", "state") == "SHEDDING"
-            assert field(browser, "classify:email", "shedding").startswith("active")
+            assert field(browser, "classify:email", "shedding").startswith("active: ")
+            assert "low 95%" in field(browser, "classify:email", "shedding")  # the guard's ratios
             assert "p95 latency" in field(browser, "classify:email", "violations")
             assert float(field(browser, "classify:email", "p95").removesuffix(" ms")) > 60
             assert (

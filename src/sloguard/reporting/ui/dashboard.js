@@ -348,7 +348,7 @@
         series.push({ t: at, p50: status.p50_ms, p95: status.p95_ms, p99: status.p99_ms });
       }
       while (series.length && series[0].t < at - CHART_SPAN_MS) series.shift();
-      updateCard(card, status);
+      updateCard(card, status, doc.idempotency);
       drawChart(card, status.capability);
     }
     for (const [capability, card] of state.cards) {
@@ -430,7 +430,7 @@
     node.classList.toggle("good", good === true);
   }
 
-  function updateCard(card, status) {
+  function updateCard(card, status, processIdempotency) {
     card.status = status;
     const f = card.fields;
     const targets = status.targets || {};
@@ -468,10 +468,12 @@
 
     showShedding(card, status.shedding);
 
-    const idem = status.idempotency;
+    // Per capability when the server counts so; else the process's, for all capabilities.
+    const idem = status.idempotency || processIdempotency;
     if (idem && isNumber(idem.hit_rate)) {
       const counts = isNumber(idem.hits) && isNumber(idem.misses) ? " (" + idem.hits + " hits, " + idem.misses + " misses)" : "";
-      setText(f.idempotency, percent(idem.hit_rate) + counts);
+      const scope = status.idempotency ? "" : " all capabilities";
+      setText(f.idempotency, percent(idem.hit_rate) + counts + scope);
     } else {
       setText(f.idempotency, DASH);
     }
