@@ -42,6 +42,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp
 
+from sloguard.observability.names import (
+    IDEMPOTENCY_EVENTS_TOTAL,
+    REPORT_FLUSH_ERRORS_TOTAL,
+    REPORT_ROWS_DROPPED_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUESTS_TOTAL,
+    SHED_TOTAL,
+)
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.schema import SLOFile
 
@@ -104,12 +112,13 @@ class CapabilityMetrics:
 class _ClientCapabilityMetrics(CapabilityMetrics):
     """The same series as prometheus-client children (multiprocess mode)."""
 
-    __slots__ = ("_children", "_duration", "_shed_children")
+    __slots__ = ("_children", "_client", "_duration", "_shed_children")
 
     def __init__(self, metrics: Metrics, capability: str) -> None:
         super().__init__(metrics, capability)
         client = metrics._client
         assert client is not None
+        self._client = client
         self._duration = client.duration.labels(capability)
         self._children: dict[tuple[str, bool], Any] = {}
         self._shed_children: dict[tuple[str, bool], Any] = {}
@@ -118,9 +127,7 @@ class _ClientCapabilityMetrics(CapabilityMetrics):
         child = self._children.get((priority, ok))
         if child is None:
             outcome = "ok" if ok else "error"
-            child = self._metrics._client.requests.labels(  # type: ignore[union-attr]
-                self.capability, priority, outcome
-            )
+            child = self._client.requests.labels(self.capability, priority, outcome)
             self._children[priority, ok] = child
         child.inc()
         self._duration.observe(latency_s)
@@ -128,9 +135,7 @@ class _ClientCapabilityMetrics(CapabilityMetrics):
     def shed(self, priority: str, dry_run: bool) -> None:
         child = self._shed_children.get((priority, dry_run))
         if child is None:
-            child = self._metrics._client.shed.labels(  # type: ignore[union-attr]
-                self.capability, priority, str(dry_run).lower()
-            )
+            child = self._client.shed.labels(self.capability, priority, str(dry_run).lower())
             self._shed_children[priority, dry_run] = child
         child.inc()
 
@@ -140,34 +145,30 @@ class _ClientSeries:
 
     def __init__(self, registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> None:
         self.requests = Counter(
-            REQUESTS, REQUESTS_HELP, ["capability", "priority", "outcome"], registry=registry
+            REQUESTS_TOTAL, REQUESTS_HELP, ["capability", "priority", "outcome"], registry=registry
         )
         self.duration = Histogram(
-            DURATION, DURATION_HELP, ["capability"], buckets=buckets, registry=registry
+            REQUEST_DURATION_SECONDS,
+            DURATION_HELP,
+            ["capability"],
+            buckets=buckets,
+            registry=registry,
         )
         self.shed = Counter(
-            SHED, SHED_HELP, ["capability", "priority", "dry_run"], registry=registry
+            SHED_TOTAL, SHED_HELP, ["capability", "priority", "dry_run"], registry=registry
         )
-        self.idempotency = Counter(IDEMPOTENCY, IDEMPOTENCY_HELP, ["event"], registry=registry)
+        self.idempotency = Counter(
+            IDEMPOTENCY_EVENTS_TOTAL, IDEMPOTENCY_HELP, ["event"], registry=registry
+        )
         self.events = {event: self.idempotency.labels(event) for event in IDEMPOTENCY_EVENTS}
 
 
-REQUESTS, REQUESTS_HELP = (
-    "sloguard_requests_total",
-    "Requests that reached the app, by capability, priority and outcome.",
-)
-DURATION, DURATION_HELP = (
-    "sloguard_request_duration_seconds",
-    "Latency of requests that reached the app, from arrival to the app's return.",
-)
-SHED, SHED_HELP = (
-    "sloguard_shed_total",
-    "Requests refused by the admission policy (dry_run: would have been).",
-)
-IDEMPOTENCY, IDEMPOTENCY_HELP = (
-    "sloguard_idempotency_events_total",
+REQUESTS_HELP = "Requests that reached the app, by capability, priority and outcome."
+DURATION_HELP = "Latency of requests that reached the app, from arrival to the app's return."
+SHED_HELP = "Requests refused by the admission policy (dry_run: would have been)."
+IDEMPOTENCY_HELP = (
     "Idempotency-Key outcomes: hit (replayed), miss (ran), conflict (409), "
-    "mismatch (422), released, stored, too_large (not stored).",
+    "mismatch (422), released, stored, too_large (not stored)."
 )
 
 
@@ -193,12 +194,12 @@ class Metrics:
         self.registry = registry
         self.buckets = tuple(sorted(set(buckets)))
         self.report_flush_errors = Counter(
-            "sloguard_report_flush_errors_total",
+            REPORT_FLUSH_ERRORS_TOTAL,
             "Flushes of SLO history to the report store that failed (rows kept to retry).",
             registry=registry,
         )
         self.report_rows_dropped = Counter(
-            "sloguard_report_rows_dropped_total",
+            REPORT_ROWS_DROPPED_TOTAL,
             "Minute rows of SLO history dropped unwritten: the retry backlog was full.",
             registry=registry,
         )
@@ -260,11 +261,15 @@ class _SeriesCollector(Collector):
     def _families(self) -> list[Metric]:
         metrics = self._metrics
         requests = CounterMetricFamily(
-            REQUESTS, REQUESTS_HELP, labels=["capability", "priority", "outcome"]
+            REQUESTS_TOTAL, REQUESTS_HELP, labels=["capability", "priority", "outcome"]
         )
-        duration = HistogramMetricFamily(DURATION, DURATION_HELP, labels=["capability"])
-        shed = CounterMetricFamily(SHED, SHED_HELP, labels=["capability", "priority", "dry_run"])
-        events = CounterMetricFamily(IDEMPOTENCY, IDEMPOTENCY_HELP, labels=["event"])
+        duration = HistogramMetricFamily(
+            REQUEST_DURATION_SECONDS, DURATION_HELP, labels=["capability"]
+        )
+        shed = CounterMetricFamily(
+            SHED_TOTAL, SHED_HELP, labels=["capability", "priority", "dry_run"]
+        )
+        events = CounterMetricFamily(IDEMPOTENCY_EVENTS_TOTAL, IDEMPOTENCY_HELP, labels=["event"])
         bounds = [*(_go_float(b) for b in metrics.buckets), "+Inf"]
         for series in list(metrics._capabilities.values()):
             capability = series.capability
