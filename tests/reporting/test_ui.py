@@ -68,6 +68,7 @@ def controller(state_dir: Path, **options: Any) -> SLOGuard:
         evaluate_every_s=1e-9,
         reload_every_s=None,
         metrics=Metrics(CollectorRegistry()),
+        random_source=lambda: 0.0,  # a shed priority is refused every time, not 95% of it
     )
 
 
