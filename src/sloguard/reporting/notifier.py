@@ -116,8 +116,10 @@ class Notifier:
         self.stats = NotifierStats()
         self._record = record
         self._delivery = self.config.delivery
+        # Made on the first HTTP delivery: most setups only log, and a client (its TLS
+        # context) costs tens of milliseconds at every SLOGuard's start-up otherwise.
+        self._client = client
         self._own_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient()
         self._sleep = sleep
         self._random = random
         self._wall_clock = wall_clock
@@ -194,8 +196,14 @@ class Notifier:
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._own_client:
+        if self._own_client and self._client is not None:
             await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
 
     async def __aenter__(self) -> Notifier:
         return self
@@ -263,7 +271,7 @@ class Notifier:
         for attempt in range(1, delivery.max_attempts + 1):
             wait: float | None = None
             try:
-                response = await self._client.post(
+                response = await self._http().post(
                     target.url, json=body, headers=target.headers, timeout=delivery.timeout_s
                 )
             except httpx.TransportError as exc:
