@@ -233,8 +233,8 @@ class SLOGuard:
                 manager, None if self.idempotency is None else self.idempotency.store
             )
         if reporter is None:
-            if alerts is None and DEFAULT_ALERTS_FILE.is_file():
-                alerts = DEFAULT_ALERTS_FILE
+            # A missing alerts file is the default configuration (everything to the log).
+            alerts = DEFAULT_ALERTS_FILE if alerts is None else alerts
             reporter = Reporter(manager, history=history, alerts=alerts)
         elif reporter.manager is not manager:
             raise ConfigurationError("the reporter reports on another SLOManager than this guard's")
