@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from servers import uvicorn_server
@@ -27,12 +28,13 @@ LUA = """
 local counter = 0
 function init(args)
   with_key = args[1] == "key"
+  run = args[2]
 end
 function request()
   counter = counter + 1
   local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench"}
   if with_key then
-    headers["Idempotency-Key"] = "k-" .. counter
+    headers["Idempotency-Key"] = run .. "-" .. counter
   end
   return wrk.format("POST", "/items", headers, 'BODY')
 end
@@ -46,8 +48,12 @@ VARIANTS = [
 
 
 def wrk(url: str, script: Path, mode: str, seconds: int, connections: int) -> float:
+    # Each run's keys carry a prefix of their own: the warm-up's keys repeated in the
+    # measured run would be replays, not misses.
+    run = uuid.uuid4().hex[:12]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url, "--", mode],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
+        + ["--", mode, run],
         check=True,
         capture_output=True,
         text=True,

@@ -17,11 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from sloguard import MemoryStore, SLOGuard
 from sloguard._clock import ManualClock
@@ -471,3 +473,57 @@ async def test_a_removed_observer_is_not_called(make: Make) -> None:
     remove_request_observer(observer)
     await h.batch(["high"], latency_s=0.25)
     assert observer.seen == [(CAP, 0.25, True)]
+
+
+def test_servers_see_an_asgi_3_app(tmp_path: Path) -> None:
+    # uvicorn tells ASGI 3 from ASGI 2 by whether the app's __call__ is a coroutine
+    # function; a plain __call__ returning a coroutine would be served as ASGI 2.
+    config = uvicorn.Config(SLOGuard(Starlette(), slo_dir=tmp_path))
+    config.load()
+
+    assert config.interface == "asgi3"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [(b"idempotency-key", b"k1")]],
+    ids=["no key", "key"],
+)
+async def test_each_run_of_the_app_is_recorded_once_with_its_outcome(
+    slo_dir: Path, clock: ManualClock, observed: Observed, headers: list[tuple[bytes, bytes]]
+) -> None:
+    (slo_dir / "pdf.yml").write_text(SLO, encoding="utf-8")
+    outcome = {"status": 201}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        clock.advance(0.5)
+        if outcome["status"] == 0:
+            raise RuntimeError("handler bug")
+        if outcome["status"] == -1:
+            return  # no response at all
+        await send({"type": "http.response.start", "status": outcome["status"]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    guard = SLOGuard(app, slo_dir=slo_dir, route_table={"/items": CAP}, clock=clock)
+    for n, status in enumerate([201, 503, 0, -1, 201]):
+        outcome["status"] = status
+        scope = http_scope(headers=[(name, value + b"%d" % n) for name, value in headers])
+        if status == 0:
+            with pytest.raises(RuntimeError):
+                await call(guard, scope)
+        else:
+            await call(guard, scope)
+    if headers:  # a replay does not run the app, so it is not recorded again
+        await call(guard, http_scope(headers=[(b"idempotency-key", b"k14")]))
+
+    assert observed.seen == [
+        (CAP, 0.5, True),
+        (CAP, 0.5, False),  # 5xx
+        (CAP, 0.5, False),  # raised
+        (CAP, 0.5, False),  # returned without a response
+        (CAP, 0.5, True),
+    ]
+    status = guard.manager.status(CAP)
+    assert status is not None
+    assert (status.requests, status.errors) == (5, 3)

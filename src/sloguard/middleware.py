@@ -39,7 +39,7 @@ from sloguard.capability import (
     read_seed_body,
 )
 from sloguard.exceptions import ConfigurationError
-from sloguard.idempotency.middleware import IdempotencyMiddleware
+from sloguard.idempotency.middleware import IdempotencyMiddleware, run_observed
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -272,8 +272,7 @@ class SLOGuard:
 
         if self.tracing:
             self._annotate(capability, raw_priority)
-        app: ASGIApp = self.app
-        admission = None
+        admission = done = None
         slo = None if capability is None else self.manager.get_slo(capability)
         if slo is not None:
             assert capability is not None
@@ -281,19 +280,23 @@ class SLOGuard:
             if guarded is None or guarded.slo is not slo:
                 guarded = self._guard(capability, slo)
             priority = parse_priority(raw_priority)
-            app = partial(self._observe, capability, capability, guarded.series, priority, start)
+            done = partial(self._record, capability, capability, guarded.series, priority, start)
             admission = partial(self._admit, guarded, priority, start)
         elif self._other is not None or (_observers and capability):
             priority = parse_priority(raw_priority)
-            app = partial(self._observe, None, capability, self._other, priority, start)
+            done = partial(self._record, None, capability, self._other, priority, start)
 
         idempotency = self.idempotency
         if idempotency is not None and idempotency.applies(scope):
-            await idempotency.handle(scope, receive, send, app, admission)
+            await idempotency.handle(scope, receive, send, self.app, admission, done)
             return
-        if admission is not None:
-            app = admission() or app
-        await app(scope, receive, send)
+        refusal = None if admission is None else admission()
+        if refusal is not None:
+            await refusal(scope, receive, send)
+        elif done is None:
+            await self.app(scope, receive, send)
+        else:
+            await run_observed(self.app, scope, receive, send, done)
 
     def _admit(self, guarded: _Guarded, priority: Priority, now: float) -> ASGIApp | None:
         """None to admit a request; the refusal to answer it with otherwise."""
@@ -322,35 +325,6 @@ class SLOGuard:
             annotate("sloguard.capability", capability)
         annotate("sloguard.priority", parse_priority(raw_priority))
 
-    async def _observe(
-        self,
-        capability: str | None,
-        claimed: str | None,
-        series: CapabilityMetrics | None,
-        priority: Priority,
-        start: float,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        """Run the app; record its latency and outcome in the capability's window
-        (``capability`` None: no SLO), in the metrics (``series`` None: off) and
-        for the request observers (``claimed``: the capability the request named)."""
-        status = 500  # an app that never starts a response has failed
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        except Exception:
-            self._record(capability, claimed, series, priority, start, ok=False)
-            raise
-        self._record(capability, claimed, series, priority, start, ok=status < 500)
-
     def _record(
         self,
         capability: str | None,
@@ -358,10 +332,14 @@ class SLOGuard:
         series: CapabilityMetrics | None,
         priority: Priority,
         start: float,
-        *,
-        ok: bool,
+        status: int,
     ) -> None:
+        """Record a request the app answered with ``status``: its latency and outcome
+        in the capability's window (``capability`` None: no SLO), in the metrics
+        (``series`` None: off) and for the request observers (``claimed``: the
+        capability the request named)."""
         latency = self._clock() - start
+        ok = status < 500
         if capability is not None:
             self.manager.record(capability, latency_s=latency, ok=ok)
         if series is not None:

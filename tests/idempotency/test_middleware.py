@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
 from sloguard import (
@@ -736,3 +737,16 @@ async def test_failing_open_runs_the_app_handle_was_given_only_once_admitted(
 
     assert body_of(sent) == (b"ran:payload" if admitted else b"shed")
     assert (b"idempotency-stored", b"false") in headers_of(sent)
+
+
+def test_servers_see_an_asgi_3_app() -> None:
+    # uvicorn (and other servers) tell ASGI 3 from ASGI 2 by whether the app's
+    # __call__ is a coroutine function; the entry point must stay one.
+    config = uvicorn.Config(IdempotencyMiddleware(_never_called))
+    config.load()
+
+    assert config.interface == "asgi3"
+
+
+async def _never_called(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("the app must not be called")

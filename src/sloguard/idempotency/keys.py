@@ -16,15 +16,16 @@ from sloguard.exceptions import InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255
 
-_BARE_TOKEN = re.compile(rb"[!#-~]{1,%d}" % MAX_KEY_LENGTH)
-"""The common case, settled by one match: a bare key of printable ASCII, no quote."""
+BARE_KEY = re.compile(rb"[!#-~]{1,%d}" % MAX_KEY_LENGTH)
+"""The common case, settled by one match: a bare key of printable ASCII, no quote
+(its value is the key itself)."""
 _RAW_FINGERPRINT_LIMIT = 128
 _RAW = b"r"
 
 
 def parse_idempotency_key(raw: bytes) -> str:
     """Return the key carried by a raw header value, or raise ``InvalidIdempotencyKey``."""
-    if _BARE_TOKEN.fullmatch(raw):
+    if BARE_KEY.fullmatch(raw):
         return raw.decode("ascii")
     value = raw.strip(b" \t")
     if value[:1] == b'"':
@@ -91,7 +92,10 @@ def request_fingerprint(query: bytes, body: Sequence[bytes]) -> bytes:
     APIs (it starts with ``r``; a digest equal to it would be a 128-bit coincidence).
     """
     head = b"%d:%b" % (len(query), query)
-    if len(head) + sum(map(len, body)) < _RAW_FINGERPRINT_LIMIT:
+    if len(body) == 1:  # the common case: the body came in one message
+        if len(head) + len(body[0]) < _RAW_FINGERPRINT_LIMIT:
+            return _RAW + head + body[0]
+    elif len(head) + sum(map(len, body)) < _RAW_FINGERPRINT_LIMIT:
         return b"".join((_RAW, head, *body))
     # BLAKE2b-512 cut to 16 bytes: passing digest_size=16 costs more than the hash of a
     # small body (keyword parsing), and either is far beyond accidental collision.

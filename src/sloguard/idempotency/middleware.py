@@ -11,11 +11,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey, StoreUnavailable
 from sloguard.idempotency.keys import (
+    BARE_KEY,
     parse_idempotency_key,
     request_fingerprint,
     scoped_key,
 )
-from sloguard.idempotency.memory import MemoryStore
+from sloguard.idempotency.memory import MemoryStore, nowait_store
 from sloguard.idempotency.store import Claim, ClaimStatus, Headers, Store, StoredResponse
 from sloguard.problems import send_problem
 
@@ -49,10 +50,13 @@ _UNAVAILABLE_RETRY_AFTER = (b"retry-after", b"1")
 _NOT_STORED = (b"idempotency-stored", b"false")
 
 Admission = Callable[[], ASGIApp | None]
+"""Asked before a request runs: None admits it, an ASGI app answers in its place."""
 EventHook = Callable[[str], None]
 """Told each keyed request's outcomes: ``hit``, ``miss``, ``conflict``, ``mismatch``,
 ``released``, ``stored``, ``too_large`` (metrics use it; it must not raise)."""
-"""Asked before a request runs: None admits it, an ASGI app answers in its place."""
+Done = Callable[[int], None]
+"""Told, once the app has run, the status of its response: 500 when it raised an
+exception or returned without one (SLOGuard records the request with it)."""
 
 
 class IdempotencyMiddleware:
@@ -87,6 +91,7 @@ class IdempotencyMiddleware:
             raise ConfigurationError(f"max_body_bytes must not be negative, got {max_body_bytes!r}")
         self.app = app
         self.store: Store = store if store is not None else MemoryStore()
+        self._nowait = nowait_store(self.store)
         self.methods = frozenset(method.upper() for method in methods)
         self.paths = tuple(paths) if paths is not None else None
         self.require_key = require_key
@@ -106,19 +111,14 @@ class IdempotencyMiddleware:
             self.paths is None or scope["path"].startswith(self.paths)
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.applies(scope):
-            await self.handle(scope, receive, send, self.app)
-        else:
-            await self.app(scope, receive, send)
-
     async def handle(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        app: ASGIApp,
+        app: ASGIApp | None = None,
         admission: Admission | None = None,
+        done: Done | None = None,
     ) -> None:
         """Serve one request that :meth:`applies`: replay, refuse or run ``app`` under its key.
 
@@ -126,7 +126,18 @@ class IdempotencyMiddleware:
         any replay, so replays are served even when new work is refused). It
         returns None to admit the request, or an ASGI app that answers instead;
         a refused request gives its key up, so its retry runs.
+
+        ``done``, when given, is called with the response's status each time
+        ``app`` itself has run (not for a replay, a refusal or a problem).
+
+        Without ``app``, this is the middleware's ASGI entry point (``__call__``):
+        it serves any request, passing the ones keys do not apply to straight on.
         """
+        if app is None:
+            if scope["type"] != "http" or not self.applies(scope):
+                await self.app(scope, receive, send)
+                return
+            app = self.app
         raw_key: bytes | None = None
         authorization = b""
         key_header = self._key_header
@@ -149,14 +160,23 @@ class IdempotencyMiddleware:
                 )
                 return
             if admission is not None:
-                app = admission() or app
-            await app(scope, receive, send)
+                refusal = admission()
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+            if done is None:
+                await app(scope, receive, send)
+            else:
+                await run_observed(app, scope, receive, send, done)
             return
-        try:
-            key = parse_idempotency_key(raw_key)
-        except InvalidIdempotencyKey as exc:
-            await _bad_key(send, self.key_header, str(exc))
-            return
+        if BARE_KEY.fullmatch(raw_key):  # the common case, without a call
+            key = raw_key.decode("ascii")
+        else:
+            try:
+                key = parse_idempotency_key(raw_key)
+            except InvalidIdempotencyKey as exc:
+                await _bad_key(send, self.key_header, str(exc))
+                return
 
         method: str = scope["method"]
         path: str = scope["path"]
@@ -166,21 +186,28 @@ class IdempotencyMiddleware:
         store_key = scoped_key(principal, method, path, key)
 
         message = await receive()
-        messages: list[Message] | None = [message]  # the common case: the body in one message
+        messages: list[Message] = [message]  # the common case: the body in one message
         if message["type"] != "http.request" or message.get("more_body", False):
-            messages = await _read_rest(message, receive)
-        if messages is None:
-            return  # the client left before its request was complete: nothing to run
-        fingerprint = request_fingerprint(
-            scope["query_string"], [m.get("body", b"") for m in messages]
-        )
+            complete = await _read_rest(message, receive)
+            if complete is None:
+                return  # the client left before its request was complete: nothing to run
+            messages = complete
+            fingerprint = request_fingerprint(
+                scope["query_string"], [m.get("body", b"") for m in messages]
+            )
+        else:
+            fingerprint = request_fingerprint(scope["query_string"], (message.get("body", b""),))
 
+        nowait = self._nowait
         try:
-            claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+            if nowait is not None:
+                claim = nowait.claim_nowait(store_key, fingerprint, self.lease_seconds)
+            else:
+                claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
             if claim.status is ClaimStatus.IN_FLIGHT and self.wait_seconds > 0:
                 claim = await self._wait_for_lease(store_key, fingerprint, claim)
         except StoreUnavailable as exc:
-            await self._without_store(exc, scope, messages, receive, send, app, admission)
+            await self._without_store(exc, scope, messages, receive, send, app, admission, done)
             return
 
         on_event = self.on_event
@@ -230,13 +257,21 @@ class IdempotencyMiddleware:
         )
         try:
             await app(scope, exchange.receive, exchange.send)
-        except BaseException:
+        except BaseException as exc:
             if not exchange.finished:
                 await self._release(store_key, claim.token, key)
+            if done is not None and isinstance(exc, Exception):
+                done(500)
             raise
         if not exchange.finished:
             # The app returned without completing a response: nothing to replay.
             await self._release(store_key, claim.token, key)
+        if done is not None:
+            done(exchange.status)
+
+    # The ASGI entry point is `handle` itself, not a coroutine awaiting it: one
+    # coroutine less per request.
+    __call__ = handle
 
     async def _release(self, store_key: str, token: int, key: str) -> None:
         """Give a claimed key up so that a retry runs the handler again."""
@@ -271,6 +306,7 @@ class IdempotencyMiddleware:
         send: Send,
         app: ASGIApp,
         admission: Admission | None,
+        done: Done | None,
     ) -> None:
         """Fail closed (503, the handler does not run) or open (it runs, if admitted,
         and nothing is stored)."""
@@ -295,7 +331,12 @@ class IdempotencyMiddleware:
             await send(message)
 
         refusal = admission() if admission is not None else None
-        await (refusal or app)(scope, replay_request, mark_unstored)
+        if refusal is not None:
+            await refusal(scope, replay_request, mark_unstored)
+        elif done is None:
+            await app(scope, replay_request, mark_unstored)
+        else:
+            await run_observed(app, scope, replay_request, mark_unstored, done)
 
     async def _replay(self, response: StoredResponse, send: Send) -> None:
         await send(
@@ -322,10 +363,10 @@ class _Exchange:
         "_receive",
         "_send",
         "_size",
-        "_status",
         "_store_key",
         "_token",
         "finished",
+        "status",
     )
 
     def __init__(
@@ -347,7 +388,7 @@ class _Exchange:
         self._pending = request_messages
         self._receive = receive
         self._send = send
-        self._status = 0
+        self.status = 500  # until the app starts a response
         self._headers: Headers = ()
         self._chunks: list[bytes] | None = []
         self._size = 0
@@ -360,14 +401,12 @@ class _Exchange:
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self._status = message["status"]
-            self._headers = tuple(
-                [
-                    header
-                    for header in message.get("headers", ())
-                    if header[0].lower() not in UNSTORED_HEADERS
-                ]
-            )
+            self.status = message["status"]
+            kept = []
+            for header in message.get("headers", ()):
+                if header[0].lower() not in UNSTORED_HEADERS:
+                    kept.append(header)
+            self._headers = tuple(kept)
         elif message["type"] == "http.response.body":
             chunks = self._chunks
             if chunks is not None:
@@ -381,10 +420,15 @@ class _Exchange:
                 self.finished = True
                 # Store before the last chunk leaves, so that a client that has the
                 # response and retries at once gets the replay rather than a 409.
-                await self._finish()
+                response = self._response()
+                if response is None:
+                    await self._middleware._release(self._store_key, self._token, self._key)
+                elif not self._stored_nowait(response):
+                    await self._store(response)
         await self._send(message)
 
-    async def _finish(self) -> None:
+    def _response(self) -> StoredResponse | None:
+        """The response to store, or None (logged) when it is too large to keep."""
         middleware = self._middleware
         chunks = self._chunks
         if chunks is None:
@@ -395,17 +439,63 @@ class _Exchange:
                 self._key,
                 middleware.max_body_bytes,
             )
-        elif self._status < 500 or not middleware.release_on_server_error:
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            response = StoredResponse(self._fingerprint, self._status, self._headers, body)
-            try:
-                stored = await middleware.store.complete(self._store_key, self._token, response)
-                if stored and middleware.on_event is not None:
-                    middleware.on_event("stored")
-            except Exception:
-                logger.warning("could not store the response to key %r", self._key, exc_info=True)
+            return None
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return StoredResponse(self._fingerprint, self.status, self._headers, body)
+
+    def _stored_nowait(self, response: StoredResponse) -> bool:
+        """Store ``response`` if that needs no waiting (a ``MemoryStore``, a status
+        that is kept); False when :meth:`_store` must do it."""
+        middleware = self._middleware
+        nowait = middleware._nowait
+        if nowait is None or (response.status >= 500 and middleware.release_on_server_error):
+            return False
+        try:
+            stored = nowait.complete_nowait(self._store_key, self._token, response)
+        except Exception:
+            self._log_store_failure()
+            return True
+        if stored and middleware.on_event is not None:
+            middleware.on_event("stored")
+        return True
+
+    async def _store(self, response: StoredResponse) -> None:
+        """Store ``response`` under the key, or give the key up after a server error."""
+        middleware = self._middleware
+        if response.status >= 500 and middleware.release_on_server_error:
+            await middleware._release(self._store_key, self._token, self._key)
             return
-        await middleware._release(self._store_key, self._token, self._key)
+        try:
+            stored = await middleware.store.complete(self._store_key, self._token, response)
+        except Exception:
+            self._log_store_failure()
+            return
+        if stored and middleware.on_event is not None:
+            middleware.on_event("stored")
+
+    def _log_store_failure(self) -> None:
+        logger.warning("could not store the response to key %r", self._key, exc_info=True)
+
+
+async def run_observed(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, done: Done
+) -> None:
+    """Run ``app``, then tell ``done`` the status of its response (500 when the app
+    raised an exception or returned without starting a response)."""
+    status = 500
+
+    async def observed_send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, observed_send)
+    except Exception:
+        done(500)
+        raise
+    done(status)
 
 
 async def _read_rest(first: Message, receive: Receive) -> list[Message] | None:
