@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-from servers import bare_app, guarded_app
+from servers import bare_app, guarded_app, peer_app
 from sloguard import IdempotencyMiddleware, MemoryStore
 
 BODY = b'{"document": "report.docx", "format": "pdf", "pages": 12}'
@@ -172,22 +172,13 @@ def variants() -> list[Variant]:
         atexit.register(round_trips_and_cleanup)
         found += [redis_row("miss", fresh_keys(b"redis-miss")), redis_row("replay", same_key)]
     try:
-        from idempotency_header_middleware import IdempotencyHeaderMiddleware
-        from idempotency_header_middleware.backends.memory import MemoryBackend
+        peers = [peer_app(), peer_app()]
     except ImportError:
         print("asgi-idempotency-header not installed: pip install -e '.[bench]' to compare\n")
         return found
     found += [
-        Variant(
-            "peer asgi-idempotency-header, miss",
-            IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend()),
-            fresh_keys(b"peer"),
-        ),
-        Variant(
-            "peer asgi-idempotency-header, replay",
-            IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend()),
-            same_key,
-        ),
+        Variant("peer asgi-idempotency-header, miss", peers[0], fresh_keys(b"peer")),
+        Variant("peer asgi-idempotency-header, replay", peers[1], same_key),
     ]
     return found
 

@@ -2,6 +2,7 @@
 
 cd benchmarks && uvicorn servers:bare       # the JSON POST handler alone
 cd benchmarks && uvicorn servers:guarded    # the same under SLOGuard
+cd benchmarks && uvicorn servers:peer       # the same under asgi-idempotency-header
 cd benchmarks && uvicorn servers:limited    # a handler of fixed capacity (overload.py)
 cd benchmarks && uvicorn servers:limited_guarded
 cd benchmarks && uvicorn servers:route_worker      # the demo worker (route.py)
@@ -25,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from sloguard import MemoryStore, SLOGuard
 
@@ -68,6 +70,15 @@ def guarded_app(*, metrics: bool = True, tracing: bool = False) -> SLOGuard:
         tracing=tracing,
         tracer_provider=_recording_provider() if tracing else None,
     )
+
+
+def peer_app() -> ASGIApp:
+    """The same handler under the peer library asgi-idempotency-header (``[bench]``)."""
+    from idempotency_header_middleware import IdempotencyHeaderMiddleware
+    from idempotency_header_middleware.backends.memory import MemoryBackend
+
+    app: ASGIApp = IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend())
+    return app
 
 
 def _recording_provider() -> object:
@@ -142,6 +153,7 @@ def route_controller_app() -> SLOGuard:
 _APPS = {
     "bare": bare_app,
     "guarded": guarded_app,
+    "peer": peer_app,
     "limited": limited_app,
     "limited_guarded": limited_guarded_app,
     "route_worker": route_worker_app,

@@ -44,6 +44,7 @@ VARIANTS = [
     ("bare Starlette app", "servers:bare", "nokey"),
     ("SLOGuard full stack, no key", "servers:guarded", "nokey"),
     ("SLOGuard full stack, miss", "servers:guarded", "key"),
+    ("peer asgi-idempotency-header, miss", "servers:peer", "key"),
 ]
 
 
@@ -51,9 +52,9 @@ def wrk(url: str, script: Path, mode: str, seconds: int, connections: int) -> fl
     # Each run's keys carry a prefix of their own: the warm-up's keys repeated in the
     # measured run would be replays, not misses.
     run = uuid.uuid4().hex[:12]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
-        + ["--", mode, run],
+        [*command, "--", mode, run],
         check=True,
         capture_output=True,
         text=True,

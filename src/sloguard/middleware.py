@@ -66,6 +66,9 @@ _SPAN_EVENTS = frozenset(
     {"hit", "miss", "conflict", "mismatch"}
 )  # a seed-form body larger than this is not inspected
 
+_IN_SPAN = "sloguard.in_span"
+"""Marks a request's scope once its span is open (tracing on)."""
+
 RequestObserver = Callable[[str, float, bool], None]
 """Called with ``(capability, latency_s, ok)`` once per request that names a capability
 (a blank one does not count)."""
@@ -225,9 +228,9 @@ class SLOGuard:
         self._guarded: dict[str, _Guarded] = {}
         self._watch: asyncio.Task[None] | None = None
         self.tracing = tracing
-        self._serve_http: ASGIApp = self._serve
-        if tracing:
-            self._serve_http = traced(self._serve, tracer_provider)
+        # With tracing on, each request comes back in through the OpenTelemetry
+        # middleware, marked so that it is served, not traced twice.
+        self._traced: ASGIApp | None = traced(self, tracer_provider) if tracing else None
         if self.metrics is not None:
             self.metrics.watch(
                 manager, None if self.idempotency is None else self.idempotency.store
@@ -245,14 +248,16 @@ class SLOGuard:
     # -- the request path -------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One coroutine serves the request (no `_serve` awaited from here): this is
+        # the hot path.
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 receive = partial(self._lifespan_receive, receive)
             await self.app(scope, receive, send)
             return
-        await self._serve_http(scope, receive, send)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._traced is not None and _IN_SPAN not in scope:
+            await self._traced({**scope, _IN_SPAN: True}, receive, send)
+            return
         start = self._clock()
 
         capability = self.route_table.match(scope["path"]) if self._routes else None

@@ -109,6 +109,18 @@ def test_small_and_large_requests_are_fingerprinted_alike(size: int) -> None:
     assert whole != request_fingerprint(b"q=1x", [body[1:]])
 
 
+@pytest.mark.parametrize("size", [0, 10, 124, 125, 126, 127, 4096])
+def test_without_a_query_one_message_and_a_split_body_agree(size: int) -> None:
+    # One message without a query takes a shortcut; it must give what the general
+    # path gives, on both sides of the raw/digest boundary.
+    body = (bytes(range(256)) * 16)[:size]
+    whole = request_fingerprint(b"", [body])
+    assert whole == request_fingerprint(b"", [body[:3], body[3:]])
+    assert whole == request_fingerprint(b"", [b"", body])
+    assert whole != request_fingerprint(b"", [body + b"x"])
+    assert whole != request_fingerprint(b"x", [body])
+
+
 @pytest.mark.parametrize("size", [10, 4096])
 def test_no_split_between_query_and_body_collides(size: int) -> None:
     body = b"b" * size

@@ -21,6 +21,9 @@ BARE_KEY = re.compile(rb"[!#-~]{1,%d}" % MAX_KEY_LENGTH)
 (its value is the key itself)."""
 _RAW_FINGERPRINT_LIMIT = 128
 _RAW = b"r"
+_NO_QUERY = b"0:"  # the length-prefixed empty query
+_RAW_NO_QUERY = _RAW + _NO_QUERY
+_RAW_BODY_LIMIT = _RAW_FINGERPRINT_LIMIT - len(_NO_QUERY)
 
 
 def parse_idempotency_key(raw: bytes) -> str:
@@ -91,12 +94,14 @@ def request_fingerprint(query: bytes, body: Sequence[bytes]) -> bytes:
     fingerprint: comparing it is exact and skips the hash, the common case for JSON
     APIs (it starts with ``r``; a digest equal to it would be a 128-bit coincidence).
     """
-    head = b"%d:%b" % (len(query), query)
-    if len(body) == 1:  # the common case: the body came in one message
-        if len(head) + len(body[0]) < _RAW_FINGERPRINT_LIMIT:
-            return _RAW + head + body[0]
-    elif len(head) + sum(map(len, body)) < _RAW_FINGERPRINT_LIMIT:
-        return b"".join((_RAW, head, *body))
+    if not query and len(body) == 1:  # the common case: no query, the body in one message
+        if len(body[0]) < _RAW_BODY_LIMIT:
+            return _RAW_NO_QUERY + body[0]
+        head = _NO_QUERY
+    else:
+        head = b"%d:%b" % (len(query), query)
+        if len(head) + sum(map(len, body)) < _RAW_FINGERPRINT_LIMIT:
+            return b"".join((_RAW, head, *body))
     # BLAKE2b-512 cut to 16 bytes: passing digest_size=16 costs more than the hash of a
     # small body (keyword parsing), and either is far beyond accidental collision.
     digest = blake2b(head)

@@ -48,6 +48,7 @@ UNSTORED_HEADERS = frozenset(
 _IN_FLIGHT_RETRY_AFTER = (b"retry-after", b"1")
 _UNAVAILABLE_RETRY_AFTER = (b"retry-after", b"1")
 _NOT_STORED = (b"idempotency-stored", b"false")
+_new_response = tuple.__new__  # a StoredResponse without its Python-level constructor
 
 Admission = Callable[[], ASGIApp | None]
 """Asked before a request runs: None admits it, an ASGI app answers in its place."""
@@ -420,15 +421,36 @@ class _Exchange:
                 self.finished = True
                 # Store before the last chunk leaves, so that a client that has the
                 # response and retries at once gets the replay rather than a 409.
-                response = self._response()
-                if response is None:
-                    await self._middleware._release(self._store_key, self._token, self._key)
-                elif not self._stored_nowait(response):
-                    await self._store(response)
+                middleware = self._middleware
+                if (
+                    middleware._nowait is None
+                    or self._chunks is None
+                    or (self.status >= 500 and middleware.release_on_server_error)
+                ):
+                    await self._finish()
+                else:
+                    self._complete_nowait(middleware._nowait)
         await self._send(message)
 
-    def _response(self) -> StoredResponse | None:
-        """The response to store, or None (logged) when it is too large to keep."""
+    def _complete_nowait(self, store: MemoryStore) -> None:
+        """Store the response in a store that needs no waiting (the common case)."""
+        chunks = self._chunks
+        assert chunks is not None
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        response = _new_response(
+            StoredResponse, (self._fingerprint, self.status, self._headers, body)
+        )
+        try:
+            stored = store.complete_nowait(self._store_key, self._token, response)
+        except Exception:
+            self._log_store_failure()
+            return
+        on_event = self._middleware.on_event
+        if stored and on_event is not None:
+            on_event("stored")
+
+    async def _finish(self) -> None:
+        """Store the response, or give the key up: too large to keep, or a server error."""
         middleware = self._middleware
         chunks = self._chunks
         if chunks is None:
@@ -439,39 +461,18 @@ class _Exchange:
                 self._key,
                 middleware.max_body_bytes,
             )
-            return None
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return StoredResponse(self._fingerprint, self.status, self._headers, body)
-
-    def _stored_nowait(self, response: StoredResponse) -> bool:
-        """Store ``response`` if that needs no waiting (a ``MemoryStore``, a status
-        that is kept); False when :meth:`_store` must do it."""
-        middleware = self._middleware
-        nowait = middleware._nowait
-        if nowait is None or (response.status >= 500 and middleware.release_on_server_error):
-            return False
-        try:
-            stored = nowait.complete_nowait(self._store_key, self._token, response)
-        except Exception:
-            self._log_store_failure()
-            return True
-        if stored and middleware.on_event is not None:
-            middleware.on_event("stored")
-        return True
-
-    async def _store(self, response: StoredResponse) -> None:
-        """Store ``response`` under the key, or give the key up after a server error."""
-        middleware = self._middleware
-        if response.status >= 500 and middleware.release_on_server_error:
-            await middleware._release(self._store_key, self._token, self._key)
+        elif self.status < 500 or not middleware.release_on_server_error:
+            body = b"".join(chunks)
+            response = StoredResponse(self._fingerprint, self.status, self._headers, body)
+            try:
+                stored = await middleware.store.complete(self._store_key, self._token, response)
+            except Exception:
+                self._log_store_failure()
+                return
+            if stored and middleware.on_event is not None:
+                middleware.on_event("stored")
             return
-        try:
-            stored = await middleware.store.complete(self._store_key, self._token, response)
-        except Exception:
-            self._log_store_failure()
-            return
-        if stored and middleware.on_event is not None:
-            middleware.on_event("stored")
+        await middleware._release(self._store_key, self._token, self._key)
 
     def _log_store_failure(self) -> None:
         logger.warning("could not store the response to key %r", self._key, exc_info=True)
