@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,7 +78,7 @@ class SQLiteHistory(SQLHistory):
         connection = sqlite3.connect(
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        connection.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(connection)
         # NORMAL is durable across a process crash in WAL mode; only a power loss can
         # lose the last commits, which the recorder's interval already allows.
         connection.execute("PRAGMA synchronous=NORMAL")
@@ -85,6 +86,25 @@ class SQLiteHistory(SQLHistory):
         with self._lock:
             self._connections.append(connection)
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (it stays so; later connections find it done).
+
+        SQLite does not call its busy handler while a connection changes the journal
+        mode, so connections opening a new file at once can see "database is
+        locked" here: retry, for up to ``busy_timeout_s`` as a write would wait.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.001
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.05)
 
     @contextmanager
     def transaction(self, *, exclusive: bool = False) -> Iterator[_SQLiteTransaction]:
