@@ -57,6 +57,20 @@ async def test_max_entries_evicts_the_least_recently_used(clock: ManualClock) ->
         assert (await store.claim(key, FP, 60)).status is ClaimStatus.COMPLETED
 
 
+async def test_dropping_evicted_responses_from_the_expiry_queue_keeps_the_lru_order(
+    clock: ManualClock,
+) -> None:
+    # Evictions leave entries in the expiry queue; dropping them (past 2x the live
+    # responses + 1024) must not reorder the LRU: "hot", used every 10 stores, stays.
+    store = MemoryStore(max_entries=100, clock=clock)
+    await store.complete("hot", await claimed(store, "hot"), response())
+    for n in range(3000):
+        await store.complete(f"k{n}", await claimed(store, f"k{n}"), response())
+        if n % 10 == 9:
+            assert (await store.claim("hot", FP, 60)).status is ClaimStatus.COMPLETED, n
+    assert len(store._expiries) < 2 * 100 + 1024 + 1  # the queue was compacted
+
+
 async def test_max_bytes_evicts_until_the_total_fits(clock: ManualClock) -> None:
     one = response(b"x" * 1000)
     store = MemoryStore(max_bytes=3 * one.nbytes + 10, clock=clock)

@@ -7,26 +7,28 @@ import itertools
 from collections import deque
 from operator import itemgetter
 
-from cachetools import LRUCache
+from cachetools import Cache, LRUCache
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
-from sloguard.idempotency.store import Claim, ClaimStatus, StoredResponse
+from sloguard.idempotency.store import CLAIMED, COMPLETED, IN_FLIGHT, Claim, StoredResponse
 
 DEFAULT_TTL_SECONDS = 86_400.0
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
-_Entry = tuple[float, StoredResponse, int]
-"""A stored response, the time it expires and its size in bytes."""
+_Entry = tuple[float, StoredResponse, int, str]
+"""A stored response: the time it expires, the response, its size in bytes and its
+key. The same tuple is queued for expiry: one object per response, and the queue
+tells a live response from a replaced one by identity."""
 
 _Lease = tuple[int, bytes, float]
 """An in-flight claim: its fencing token, the request's fingerprint, its expiry."""
 
 _COMPACT_SLACK = 1024
 _entry_size = itemgetter(2)
+_peek = Cache.__getitem__  # an entry, without making it the most recently used
 _new_claim = tuple.__new__  # a Claim without its Python-level constructor: once per miss
-_CLAIMED = ClaimStatus.CLAIMED
 
 
 class MemoryStore:
@@ -67,7 +69,7 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self._clock = clock
         self._responses: LRUCache[str, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=_entry_size)
-        self._expiries: deque[tuple[float, str]] = deque()
+        self._expiries: deque[_Entry] = deque()
         self._compact_at = _COMPACT_SLACK
         self._leases: dict[str, _Lease] = {}
         self._waiters: dict[str, asyncio.Event] = {}  # only for keys somebody waits on
@@ -111,19 +113,19 @@ class MemoryStore:
             entry = responses[key]
             if entry[0] > now:
                 response = entry[1]
-                return Claim(ClaimStatus.COMPLETED, 0, response.fingerprint, response)
+                return Claim(COMPLETED, 0, response.fingerprint, response)
             del responses[key]
         lease = self._leases.get(key)
         if lease is not None:
             if lease[2] > now:
-                return Claim(ClaimStatus.IN_FLIGHT, 0, lease[1])
+                return Claim(IN_FLIGHT, 0, lease[1])
             self._wake(key)  # its holder is presumed dead; wake anyone waiting on it
         token = next(self._tokens)
         leases = self._leases
         leases[key] = (token, fingerprint, now + lease_seconds)
         if len(leases) >= self._sweep_leases_at:
             self._sweep_expired_leases(now)
-        return _new_claim(Claim, (_CLAIMED, token, fingerprint, None))
+        return _new_claim(Claim, (CLAIMED, token, fingerprint, None))
 
     def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
         """:meth:`complete`, as a plain call."""
@@ -140,9 +142,10 @@ class MemoryStore:
         now = self._clock()
         expires_at = now + self.ttl_seconds
         responses = self._responses
-        responses[key] = (expires_at, response, size)  # evicts by bytes, least recently used first
+        entry = (expires_at, response, size, key)
+        responses[key] = entry  # evicts by bytes, least recently used first
         expiries = self._expiries
-        expiries.append((expires_at, key))
+        expiries.append(entry)
         # Every stored response has an entry in the expiry queue, so the (cheap) length
         # of the queue bounds the number of responses: count them only past it.
         if len(expiries) > self.max_entries:
@@ -190,9 +193,8 @@ class MemoryStore:
         expiries = self._expiries
         responses = self._responses
         while expiries and expiries[0][0] <= now:
-            expires_at, key = expiries.popleft()
-            entry = responses.get(key)
-            if entry is not None and entry[0] == expires_at:
+            key = expiries.popleft()[3]
+            if key in responses and _peek(responses, key)[0] <= now:
                 del responses[key]
         # Entries of responses that LRU eviction dropped linger until they expire;
         # compacting when they outnumber the live ones twice over keeps the queue
@@ -202,9 +204,9 @@ class MemoryStore:
             live = len(responses)
             if len(expiries) > 2 * live + _COMPACT_SLACK:
                 self._expiries = deque(
-                    (expires_at, key)
-                    for expires_at, key in expiries
-                    if (entry := responses.get(key)) is not None and entry[0] == expires_at
+                    entry
+                    for entry in expiries
+                    if entry[3] in responses and _peek(responses, entry[3]) is entry
                 )
             self._compact_at = 2 * live + _COMPACT_SLACK
 

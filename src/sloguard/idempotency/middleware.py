@@ -17,7 +17,14 @@ from sloguard.idempotency.keys import (
     scoped_key,
 )
 from sloguard.idempotency.memory import MemoryStore, nowait_store
-from sloguard.idempotency.store import Claim, ClaimStatus, Headers, Store, StoredResponse
+from sloguard.idempotency.store import (
+    COMPLETED,
+    IN_FLIGHT,
+    Claim,
+    Headers,
+    Store,
+    StoredResponse,
+)
 from sloguard.problems import send_problem
 
 logger = logging.getLogger("sloguard.idempotency")
@@ -205,7 +212,7 @@ class IdempotencyMiddleware:
                 claim = nowait.claim_nowait(store_key, fingerprint, self.lease_seconds)
             else:
                 claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
-            if claim.status is ClaimStatus.IN_FLIGHT and self.wait_seconds > 0:
+            if claim.status is IN_FLIGHT and self.wait_seconds > 0:
                 claim = await self._wait_for_lease(store_key, fingerprint, claim)
         except StoreUnavailable as exc:
             await self._without_store(exc, scope, messages, receive, send, app, admission, done)
@@ -224,13 +231,13 @@ class IdempotencyMiddleware:
                 "(other method, path, query or body).",
             )
             return
-        if claim.status is ClaimStatus.COMPLETED:
+        if claim.status is COMPLETED:
             assert claim.response is not None
             if on_event is not None:
                 on_event("hit")
             await self._replay(claim.response, send)
             return
-        if claim.status is ClaimStatus.IN_FLIGHT:
+        if claim.status is IN_FLIGHT:
             if on_event is not None:
                 on_event("conflict")
             await send_problem(
@@ -288,7 +295,7 @@ class IdempotencyMiddleware:
         """Wait (up to ``wait_seconds``) for an in-flight duplicate to finish, then claim again."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
-        while claim.status is ClaimStatus.IN_FLIGHT and claim.fingerprint == fingerprint:
+        while claim.status is IN_FLIGHT and claim.fingerprint == fingerprint:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -403,11 +410,12 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            kept = []
-            for header in message.get("headers", ()):
-                if header[0].lower() not in UNSTORED_HEADERS:
-                    kept.append(header)
-            self._headers = tuple(kept)
+            headers = tuple(message.get("headers", ()))
+            for name, _ in headers:
+                if name.lower() in UNSTORED_HEADERS:  # rare: keep the others
+                    headers = tuple(h for h in headers if h[0].lower() not in UNSTORED_HEADERS)
+                    break
+            self._headers = headers
         elif message["type"] == "http.response.body":
             chunks = self._chunks
             if chunks is not None:

@@ -45,6 +45,13 @@ class ClaimStatus(enum.Enum):
     """A response is stored under the key."""
 
 
+# The members as module constants, for the hot path: in Python 3.11 reading
+# `ClaimStatus.COMPLETED` is a descriptor lookup (~70 ns), a module global a few ns.
+CLAIMED = ClaimStatus.CLAIMED
+IN_FLIGHT = ClaimStatus.IN_FLIGHT
+COMPLETED = ClaimStatus.COMPLETED
+
+
 class Claim(NamedTuple):
     """The answer to :meth:`Store.claim`."""
 
