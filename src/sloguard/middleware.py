@@ -39,7 +39,7 @@ from sloguard.capability import (
     read_seed_body,
 )
 from sloguard.exceptions import ConfigurationError
-from sloguard.idempotency.middleware import IdempotencyMiddleware, run_observed
+from sloguard.idempotency.middleware import IdempotencyMiddleware, run_admitted
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -67,7 +67,7 @@ _SPAN_EVENTS = frozenset(
 )  # a seed-form body larger than this is not inspected
 
 _IN_SPAN = "sloguard.in_span"
-"""Marks a request's scope once its span is open (tracing on)."""
+"""Names, in a request's scope, the SLOGuard whose span is open (tracing on)."""
 
 RequestObserver = Callable[[str, float, bool], None]
 """Called with ``(capability, latency_s, ok)`` once per request that names a capability
@@ -255,8 +255,8 @@ class SLOGuard:
                 receive = partial(self._lifespan_receive, receive)
             await self.app(scope, receive, send)
             return
-        if self._traced is not None and _IN_SPAN not in scope:
-            await self._traced({**scope, _IN_SPAN: True}, receive, send)
+        if self._traced is not None and scope.get(_IN_SPAN) is not self:
+            await self._traced({**scope, _IN_SPAN: self}, receive, send)
             return
         start = self._clock()
 
@@ -295,13 +295,7 @@ class SLOGuard:
         if idempotency is not None and idempotency.applies(scope):
             await idempotency.handle(scope, receive, send, self.app, admission, done)
             return
-        refusal = None if admission is None else admission()
-        if refusal is not None:
-            await refusal(scope, receive, send)
-        elif done is None:
-            await self.app(scope, receive, send)
-        else:
-            await run_observed(self.app, scope, receive, send, done)
+        await run_admitted(self.app, scope, receive, send, admission, done)
 
     def _admit(self, guarded: _Guarded, priority: Priority, now: float) -> ASGIApp | None:
         """None to admit a request; the refusal to answer it with otherwise."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -167,15 +167,7 @@ class IdempotencyMiddleware:
                     f"{scope['method']} {scope['path']} requires an {self.key_header} header.",
                 )
                 return
-            if admission is not None:
-                refusal = admission()
-                if refusal is not None:
-                    await refusal(scope, receive, send)
-                    return
-            if done is None:
-                await app(scope, receive, send)
-            else:
-                await run_observed(app, scope, receive, send, done)
+            await run_admitted(app, scope, receive, send, admission, done)
             return
         if BARE_KEY.fullmatch(raw_key):  # the common case, without a call
             key = raw_key.decode("ascii")
@@ -338,13 +330,7 @@ class IdempotencyMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), _NOT_STORED]}
             await send(message)
 
-        refusal = admission() if admission is not None else None
-        if refusal is not None:
-            await refusal(scope, replay_request, mark_unstored)
-        elif done is None:
-            await app(scope, replay_request, mark_unstored)
-        else:
-            await run_observed(app, scope, replay_request, mark_unstored, done)
+        await run_admitted(app, scope, replay_request, mark_unstored, admission, done)
 
     async def _replay(self, response: StoredResponse, send: Send) -> None:
         await send(
@@ -486,9 +472,28 @@ class _Exchange:
         logger.warning("could not store the response to key %r", self._key, exc_info=True)
 
 
-async def run_observed(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, done: Done
-) -> None:
+def run_admitted(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    admission: Admission | None,
+    done: Done | None,
+) -> Awaitable[None]:
+    """Run ``app`` unless ``admission`` refuses it (its refusal answers instead); tell
+    ``done``, when given, the status of the app's response.
+
+    A plain function returning what to await: no coroutine of its own.
+    """
+    refusal = None if admission is None else admission()
+    if refusal is not None:
+        return refusal(scope, receive, send)
+    if done is None:
+        return app(scope, receive, send)
+    return _observed(app, scope, receive, send, done)
+
+
+async def _observed(app: ASGIApp, scope: Scope, receive: Receive, send: Send, done: Done) -> None:
     """Run ``app``, then tell ``done`` the status of its response (500 when the app
     raised an exception or returned without starting a response)."""
     status = 500
