@@ -129,13 +129,8 @@ class MemoryStore:
 
     def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
         """:meth:`complete`, as a plain call."""
-        leases = self._leases
-        lease = leases.get(key)
-        if lease is None or lease[0] != token:
+        if not self._end_lease(key, token):
             return False  # the lease was taken over (or released) meanwhile
-        del leases[key]
-        if self._waiters:
-            self._wake(key)
         size = response.nbytes
         if size > self.max_bytes:
             return False
