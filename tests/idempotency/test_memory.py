@@ -137,7 +137,7 @@ async def test_expired_responses_release_their_memory_as_new_ones_arrive(
     clock.advance(11)
     await store.complete("new", await claimed(store, "new"), response(b"x" * 100))
 
-    assert store._responses.currsize == held // 100  # only "new" is still held
+    assert store._nbytes == held // 100  # only "new" is still held
     assert len(store) == 1
 
 
@@ -148,3 +148,31 @@ async def test_the_expiry_queue_stays_bounded_under_lru_eviction(clock: ManualCl
 
     assert len(store) == 10
     assert len(store._expiries) <= 2 * 10 + 1024 + 1
+
+
+async def test_nbytes_is_the_size_of_the_live_responses_through_evictions_and_expiry(
+    clock: ManualClock,
+) -> None:
+    # Eviction by count and by bytes, expiry, replays reordering the LRU and keys
+    # stored anew after expiring: the running byte count must match what is held.
+    store = MemoryStore(ttl_seconds=20, max_entries=30, max_bytes=30 * 400, clock=clock)
+    hot = [f"hot{i}" for i in range(5)]  # back every 7.5 s: replayed
+    cold = [f"cold{i}" for i in range(60)]  # back after ~45 s: expired by then
+    keys = hot + cold
+    for step in range(3_000):
+        key = hot[step % 5] if step % 3 == 0 else cold[(step * 7) % len(cold)]
+        claim = await store.claim(key, FP, 60)
+        if claim.status is ClaimStatus.CLAIMED:
+            await store.complete(key, claim.token, response(b"x" * (step % 200)))
+        clock.advance(0.5)
+
+    clock.advance(10)  # about half the responses expire, with nothing stored since
+    held = 0
+    for key in keys:
+        claim = await store.claim(key, FP, 60)
+        if claim.status is ClaimStatus.COMPLETED:
+            assert claim.response is not None
+            held += claim.response.nbytes
+    assert 0 < store.nbytes == held
+    assert len(store) <= 30
+    assert held <= 30 * 400

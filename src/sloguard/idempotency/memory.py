@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
-from operator import itemgetter
-
-from cachetools import Cache, LRUCache
+from collections import OrderedDict, deque
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
@@ -26,13 +23,11 @@ _Lease = tuple[int, bytes, float]
 """An in-flight claim: its fencing token, the request's fingerprint, its expiry."""
 
 _COMPACT_SLACK = 1024
-_entry_size = itemgetter(2)
-_peek = Cache.__getitem__  # an entry, without making it the most recently used
 _new_claim = tuple.__new__  # a Claim without its Python-level constructor: once per miss
 
 
 class MemoryStore:
-    """Completed responses in a ``cachetools.LRUCache``; in-flight leases beside it.
+    """Completed responses in an LRU-ordered dict; in-flight leases beside it.
 
     Bounds: a response is never served more than ``ttl_seconds`` after it was
     stored, and expired responses are dropped as newer ones arrive; past
@@ -41,9 +36,10 @@ class MemoryStore:
     larger than ``max_bytes`` on its own is not stored.
 
     Every response lives for the same TTL, so storing order is expiry order and
-    a FIFO of expiry times finds the expired ones without scanning. (This costs
-    a third of ``cachetools.TTLCache``, whose per-operation bookkeeping would
-    take most of the middleware's time budget.)
+    a FIFO of expiry times finds the expired ones without scanning. The LRU order
+    is an ``OrderedDict``'s, whose operations are single C calls: through a real
+    server, ``cachetools.LRUCache`` (four Python-level calls per stored response)
+    cost a keyed miss ~3.5 µs more (benchmarks/RESULTS.md, session 5).
 
     One instance serves one process (one event loop at a time); its operations
     never await, so each is atomic with respect to other requests. Use
@@ -68,7 +64,8 @@ class MemoryStore:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
-        self._responses: LRUCache[str, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=_entry_size)
+        self._responses: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._nbytes = 0  # the sizes of the entries in _responses
         self._expiries: deque[_Entry] = deque()
         self._compact_at = _COMPACT_SLACK
         self._leases: dict[str, _Lease] = {}
@@ -85,7 +82,7 @@ class MemoryStore:
     def nbytes(self) -> int:
         """Approximate bytes held by stored, unexpired responses."""
         self._expire(self._clock())
-        return int(self._responses.currsize)
+        return self._nbytes
 
     @property
     def in_flight(self) -> int:
@@ -109,12 +106,14 @@ class MemoryStore:
         """:meth:`claim`, as a plain call."""
         now = self._clock()
         responses = self._responses
-        if key in responses:  # then get it: LRUCache.get costs a miss two Python calls
-            entry = responses[key]
+        entry = responses.get(key)
+        if entry is not None:
             if entry[0] > now:
+                responses.move_to_end(key)
                 response = entry[1]
                 return Claim(COMPLETED, 0, response.fingerprint, response)
             del responses[key]
+            self._nbytes -= entry[2]
         lease = self._leases.get(key)
         if lease is not None:
             if lease[2] > now:
@@ -135,17 +134,16 @@ class MemoryStore:
         if size > self.max_bytes:
             return False
         now = self._clock()
-        expires_at = now + self.ttl_seconds
         responses = self._responses
-        entry = (expires_at, response, size, key)
-        responses[key] = entry  # evicts by bytes, least recently used first
+        # The key is free: a claim deletes an expired response, and a stored one is
+        # replayed rather than claimed. So the entry goes in last, most recently used.
+        entry = (now + self.ttl_seconds, response, size, key)
+        responses[key] = entry
+        self._nbytes += size
+        if len(responses) > self.max_entries or self._nbytes > self.max_bytes:
+            self._evict()
         expiries = self._expiries
         expiries.append(entry)
-        # Every stored response has an entry in the expiry queue, so the (cheap) length
-        # of the queue bounds the number of responses: count them only past it.
-        if len(expiries) > self.max_entries:
-            while len(responses) > self.max_entries:
-                responses.popitem()
         if expiries[0][0] <= now or len(expiries) > self._compact_at:
             self._expire(now)
         return True
@@ -162,6 +160,7 @@ class MemoryStore:
     def clear(self) -> None:
         """Forget every response and lease."""
         self._responses.clear()
+        self._nbytes = 0
         self._expiries.clear()
         self._compact_at = _COMPACT_SLACK
         self._leases.clear()
@@ -184,13 +183,21 @@ class MemoryStore:
         if ended is not None:
             ended.set()
 
+    def _evict(self) -> None:
+        """Drop least recently used responses until both bounds hold."""
+        responses = self._responses
+        while len(responses) > self.max_entries or self._nbytes > self.max_bytes:
+            self._nbytes -= responses.popitem(last=False)[1][2]
+
     def _expire(self, now: float) -> None:
         expiries = self._expiries
         responses = self._responses
         while expiries and expiries[0][0] <= now:
-            key = expiries.popleft()[3]
-            if key in responses and _peek(responses, key)[0] <= now:
+            entry = expiries.popleft()
+            key = entry[3]
+            if responses.get(key) is entry:  # not evicted, nor stored anew since
                 del responses[key]
+                self._nbytes -= entry[2]
         # Entries of responses that LRU eviction dropped linger until they expire;
         # compacting when they outnumber the live ones twice over keeps the queue
         # within 2x (+ slack). The count is checked only past a threshold, which
@@ -199,9 +206,7 @@ class MemoryStore:
             live = len(responses)
             if len(expiries) > 2 * live + _COMPACT_SLACK:
                 self._expiries = deque(
-                    entry
-                    for entry in expiries
-                    if entry[3] in responses and _peek(responses, entry[3]) is entry
+                    entry for entry in expiries if responses.get(entry[3]) is entry
                 )
             self._compact_at = 2 * live + _COMPACT_SLACK
 
