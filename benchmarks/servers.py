@@ -3,6 +3,8 @@
 cd benchmarks && uvicorn servers:bare       # the JSON POST handler alone
 cd benchmarks && uvicorn servers:guarded    # the same under SLOGuard
 cd benchmarks && uvicorn servers:peer       # the same under asgi-idempotency-header
+cd benchmarks && uvicorn servers:idempotency            # under IdempotencyMiddleware alone
+cd benchmarks && uvicorn servers:idempotency_forgetful  # the same, its store keeping nothing
 cd benchmarks && uvicorn servers:limited    # a handler of fixed capacity (overload.py)
 cd benchmarks && uvicorn servers:limited_guarded
 cd benchmarks && uvicorn servers:route_worker      # the demo worker (route.py)
@@ -29,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sloguard import MemoryStore, SLOGuard
+from sloguard.idempotency import Claim, ClaimStatus, IdempotencyMiddleware, StoredResponse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +82,25 @@ def peer_app() -> ASGIApp:
 
     app: ASGIApp = IdempotencyHeaderMiddleware(bare_app(), backend=MemoryBackend())
     return app
+
+
+def idempotency_app() -> IdempotencyMiddleware:
+    return IdempotencyMiddleware(bare_app(), store=MemoryStore())
+
+
+class ForgetfulStore(MemoryStore):
+    """Every key is free and nothing is kept: what IdempotencyMiddleware costs
+    beyond its store (a floor for any store that keeps responses)."""
+
+    def claim_nowait(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        return Claim(ClaimStatus.CLAIMED, 1, fingerprint)
+
+    def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
+        return True
+
+
+def idempotency_forgetful_app() -> IdempotencyMiddleware:
+    return IdempotencyMiddleware(bare_app(), store=ForgetfulStore())
 
 
 def _recording_provider() -> object:
@@ -154,6 +176,8 @@ _APPS = {
     "bare": bare_app,
     "guarded": guarded_app,
     "peer": peer_app,
+    "idempotency": idempotency_app,
+    "idempotency_forgetful": idempotency_forgetful_app,
     "limited": limited_app,
     "limited_guarded": limited_guarded_app,
     "route_worker": route_worker_app,

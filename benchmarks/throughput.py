@@ -5,7 +5,11 @@
 Each app runs under uvicorn (one worker) in its own process; wrk drives it from
 another. Rounds alternate between the apps, so machine noise hits them alike;
 the table gives the median requests per second over the rounds and the ratio
-to the bare app. "miss" sends a fresh Idempotency-Key with every request.
+to the bare app serving the same requests: "miss" rows send a fresh
+Idempotency-Key with every request, and are compared with the bare app sent
+those same requests (parsing the extra header is the server's cost, not the
+middleware's). ``--breakdown`` adds IdempotencyMiddleware alone, with its
+MemoryStore and with a store that keeps nothing, to show where a miss goes.
 """
 
 from __future__ import annotations
@@ -40,11 +44,19 @@ function request()
 end
 """.replace("BODY", BODY)
 
+BARE = "bare Starlette app"
+BARE_KEYED = "bare Starlette app, keyed requests"
 VARIANTS = [
-    ("bare Starlette app", "servers:bare", "nokey"),
-    ("SLOGuard full stack, no key", "servers:guarded", "nokey"),
-    ("SLOGuard full stack, miss", "servers:guarded", "key"),
-    ("peer asgi-idempotency-header, miss", "servers:peer", "key"),
+    # (row, app, requests, the row it is compared with)
+    (BARE, "servers:bare", "nokey", BARE),
+    (BARE_KEYED, "servers:bare", "key", BARE_KEYED),
+    ("SLOGuard full stack, no key", "servers:guarded", "nokey", BARE),
+    ("SLOGuard full stack, miss", "servers:guarded", "key", BARE_KEYED),
+    ("peer asgi-idempotency-header, miss", "servers:peer", "key", BARE_KEYED),
+]
+BREAKDOWN = [
+    ("IdempotencyMiddleware, miss", "servers:idempotency", "key", BARE_KEYED),
+    ("  the same, store keeping nothing", "servers:idempotency_forgetful", "key", BARE_KEYED),
 ]
 
 
@@ -70,27 +82,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--breakdown", action="store_true", help="add IdempotencyMiddleware rows")
     args = parser.parse_args()
+    variants = VARIANTS + BREAKDOWN if args.breakdown else VARIANTS
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(LUA, encoding="utf-8")
-    results: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
+    results: dict[str, list[float]] = {name: [] for name, _, _, _ in variants}
     for _ in range(args.rounds):
-        for name, app, mode in VARIANTS:
+        for name, app, mode, _ in variants:
             with uvicorn_server(app) as url:
                 wrk(url, script, mode, 1, args.connections)  # warm-up
                 results[name].append(wrk(url, script, mode, args.seconds, args.connections))
-    bare = statistics.median(results[VARIANTS[0][0]])
-    width = max(len(name) for name, _, _ in VARIANTS)
-    print(f"{'variant':<{width}}  {'median req/s':>12}  {'min':>8}  {'max':>8}  {'x bare':>6}")
-    for name, values in results.items():
-        median = statistics.median(values)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    width = max(len(name) for name, _, _, _ in variants)
+    print(
+        f"{'variant':<{width}}  {'median req/s':>12}  {'min':>8}  {'max':>8}  {'x bare':>6}"
+        f"  {'µs/req added':>12}"
+    )
+    for name, _, _, baseline in variants:
+        values, median, bare = results[name], medians[name], medians[baseline]
         print(
             f"{name:<{width}}  {median:12.0f}  {min(values):8.0f}  {max(values):8.0f}"
-            f"  {median / bare:6.2f}"
+            f"  {median / bare:6.2f}  {1e6 / median - 1e6 / bare:12.1f}"
         )
     print(f"\nrounds: {args.rounds} x {args.seconds} s, {args.connections} connections, 1 thread")
+    print("x bare: against the bare app sent the same requests (keyed or not)")
+    print("µs/req added: the server's time per request beyond the bare app's, at saturation")
     print("target: full stack >= 0.90 x bare")
 
 
