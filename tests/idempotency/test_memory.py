@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from sloguard import ConfigurationError, MemoryStore, Store
@@ -176,3 +178,20 @@ async def test_nbytes_is_the_size_of_the_live_responses_through_evictions_and_ex
     assert 0 < store.nbytes == held
     assert len(store) <= 30
     assert held <= 30 * 400
+
+
+async def test_stored_responses_are_not_walked_by_every_garbage_collection(
+    store: MemoryStore,
+) -> None:
+    # A full collection walks every tracked object; a store of 100,000 responses
+    # kept as named tuples made each one take twice as long. Plain tuples of plain
+    # values stop being tracked the first time the collector sees them.
+    for i in range(3):
+        await store.complete(f"k{i}", await claimed(store, f"k{i}"), response(b"x" * i))
+    gc.collect()
+
+    assert not any(gc.is_tracked(entry) for entry in store._responses.values())
+    claim = await store.claim("k2", FP, 60)
+    assert claim.status is ClaimStatus.COMPLETED
+    assert claim.response == response(b"xx")
+    assert type(claim.response) is StoredResponse
