@@ -36,8 +36,7 @@ _Lease = tuple[int, bytes, float]
 """An in-flight claim: its fencing token, the request's fingerprint, its expiry."""
 
 _COMPACT_SLACK = 1024
-_new_claim = tuple.__new__  # a Claim without its Python-level constructor: once per miss
-_new_response = tuple.__new__
+_new = tuple.__new__  # a named tuple without its Python-level constructor (hot path)
 
 
 class MemoryStore:
@@ -124,7 +123,7 @@ class MemoryStore:
         if entry is not None:
             if entry[0] > now:
                 responses.move_to_end(key)
-                response = _new_response(StoredResponse, entry[3:])
+                response = _new(StoredResponse, entry[3:])
                 return Claim(COMPLETED, 0, response.fingerprint, response)
             del responses[key]
             self._nbytes -= entry[1]
@@ -138,7 +137,7 @@ class MemoryStore:
         leases[key] = (token, fingerprint, now + lease_seconds)
         if len(leases) >= self._sweep_leases_at:
             self._sweep_expired_leases(now)
-        return _new_claim(Claim, (CLAIMED, token, fingerprint, None))
+        return _new(Claim, (CLAIMED, token, fingerprint, None))
 
     def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
         """:meth:`complete`, as a plain call."""
