@@ -29,6 +29,7 @@ from sloguard import MemoryStore, SLOGuard
 from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
 from sloguard.middleware import add_request_observer, remove_request_observer
+from sloguard.slo.manager import SLOManager
 from tests.asgi import call, http_scope
 
 CAP = "convert:pdf"
@@ -527,3 +528,47 @@ async def test_each_run_of_the_app_is_recorded_once_with_its_outcome(
     status = guard.manager.status(CAP)
     assert status is not None
     assert (status.requests, status.errors) == (5, 3)
+
+
+def taking(clock: ManualClock, latency_s: float) -> Callable[[Scope, Receive, Send], Any]:
+    """An ASGI app whose every request takes ``latency_s`` on ``clock``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        clock.advance(latency_s)
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return app
+
+
+async def test_requests_are_recorded_at_the_time_of_the_managers_clock(slo_dir: Path) -> None:
+    (slo_dir / "pdf.yml").write_text(SLO, encoding="utf-8")
+    guard_clock, manager_clock = ManualClock(0.0), ManualClock(5_000.0)
+    manager = SLOManager(slo_dir, clock=manager_clock)
+    app = taking(guard_clock, 0.25)
+    guard = SLOGuard(app, manager=manager, route_table={"/items": CAP}, clock=guard_clock)
+    await call(guard, http_scope())
+
+    # Recorded at the guard's time (0.25 s), the request would have left the
+    # manager's 60 s window long ago.
+    status = manager.status(CAP)
+    assert status is not None
+    assert status.requests == 1
+    assert status.p50_ms == pytest.approx(250, rel=0.02)
+
+
+async def test_a_reload_that_changes_the_window_records_into_the_new_window(
+    slo_dir: Path, clock: ManualClock
+) -> None:
+    (slo_dir / "pdf.yml").write_text(SLO, encoding="utf-8")
+    guard = SLOGuard(taking(clock, 0.01), slo_dir=slo_dir, route_table={"/items": CAP}, clock=clock)
+    for _ in range(3):
+        await call(guard, http_scope())
+    (slo_dir / "pdf.yml").write_text(SLO + "shedding: {window_s: 30}\n", encoding="utf-8")
+    guard.manager.reload()
+    await call(guard, http_scope())
+
+    status = guard.manager.status(CAP)
+    assert status is not None
+    assert (status.window_seconds, status.requests) == (30, 1)

@@ -52,6 +52,7 @@ from sloguard.shedding.policy import SheddingPolicy
 from sloguard.shedding.priority import parse_priority
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.schema import Priority, SLOFile
+from sloguard.slo.window import LatencyWindow
 
 logger = logging.getLogger("sloguard.shedding")
 
@@ -111,14 +112,21 @@ class _Guarded:
         "refused",
         "series",
         "slo",
+        "window",
     )
 
     def __init__(
-        self, key: str, slo: SLOFile, enforce_from: float, series: CapabilityMetrics | None
+        self,
+        key: str,
+        slo: SLOFile,
+        window: LatencyWindow | None,
+        enforce_from: float,
+        series: CapabilityMetrics | None,
     ) -> None:
         self.key = key
         self.series = series
         self.slo = slo
+        self.window = window  # the manager's, for as long as `slo` is the loaded SLOFile
         self.policy = SheddingPolicy(slo.shedding)
         self.enforce_from = enforce_from
         self.next_update = -float("inf")
@@ -224,6 +232,9 @@ class SLOGuard:
         self._priority_header = priority_header.lower().encode("latin-1")
         self._capability_header = capability_header.lower().encode("latin-1")
         self._clock = clock
+        # The windows take the manager's clock time: a request ends at our clock's
+        # reading when the two are one clock, else at a reading of the manager's.
+        self._window_clock = None if manager.clock is clock else manager.clock
         self._random = random_source
         self._guarded: dict[str, _Guarded] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -285,8 +296,14 @@ class SLOGuard:
             if guarded is None or guarded.slo is not slo:
                 guarded = self._guard(capability, slo)
             priority = parse_priority(raw_priority)
-            done = partial(self._record, capability, capability, guarded.series, priority, start)
-            admission = partial(self._admit, guarded, priority, start)
+            done = partial(
+                self._record, guarded.window, capability, guarded.series, priority, start
+            )
+            # Nothing to ask while no priority is shed and no update is due (a request
+            # reading a stale "admit" between here and its admission is one that came
+            # a moment earlier).
+            if guarded.policy.ratios or start >= guarded.next_update:
+                admission = partial(self._admit, guarded, priority, start)
         elif self._other is not None or (_observers and capability):
             priority = parse_priority(raw_priority)
             done = partial(self._record, None, capability, self._other, priority, start)
@@ -326,7 +343,7 @@ class SLOGuard:
 
     def _record(
         self,
-        capability: str | None,
+        window: LatencyWindow | None,
         claimed: str | None,
         series: CapabilityMetrics | None,
         priority: Priority,
@@ -334,13 +351,15 @@ class SLOGuard:
         status: int,
     ) -> None:
         """Record a request the app answered with ``status``: its latency and outcome
-        in the capability's window (``capability`` None: no SLO), in the metrics
+        in the capability's window (``window`` None: no SLO), in the metrics
         (``series`` None: off) and for the request observers (``claimed``: the
         capability the request named)."""
-        latency = self._clock() - start
+        end = self._clock()
+        latency = end - start
         ok = status < 500
-        if capability is not None:
-            self.manager.record(capability, latency_s=latency, ok=ok)
+        if window is not None:
+            window_clock = self._window_clock
+            window.add(latency, ok, end if window_clock is None else window_clock())
         if series is not None:
             series.request(priority, ok, latency)
         if _observers and claimed:
@@ -382,7 +401,8 @@ class SLOGuard:
         grace = slo.enforcement.grace_period_days * _DAY_SECONDS
         previous = self._guarded.get(capability)
         series = None if self.metrics is None else self.metrics.capability(capability)
-        guarded = _Guarded(capability, slo, loaded_at + grace, series)
+        window = self.manager.live_window(capability)
+        guarded = _Guarded(capability, slo, window, loaded_at + grace, series)
         if previous is not None:
             guarded.refused = previous.refused  # a reload keeps the counts
         self._guarded[capability] = guarded

@@ -241,12 +241,28 @@ class SLOManager:
         """
         if not 0.0 <= latency_s < _INF:  # NaN fails every comparison
             raise invalid_latency(latency_s)
+        window = self.live_window(capability)
+        if window is not None:
+            window.add(latency_s, ok, self._clock())
+
+    def live_window(self, capability: str) -> LatencyWindow | None:
+        """The window :meth:`record` adds ``capability``'s requests to (started now if
+        need be), or None if it has no SLO file; its ``add(latency_s, ok, now)`` takes
+        :attr:`clock` time and is ``record`` without the lookup (SLOGuard's hot path).
+
+        The window lives as long as the capability's :class:`SLOFile`: a reload that
+        changes its ``shedding.window_s``, or drops the capability, starts another one.
+        Hold it only while :meth:`get_slo` returns the same object.
+        """
         window = self._windows.get(capability)
         if window is None:
             window = self._start_window(capability)
-            if window is None:
-                return
-        window.add(latency_s, ok, self._clock())
+        return window
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the windows and budgets read."""
+        return self._clock
 
     def check_compliance(self, capability: str, metrics: Metrics) -> tuple[bool, list[str]]:
         """Compare ``metrics`` with the targets of ``capability``; see :func:`check_compliance`.
