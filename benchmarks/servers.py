@@ -95,7 +95,9 @@ class ForgetfulStore(MemoryStore):
     def claim_nowait(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         return Claim(ClaimStatus.CLAIMED, 1, fingerprint)
 
-    def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
+    def complete_nowait(
+        self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
+    ) -> bool:
         return True
 
 

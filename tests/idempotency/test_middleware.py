@@ -450,6 +450,32 @@ async def test_set_cookie_and_hop_by_hop_headers_are_never_replayed(store: Store
     assert body_of(replay) == body_of(first) == b"ab"
 
 
+@pytest.mark.parametrize(
+    "dropped",
+    [[], [(b"set-cookie", b"session=secret"), (b"Connection", b"close")]],
+    ids=["all kept", "some dropped"],
+)
+async def test_a_memory_store_counts_the_bytes_of_the_responses_it_keeps(
+    dropped: list[tuple[bytes, bytes]],
+) -> None:
+    headers = [(b"content-type", b"text/plain"), *dropped, (b"x-kept", b"12345")]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"de"})
+
+    store = MemoryStore()
+    middleware = IdempotencyMiddleware(app, store=store)
+    keys = ["k1", "another-key"]
+    for key in keys:
+        await call(middleware, http_scope(headers=[(b"idempotency-key", key.encode())]))
+
+    kept = [await store.claim(scoped_key("", "POST", "/items", key), b"", 60) for key in keys]
+    assert all(claim.response is not None for claim in kept)
+    assert store.nbytes == sum(claim.response.nbytes for claim in kept if claim.response)
+
+
 async def test_cookies_reach_the_first_client_only(client: httpx.AsyncClient) -> None:
     first = await client.post("/cookie", headers=KEY)
     replay = await client.post("/cookie", headers=KEY)

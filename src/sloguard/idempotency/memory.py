@@ -139,11 +139,14 @@ class MemoryStore:
             self._sweep_expired_leases(now)
         return _new(Claim, (CLAIMED, token, fingerprint, None))
 
-    def complete_nowait(self, key: str, token: int, response: StoredResponse) -> bool:
-        """:meth:`complete`, as a plain call."""
+    def complete_nowait(
+        self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
+    ) -> bool:
+        """:meth:`complete`, as a plain call; ``nbytes``, when given, is ``response.nbytes``
+        counted by the caller."""
         if not self._end_lease(key, token):
             return False  # the lease was taken over (or released) meanwhile
-        size = response.nbytes
+        size = response.nbytes if nbytes is None else nbytes
         if size > self.max_bytes:
             return False
         now = self._clock()

@@ -24,6 +24,7 @@ from sloguard.idempotency.store import (
     Headers,
     Store,
     StoredResponse,
+    stored_nbytes,
 )
 from sloguard.problems import send_problem
 
@@ -350,6 +351,7 @@ class _Exchange:
     __slots__ = (
         "_chunks",
         "_fingerprint",
+        "_header_bytes",
         "_headers",
         "_key",
         "_middleware",
@@ -384,6 +386,7 @@ class _Exchange:
         self._send = send
         self.status = 500  # until the app starts a response
         self._headers: Headers = ()
+        self._header_bytes = 0
         self._chunks: list[bytes] | None = []
         self._size = 0
         self.finished = False
@@ -393,15 +396,22 @@ class _Exchange:
             return self._pending.pop(0)
         return await self._receive()
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain function returning what to await (the client's `send`, mostly): no
+        # coroutine of its own per message.
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = tuple(message.get("headers", ()))
-            for name, _ in headers:
+            # Counted here, as the headers pass: cheaper than StoredResponse.nbytes.
+            header_bytes = 0
+            for name, value in headers:
                 if name.lower() in UNSTORED_HEADERS:  # rare: keep the others
                     headers = tuple(h for h in headers if h[0].lower() not in UNSTORED_HEADERS)
+                    header_bytes = sum(len(name) + len(value) for name, value in headers)
                     break
+                header_bytes += len(name) + len(value)
             self._headers = headers
+            self._header_bytes = header_bytes
         elif message["type"] == "http.response.body":
             chunks = self._chunks
             if chunks is not None:
@@ -421,9 +431,12 @@ class _Exchange:
                     or self._chunks is None
                     or (self.status >= 500 and middleware.release_on_server_error)
                 ):
-                    await self._finish()
-                else:
-                    self._complete_nowait(middleware._nowait)
+                    return self._finish_then_send(message)
+                self._complete_nowait(middleware._nowait)
+        return self._send(message)
+
+    async def _finish_then_send(self, message: Message) -> None:
+        await self._finish()
         await self._send(message)
 
     def _complete_nowait(self, store: MemoryStore) -> None:
@@ -431,11 +444,11 @@ class _Exchange:
         chunks = self._chunks
         assert chunks is not None
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        response = _new_response(
-            StoredResponse, (self._fingerprint, self.status, self._headers, body)
-        )
+        fingerprint, headers = self._fingerprint, self._headers
+        response = _new_response(StoredResponse, (fingerprint, self.status, headers, body))
+        nbytes = stored_nbytes(fingerprint, len(headers), self._header_bytes, body)
         try:
-            stored = store.complete_nowait(self._store_key, self._token, response)
+            stored = store.complete_nowait(self._store_key, self._token, response, nbytes)
         except Exception:
             self._log_store_failure()
             return

@@ -31,9 +31,15 @@ class StoredResponse(NamedTuple):
     def nbytes(self) -> int:
         """Approximate memory held: payload bytes plus a flat per-object overhead."""
         headers = self.headers
-        # Builtins only (no Python-level loop): this runs once per stored response.
         header_bytes = sum(map(len, chain.from_iterable(headers)))
-        return 256 + len(self.fingerprint) + len(self.body) + 64 * len(headers) + header_bytes
+        return stored_nbytes(self.fingerprint, len(headers), header_bytes, self.body)
+
+
+def stored_nbytes(fingerprint: bytes, header_count: int, header_bytes: int, body: bytes) -> int:
+    """:attr:`StoredResponse.nbytes` of a response with ``header_count`` headers of
+    ``header_bytes`` bytes in all (names and values), for a caller that has counted
+    them already (IdempotencyMiddleware, as the response passes)."""
+    return 256 + len(fingerprint) + len(body) + 64 * header_count + header_bytes
 
 
 class ClaimStatus(enum.Enum):
