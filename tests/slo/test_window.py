@@ -136,6 +136,18 @@ def test_memory_is_bounded_without_reads() -> None:
     assert window.snapshot(9_999.0).requests == 60
 
 
+def test_latencies_are_binned_a_batch_at_a_time_within_one_bucket() -> None:
+    window = LatencyWindow(latency_mapping(), window_seconds=60, buckets=12)
+    batch = window_module._BATCH
+    for i in range(10 * batch + 3):
+        window.add(0.001 * (1 + i % 50), True, 1.0)  # all in one bucket, never read
+    assert len(window._pending) < batch  # memory stays bounded between reads
+    snapshot = window.snapshot(1.0)
+    assert snapshot.requests == 10 * batch + 3
+    assert window._store.count == 10 * batch + 3  # the reader binned the rest
+    assert not window._pending
+
+
 @pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -0.001])
 def test_nan_infinite_and_negative_latencies_are_refused(latency: float) -> None:
     window = LatencyWindow(latency_mapping())
@@ -181,6 +193,7 @@ def test_the_window_bins_each_latency_as_the_sketch_would(values: list[float]) -
     for value in values:
         window.add(value, True, 1.0)
         sketch.add(value)
+    window._fold()  # the latencies added since the last fold
     live = window._store
     assert (live.count, live.min_key, live.max_key) == (store.count, store.min_key, store.max_key)
     assert (
