@@ -303,6 +303,43 @@ async def test_requests_without_an_slo_are_never_shed_but_keep_idempotency(
     assert plain.status_code == 200
 
 
+async def test_the_guard_hands_the_key_and_its_principal_to_idempotency(
+    make: Make, backend: Backend
+) -> None:
+    h = make()
+    key = {"Idempotency-Key": "k-1"}
+    first = await h.client.post("/work", headers={**key, "Authorization": "Bearer a"})
+    other = await h.client.post("/work", headers={**key, "Authorization": "Bearer b"})
+    replay = await h.client.post("/work", headers={**key, "Authorization": "Bearer a"})
+    assert first.status_code == other.status_code == replay.status_code == 200
+    assert "idempotent-replayed" not in other.headers  # another principal's key: it runs
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert sum(backend.calls.values()) == 2
+    twice = await h.client.post(
+        "/work", headers=[("Idempotency-Key", "x"), ("Idempotency-Key", "y")]
+    )
+    assert twice.status_code == 400
+    assert twice.json()["error"] == "idempotency_key_invalid"
+    assert "sent once" in twice.json()["detail"]
+    assert sum(backend.calls.values()) == 2
+
+
+async def test_a_guard_requiring_keys_refuses_unkeyed_requests_only_where_keys_apply(
+    make: Make, backend: Backend
+) -> None:
+    h = make(idempotency={"require_key": True})
+    refused = await h.client.post("/work")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "idempotency_key_missing"
+    assert not backend.calls
+    assert (await h.client.get("/work")).status_code == 200  # GET: no key needed
+    assert (await h.client.post("/work", headers={"Idempotency-Key": "k"})).status_code == 200
+    assert sum(backend.calls.values()) == 2
+    status = guard_of(h).manager.status(CAP)
+    assert status is not None
+    assert status.requests == 2  # the refusal ran nothing to record
+
+
 async def test_capability_resolution_order(make: Make, slo_dir: Path) -> None:
     for verb in ("table", "path", "header", "seed"):
         (slo_dir / f"{verb}.yml").write_text(

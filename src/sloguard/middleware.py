@@ -39,7 +39,12 @@ from sloguard.capability import (
     read_seed_body,
 )
 from sloguard.exceptions import ConfigurationError
-from sloguard.idempotency.middleware import IdempotencyMiddleware, run_admitted
+from sloguard.idempotency.middleware import (
+    SENT_TWICE,
+    HeaderSentTwice,
+    IdempotencyMiddleware,
+    run_admitted,
+)
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -49,7 +54,7 @@ from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.sinks import AlertsConfig
 from sloguard.shedding.policy import SheddingPolicy
-from sloguard.shedding.priority import parse_priority
+from sloguard.shedding.priority import DEFAULT_PRIORITY, parse_priority
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.schema import Priority, SLOFile
 from sloguard.slo.window import LatencyWindow
@@ -229,6 +234,9 @@ class SLOGuard:
             self.idempotency = IdempotencyMiddleware(app, **options)
         elif store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
+        # No header name is empty: without idempotency, no header is the key's.
+        key_header = "" if self.idempotency is None else self.idempotency.key_header
+        self._key_header = key_header.lower().encode("latin-1")
         self._priority_header = priority_header.lower().encode("latin-1")
         self._capability_header = capability_header.lower().encode("latin-1")
         self._clock = clock
@@ -274,16 +282,24 @@ class SLOGuard:
         capability = self.route_table.match(scope["path"]) if self._routes else None
         if capability is None:
             capability = capability_from_path(scope["path"])
+        # One pass over the headers, for us and for the idempotency middleware.
         raw_priority: bytes | str | None = None
-        priority_header, capability_header = self._priority_header, self._capability_header
+        raw_key: bytes | HeaderSentTwice | None = None
+        authorization = b""
+        key_header, priority_header = self._key_header, self._priority_header
+        capability_header = self._capability_header
         for name, value in scope["headers"]:
-            if name == priority_header:
+            if name == key_header:
+                raw_key = value if raw_key is None else SENT_TWICE
+            elif name == b"authorization":
+                authorization = value
+            elif name == priority_header:
                 raw_priority = value
             elif name == capability_header and capability is None:
                 capability = value.decode("latin-1").strip()
         if capability is None and scope["path"] == SEED_ROUTE_PATH and scope["method"] == "POST":
-            scope, receive, capability, raw_priority = await self._read_seed_form(
-                scope, receive, raw_priority
+            scope, receive, capability, raw_priority, raw_key = await self._read_seed_form(
+                scope, receive, raw_priority, raw_key
             )
 
         if self.tracing:
@@ -295,7 +311,7 @@ class SLOGuard:
             guarded = self._guarded.get(capability)
             if guarded is None or guarded.slo is not slo:
                 guarded = self._guard(capability, slo)
-            priority = parse_priority(raw_priority)
+            priority = DEFAULT_PRIORITY if raw_priority is None else parse_priority(raw_priority)
             done = partial(
                 self._record, guarded.window, capability, guarded.series, priority, start
             )
@@ -309,8 +325,21 @@ class SLOGuard:
             done = partial(self._record, None, capability, self._other, priority, start)
 
         idempotency = self.idempotency
-        if idempotency is not None and idempotency.applies(scope):
-            await idempotency.handle(scope, receive, send, self.app, admission, done)
+        if (
+            idempotency is not None
+            and (raw_key is not None or idempotency.require_key)
+            and idempotency.applies(scope)
+        ):
+            await idempotency.handle(
+                scope,
+                receive,
+                send,
+                self.app,
+                admission,
+                done,
+                raw_key=raw_key,
+                authorization=authorization,
+            )
             return
         await run_admitted(self.app, scope, receive, send, admission, done)
 
@@ -366,9 +395,14 @@ class SLOGuard:
             _notify(claimed, latency, ok)
 
     async def _read_seed_form(
-        self, scope: Scope, receive: Receive, raw_priority: bytes | str | None
-    ) -> tuple[Scope, Receive, str | None, bytes | str | None]:
-        """Read a seed-form ``POST /route`` body for its capability, priority and key."""
+        self,
+        scope: Scope,
+        receive: Receive,
+        raw_priority: bytes | str | None,
+        raw_key: bytes | HeaderSentTwice | None,
+    ) -> tuple[Scope, Receive, str | None, bytes | str | None, bytes | HeaderSentTwice | None]:
+        """Read a seed-form ``POST /route`` body for its capability, priority and key
+        (a key header, when sent, wins over the body's key)."""
         messages: list[Message] = []
         size = 0
         while True:
@@ -381,16 +415,14 @@ class SLOGuard:
                 break
         replay = partial(_replay_then, messages, receive)
         if size > _SEED_BODY_LIMIT or messages[-1].get("more_body", False):
-            return scope, replay, None, raw_priority
+            return scope, replay, None, raw_priority, raw_key
         seed = read_seed_body(b"".join(m.get("body", b"") for m in messages))
         if raw_priority is None:
             raw_priority = seed.priority
-        if seed.idempotency_key is not None and self.idempotency is not None:
-            header = self.idempotency.key_header.lower().encode("latin-1")
-            if all(name != header for name, _ in scope["headers"]):
-                key = seed.idempotency_key.encode("latin-1", "replace")
-                scope = {**scope, "headers": [*scope["headers"], (header, key)]}
-        return scope, replay, seed.capability, raw_priority
+        if seed.idempotency_key is not None and self.idempotency is not None and raw_key is None:
+            raw_key = seed.idempotency_key.encode("latin-1", "replace")
+            scope = {**scope, "headers": [*scope["headers"], (self._key_header, raw_key)]}
+        return scope, replay, seed.capability, raw_priority, raw_key
 
     # -- the policy -------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,6 +58,27 @@ _IN_FLIGHT_RETRY_AFTER = (b"retry-after", b"1")
 _UNAVAILABLE_RETRY_AFTER = (b"retry-after", b"1")
 _NOT_STORED = (b"idempotency-stored", b"false")
 _new_response = tuple.__new__  # a StoredResponse without its Python-level constructor
+
+
+class HeaderSentTwice:
+    """The type of ``SENT_TWICE``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SENT_TWICE"
+
+
+class Unread:
+    """The type of ``UNREAD``."""
+
+    __slots__ = ()
+
+
+SENT_TWICE: Final = HeaderSentTwice()
+"""``raw_key`` for :meth:`IdempotencyMiddleware.handle` when the key header came twice."""
+UNREAD: Final = Unread()
+"""``raw_key``'s default: the headers are yet to be read."""
 
 Admission = Callable[[], ASGIApp | None]
 """Asked before a request runs: None admits it, an ASGI app answers in its place."""
@@ -128,6 +150,9 @@ class IdempotencyMiddleware:
         app: ASGIApp | None = None,
         admission: Admission | None = None,
         done: Done | None = None,
+        *,
+        raw_key: bytes | HeaderSentTwice | Unread | None = UNREAD,
+        authorization: bytes = b"",
     ) -> None:
         """Serve one request that :meth:`applies`: replay, refuse or run ``app`` under its key.
 
@@ -139,6 +164,11 @@ class IdempotencyMiddleware:
         ``done``, when given, is called with the response's status each time
         ``app`` itself has run (not for a replay, a refusal or a problem).
 
+        A caller that has read the request's headers already (SLOGuard) passes
+        what it found: ``raw_key``, the key header's value (None when absent,
+        ``SENT_TWICE`` when repeated), and ``authorization``, the Authorization
+        header's value (``b""`` when absent).
+
         Without ``app``, this is the middleware's ASGI entry point (``__call__``):
         it serves any request, passing the ones keys do not apply to straight on.
         """
@@ -147,17 +177,14 @@ class IdempotencyMiddleware:
                 await self.app(scope, receive, send)
                 return
             app = self.app
-        raw_key: bytes | None = None
-        authorization = b""
-        key_header = self._key_header
-        for name, value in scope["headers"]:
-            if name == key_header:
-                if raw_key is not None:
-                    await _bad_key(send, self.key_header, "the header must be sent once")
-                    return
-                raw_key = value
-            elif name == b"authorization":
-                authorization = value
+        if raw_key is UNREAD:
+            raw_key = None
+            key_header = self._key_header
+            for name, value in scope["headers"]:
+                if name == key_header:
+                    raw_key = value if raw_key is None else SENT_TWICE
+                elif name == b"authorization":
+                    authorization = value
         if raw_key is None:
             if self.require_key:
                 await send_problem(
@@ -169,6 +196,9 @@ class IdempotencyMiddleware:
                 )
                 return
             await run_admitted(app, scope, receive, send, admission, done)
+            return
+        if not isinstance(raw_key, bytes):  # SENT_TWICE
+            await _bad_key(send, self.key_header, "the header must be sent once")
             return
         if BARE_KEY.fullmatch(raw_key):  # the common case, without a call
             key = raw_key.decode("ascii")
