@@ -103,7 +103,8 @@ async def request_once(variant: Variant) -> float:
 FULL_STACK_KINDS = ("no key", "miss", "replay")
 
 
-def variants() -> list[Variant]:
+def variants(*, redis_rows: bool = True) -> list[Variant]:
+    """Every variant, in table order (``redis_rows`` False: none against Redis)."""
     found = [
         Variant("bare Starlette app", bare_app(), no_key),
         Variant("IdempotencyMiddleware, no key", IdempotencyMiddleware(bare_app()), no_key),
@@ -123,6 +124,21 @@ def variants() -> list[Variant]:
         Variant("SLOGuard, metrics off, miss", guarded_app(metrics=False), fresh_keys(b"nom")),
         Variant("SLOGuard, tracing on, miss", guarded_app(tracing=True), fresh_keys(b"otel")),
     ]
+    if redis_rows:
+        found += redis_variants()
+    try:
+        peers = [peer_app(), peer_app()]
+    except ImportError:
+        print("asgi-idempotency-header not installed: pip install -e '.[bench]' to compare\n")
+        return found
+    found += [
+        Variant("peer asgi-idempotency-header, miss", peers[0], fresh_keys(b"peer")),
+        Variant("peer asgi-idempotency-header, replay", peers[1], same_key),
+    ]
+    return found
+
+
+def redis_variants() -> list[Variant]:
     # RedisStore against the server at REDIS_URL, under a prefix of this run's own. Its
     # connections count the commands they send (each is one round trip); the counts per
     # request print after the table. The keys are deleted at exit (and expire in 10 min).
@@ -170,17 +186,8 @@ def variants() -> list[Variant]:
                 client.delete(*names[start : start + 1000])
 
         atexit.register(round_trips_and_cleanup)
-        found += [redis_row("miss", fresh_keys(b"redis-miss")), redis_row("replay", same_key)]
-    try:
-        peers = [peer_app(), peer_app()]
-    except ImportError:
-        print("asgi-idempotency-header not installed: pip install -e '.[bench]' to compare\n")
-        return found
-    found += [
-        Variant("peer asgi-idempotency-header, miss", peers[0], fresh_keys(b"peer")),
-        Variant("peer asgi-idempotency-header, replay", peers[1], same_key),
-    ]
-    return found
+        return [redis_row("miss", fresh_keys(b"redis-miss")), redis_row("replay", same_key)]
+    return []
 
 
 async def measure(rounds: int, per_round: int, warmup: int) -> list[Variant]:

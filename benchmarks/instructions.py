@@ -1,0 +1,130 @@
+"""Machine instructions per request for hot_path.py's variants, counted by valgrind.
+
+    apt-get install valgrind && pip install -e ".[bench]" && python benchmarks/instructions.py
+
+hot_path.py times requests, and on a shared machine its medians move with the
+neighbours: the same commit measured a full-stack miss at 1.6x and 2.2x the bare
+app an hour apart. Instructions retired do not move: each variant runs in a
+child process under ``valgrind --tool=callgrind`` (PYTHONHASHSEED fixed), which
+serves ``--warmup`` requests, then counts the instructions of ``--requests``
+more (callgrind zeroes its counters when the child calls ``getppid`` and dumps
+them when it calls ``getpgrp``, the two calls around the counted requests).
+Two runs of one commit agree to a fraction of a percent, so a change of a few
+hundred instructions a request is visible.
+
+An instruction is not a nanosecond: cache misses and branch mispredictions do not
+count here, and they are much of what a request costs inside a real server
+(throughput.py). Use this to compare two versions of the code, hot_path.py and
+throughput.py for what a request costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_VARIANTS = (
+    "bare Starlette app",
+    "IdempotencyMiddleware, no key",
+    "IdempotencyMiddleware, miss (fresh key)",
+    "IdempotencyMiddleware, replay",
+    "SLOGuard full stack, no key",
+    "SLOGuard full stack, miss",
+    "SLOGuard full stack, replay",
+    "SLOGuard, metrics off, miss",
+    "peer asgi-idempotency-header, miss",
+)
+_SUMMARY = re.compile(r"^summary: (\d+)$", re.MULTILINE)
+
+
+def run_child(name: str, warmup: int, requests: int) -> None:
+    """Serve ``warmup`` requests of the variant called ``name``, then ``requests``
+    more between the two marker calls (run under valgrind)."""
+    from hot_path import request_once, variants
+
+    found = {variant.name: variant for variant in variants(redis_rows=False)}
+    if name not in found:
+        sys.exit(f"no variant {name!r}; there are: {', '.join(found)}")
+    variant = found[name]
+
+    async def serve() -> None:
+        for _ in range(warmup):
+            await request_once(variant)
+        os.getppid()  # callgrind: zero the counters
+        for _ in range(requests):
+            await request_once(variant)
+        os.getpgrp()  # callgrind: dump them
+
+    asyncio.run(serve())
+
+
+def per_request(name: str, warmup: int, requests: int) -> float:
+    """Instructions retired per request of ``name``, counted by callgrind in a child."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--zero-before=getppid",
+            "--dump-before=getpgrp",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            str(warmup),
+            str(requests),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(HERE)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        dump = out.with_name(out.name + ".1")  # the dump at getpgrp; the bare name is at exit
+        found = _SUMMARY.search(dump.read_text()) if dump.exists() else None
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{name}: valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1)) / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests counted")
+    parser.add_argument("--warmup", type=int, default=200, help="requests before them")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="NAME")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        run_child(args.child[0], int(args.child[1]), int(args.child[2]))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind not found: apt-get install valgrind")
+    names = list(dict.fromkeys(["bare Starlette app", *args.variants]))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        costs = dict(
+            zip(
+                names,
+                pool.map(lambda n: per_request(n, args.warmup, args.requests), names),
+                strict=True,
+            )
+        )
+    bare = costs["bare Starlette app"]
+    width = max(map(len, names))
+    print(f"{'variant':<{width}}  {'instructions':>12}  {'x bare':>6}  {'added':>8}")
+    for name, cost in costs.items():
+        print(f"{name:<{width}}  {cost:12,.0f}  {cost / bare:6.2f}  {cost - bare:8,.0f}")
+    print(
+        f"\ninstructions per request: {args.requests} requests counted after "
+        f"{args.warmup}; PYTHONHASHSEED=0; Python {sys.version.split()[0]}"
+    )
+
+
+if __name__ == "__main__":
+    main()
