@@ -12,6 +12,15 @@ them when it calls ``getpgrp``, the two calls around the counted requests).
 Two runs of one commit agree to a fraction of a percent, so a change of a few
 hundred instructions a request is visible.
 
+``--server`` counts the same way inside a real server: each app runs under
+uvicorn under callgrind, wrk warms it up, then callgrind_control zeroes the
+counters, wrk drives it for ``--seconds`` (4 connections: callgrind slows the
+server ~50x) and callgrind_control dumps them; the count is divided by the
+requests wrk completed. The rows are throughput.py's. Background work runs on
+wall-clock timers (SLOGuard's SLO file watcher every 2 s, its reporter every
+5-10 s), so under callgrind each request carries ~50x its share of it at full
+speed: with the watcher off, a full-stack miss counted ~3.5k fewer.
+
 An instruction is not a nanosecond: cache misses and branch mispredictions do not
 count here, and they are much of what a request costs inside a real server
 (throughput.py). Use this to compare two versions of the code, hot_path.py and
@@ -93,6 +102,78 @@ def per_request(name: str, warmup: int, requests: int) -> float:
     return int(found.group(1)) / requests
 
 
+SERVER_ROWS = (
+    # (row, app, requests sent, the row it is compared with): throughput.py's
+    ("bare Starlette app", "servers:bare", "nokey", "bare Starlette app"),
+    (
+        "bare Starlette app, keyed requests",
+        "servers:bare",
+        "key",
+        "bare Starlette app, keyed requests",
+    ),
+    ("SLOGuard full stack, no key", "servers:guarded", "nokey", "bare Starlette app"),
+    ("SLOGuard full stack, miss", "servers:guarded", "key", "bare Starlette app, keyed requests"),
+    (
+        "IdempotencyMiddleware, miss",
+        "servers:idempotency",
+        "key",
+        "bare Starlette app, keyed requests",
+    ),
+)
+
+
+def server_per_request(app: str, mode: str, seconds: int) -> float:
+    """Instructions retired per request by uvicorn serving ``app`` under callgrind."""
+    from servers import free_port, uvicorn_server
+    from throughput import lua_script, wrk_run
+
+    script = lua_script()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        os.environ["PYTHONHASHSEED"] = "0"  # the server inherits it
+        with uvicorn_server(app, port, quiet=True, wrapper=wrapper, start_timeout_s=300) as url:
+            wrk_run(url, script, mode, 3, 4, timeout_s=30)
+            pid = _callgrind_pid(port)
+            subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
+            requests, _ = wrk_run(url, script, mode, seconds, 4, timeout_s=30)
+            subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
+        dump = out.with_name(out.name + ".1")
+        found = _SUMMARY.search(dump.read_text()) if dump.exists() else None
+    if found is None:
+        raise RuntimeError(f"{app}: callgrind left no dump")
+    return int(found.group(1)) / requests
+
+
+def _callgrind_pid(port: int) -> str:
+    """The pid of the callgrind process serving on ``port`` (callgrind_control lists them)."""
+    listing = subprocess.run(["callgrind_control"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        found = re.match(rf"PID (\d+): .*--port {port}\b", line)
+        if found:
+            return found.group(1)
+    raise RuntimeError(f"no callgrind process serves port {port}:\n{listing}")
+
+
+def main_server(seconds: int) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    costs = {row: server_per_request(app, mode, seconds) for row, app, mode, _ in SERVER_ROWS}
+    width = max(map(len, costs))
+    print(
+        f"{'variant (through uvicorn)':<{width}}  {'instructions':>12}  {'x bare':>6}  {'added':>8}"
+    )
+    for row, _, _, baseline in SERVER_ROWS:
+        cost, bare = costs[row], costs[baseline]
+        print(f"{row:<{width}}  {cost:12,.0f}  {cost / bare:6.2f}  {cost - bare:8,.0f}")
+    print(
+        f"\ninstructions per request in the server process, over {seconds} s of wrk after 3 s"
+        " of warm-up; x bare: against the bare app sent the same requests (keyed or not);"
+        f" PYTHONHASHSEED=0; Python {sys.version.split()[0]}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests counted")
@@ -100,12 +181,17 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="NAME")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--server", action="store_true", help="count inside uvicorn instead")
+    parser.add_argument("--seconds", type=int, default=10, help="--server: wrk's run")
     args = parser.parse_args()
     if args.child is not None:
         run_child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found: apt-get install valgrind")
+    if args.server:
+        main_server(args.seconds)
+        return
     names = list(dict.fromkeys(["bare Starlette app", *args.variants]))
     with ThreadPoolExecutor(args.jobs) as pool:
         costs = dict(

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -202,15 +202,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: str, port: int | None = None, *, quiet: bool = False) -> Iterator[str]:
+def uvicorn_server(
+    app: str,
+    port: int | None = None,
+    *,
+    quiet: bool = False,
+    wrapper: Sequence[str] = (),
+    start_timeout_s: float = 30.0,
+) -> Iterator[str]:
     """Run ``uvicorn <app>`` in a child process; yield its base URL once it answers.
 
     ``quiet`` drops the server's stderr (an overloaded server killed at the end
-    logs a traceback for every request still queued).
+    logs a traceback for every request still queued). ``wrapper`` is a command
+    the server runs under (instructions.py: valgrind).
     """
     port = port or free_port()
     process = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "uvicorn",
@@ -228,7 +237,7 @@ def uvicorn_server(app: str, port: int | None = None, *, quiet: bool = False) ->
         env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")},
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout_s
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break

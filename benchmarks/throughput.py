@@ -61,20 +61,40 @@ BREAKDOWN = [
 
 
 def wrk(url: str, script: Path, mode: str, seconds: int, connections: int) -> float:
+    """Requests per second that ``wrk`` drove through ``url`` (see :func:`wrk_run`)."""
+    return wrk_run(url, script, mode, seconds, connections)[1]
+
+
+def wrk_run(
+    url: str, script: Path, mode: str, seconds: int, connections: int, timeout_s: int = 2
+) -> tuple[int, float]:
+    """Drive ``url`` with ``wrk`` for ``seconds``: the requests it completed, and per second.
+
+    ``mode`` is "key" (a fresh Idempotency-Key on every request) or "nokey"; any
+    error or non-2xx response stops the run.
+    """
     # Each run's keys carry a prefix of their own: the warm-up's keys repeated in the
     # measured run would be replays, not misses.
     run = uuid.uuid4().hex[:12]
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s"]
     out = subprocess.run(
-        [*command, "--", mode, run],
+        [*command, "-s", str(script), url, "--", mode, run],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None or "Non-2xx" in out:
+    done = re.search(r"(\d+) requests in", out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if done is None or rate is None or "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
-    return float(match.group(1))
+    return int(done.group(1)), float(rate.group(1))
+
+
+def lua_script() -> Path:
+    """The wrk script that sends :data:`BODY`, keyed or not (in a new temporary directory)."""
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(LUA, encoding="utf-8")
+    return script
 
 
 def main() -> None:
@@ -87,8 +107,7 @@ def main() -> None:
     variants = VARIANTS + BREAKDOWN if args.breakdown else VARIANTS
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
-    script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(LUA, encoding="utf-8")
+    script = lua_script()
     results: dict[str, list[float]] = {name: [] for name, _, _, _ in variants}
     for _ in range(args.rounds):
         for name, app, mode, _ in variants:
