@@ -21,12 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.types import ASGIApp, Message
 
 from servers import bare_app, guarded_app, peer_app
 from sloguard import IdempotencyMiddleware, MemoryStore
+from sloguard._clock import Clock, monotonic
 
 BODY = b'{"document": "report.docx", "format": "pdf", "pages": 12}'
 
@@ -103,8 +105,10 @@ async def request_once(variant: Variant) -> float:
 FULL_STACK_KINDS = ("no key", "miss", "replay")
 
 
-def variants(*, redis_rows: bool = True) -> list[Variant]:
-    """Every variant, in table order (``redis_rows`` False: none against Redis)."""
+def variants(*, redis_rows: bool = True, clock: Clock = monotonic) -> list[Variant]:
+    """Every variant, in table order (``redis_rows`` False: none against Redis;
+    ``clock``: SLOGuard's)."""
+    guarded = partial(guarded_app, clock=clock)
     found = [
         Variant("bare Starlette app", bare_app(), no_key),
         Variant("IdempotencyMiddleware, no key", IdempotencyMiddleware(bare_app()), no_key),
@@ -118,11 +122,11 @@ def variants(*, redis_rows: bool = True) -> list[Variant]:
             IdempotencyMiddleware(bare_app(), store=MemoryStore()),
             same_key,
         ),
-        Variant("SLOGuard full stack, no key", guarded_app(), no_key),
-        Variant("SLOGuard full stack, miss", guarded_app(), fresh_keys(b"guard")),
-        Variant("SLOGuard full stack, replay", guarded_app(), same_key),
-        Variant("SLOGuard, metrics off, miss", guarded_app(metrics=False), fresh_keys(b"nom")),
-        Variant("SLOGuard, tracing on, miss", guarded_app(tracing=True), fresh_keys(b"otel")),
+        Variant("SLOGuard full stack, no key", guarded(), no_key),
+        Variant("SLOGuard full stack, miss", guarded(), fresh_keys(b"guard")),
+        Variant("SLOGuard full stack, replay", guarded(), same_key),
+        Variant("SLOGuard, metrics off, miss", guarded(metrics=False), fresh_keys(b"nom")),
+        Variant("SLOGuard, tracing on, miss", guarded(tracing=True), fresh_keys(b"otel")),
     ]
     if redis_rows:
         found += redis_variants()

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sloguard import MemoryStore, SLOGuard
+from sloguard._clock import Clock, monotonic
 from sloguard.idempotency import Claim, ClaimStatus, IdempotencyMiddleware, StoredResponse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,9 @@ def slo_dir_with(text: str) -> Path:
     return slo_dir
 
 
-def guarded_app(*, metrics: bool = True, tracing: bool = False) -> SLOGuard:
+def guarded_app(
+    *, metrics: bool = True, tracing: bool = False, clock: Clock = monotonic
+) -> SLOGuard:
     """The full stack: SLOGuard with an SLO file for the handler's capability (and, by
     default, its Prometheus metrics)."""
     slo_dir = slo_dir_with(BENCH_SLO)
@@ -72,6 +75,7 @@ def guarded_app(*, metrics: bool = True, tracing: bool = False) -> SLOGuard:
         metrics=metrics,
         tracing=tracing,
         tracer_provider=_recording_provider() if tracing else None,
+        clock=clock,
     )
 
 
