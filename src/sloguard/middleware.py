@@ -41,8 +41,8 @@ from sloguard.capability import (
 from sloguard.exceptions import ConfigurationError
 from sloguard.idempotency.middleware import (
     SENT_TWICE,
-    HeaderSentTwice,
     IdempotencyMiddleware,
+    RawKey,
     run_admitted,
 )
 from sloguard.idempotency.store import Store
@@ -284,7 +284,7 @@ class SLOGuard:
             capability = capability_from_path(scope["path"])
         # One pass over the headers, for us and for the idempotency middleware.
         raw_priority: bytes | str | None = None
-        raw_key: bytes | HeaderSentTwice | None = None
+        raw_key: RawKey = None
         authorization = b""
         key_header, priority_header = self._key_header, self._priority_header
         capability_header = self._capability_header
@@ -399,8 +399,8 @@ class SLOGuard:
         scope: Scope,
         receive: Receive,
         raw_priority: bytes | str | None,
-        raw_key: bytes | HeaderSentTwice | None,
-    ) -> tuple[Scope, Receive, str | None, bytes | str | None, bytes | HeaderSentTwice | None]:
+        raw_key: RawKey,
+    ) -> tuple[Scope, Receive, str | None, bytes | str | None, RawKey]:
         """Read a seed-form ``POST /route`` body for its capability, priority and key
         (a key header, when sent, wins over the body's key)."""
         messages: list[Message] = []

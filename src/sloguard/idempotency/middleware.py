@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Final
+from typing import Final, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,25 +61,18 @@ _NOT_STORED = (b"idempotency-stored", b"false")
 _new_response = tuple.__new__  # a StoredResponse without its Python-level constructor
 
 
-class HeaderSentTwice:
-    """The type of ``SENT_TWICE``."""
+class KeyHeader(enum.Enum):
+    """What :meth:`IdempotencyMiddleware.handle` is told of the key header besides its value."""
 
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "SENT_TWICE"
+    UNREAD = "the caller has not read the headers"
+    SENT_TWICE = "the header came more than once"
 
 
-class Unread:
-    """The type of ``UNREAD``."""
-
-    __slots__ = ()
-
-
-SENT_TWICE: Final = HeaderSentTwice()
-"""``raw_key`` for :meth:`IdempotencyMiddleware.handle` when the key header came twice."""
-UNREAD: Final = Unread()
-"""``raw_key``'s default: the headers are yet to be read."""
+# Module constants: reading an enum member off its class is a descriptor lookup.
+UNREAD: Final = KeyHeader.UNREAD
+SENT_TWICE: Final = KeyHeader.SENT_TWICE
+RawKey = bytes | Literal[KeyHeader.SENT_TWICE] | None
+"""The key header as a caller read it: its value, None when absent, SENT_TWICE when repeated."""
 
 Admission = Callable[[], ASGIApp | None]
 """Asked before a request runs: None admits it, an ASGI app answers in its place."""
@@ -151,7 +145,7 @@ class IdempotencyMiddleware:
         admission: Admission | None = None,
         done: Done | None = None,
         *,
-        raw_key: bytes | HeaderSentTwice | Unread | None = UNREAD,
+        raw_key: RawKey | Literal[KeyHeader.UNREAD] = UNREAD,
         authorization: bytes = b"",
     ) -> None:
         """Serve one request that :meth:`applies`: replay, refuse or run ``app`` under its key.
