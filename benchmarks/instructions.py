@@ -11,8 +11,8 @@ more (callgrind zeroes its counters when the child calls ``getppid`` and dumps
 them when it calls ``getpgrp``, the two calls around the counted requests).
 SLOGuard's clock is a manual one that moves 25 µs a request, so its
 time-driven work comes at full speed's pace, not callgrind's. Two runs of one
-commit agree to ~0.2% (most rows to the instruction), so a change of a few
-hundred instructions a request is visible.
+commit agree to within 0.05% (most rows to the instruction), so a change of a
+few hundred instructions a request is visible.
 
 ``--server`` counts the same way inside a real server: each app runs under
 uvicorn under callgrind, wrk warms it up, then callgrind_control zeroes the
@@ -109,11 +109,18 @@ def per_request(name: str, warmup: int, requests: int) -> float:
         pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": pythonpath}
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        dump = out.with_name(out.name + ".1")  # the dump at getpgrp; the bare name is at exit
-        found = _SUMMARY.search(dump.read_text()) if dump.exists() else None
-    if done.returncode != 0 or found is None:
+        counted = _first_dump(out)
+    if done.returncode != 0 or counted is None:
         raise RuntimeError(f"{name}: valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1)) / requests
+    return counted / requests
+
+
+def _first_dump(out: Path) -> int | None:
+    """The instructions in callgrind's first dump of a run writing to ``out`` (the one
+    asked for, ``out.1``; ``out`` itself is the dump at exit), or None if there is none."""
+    dump = out.with_name(out.name + ".1")
+    found = _SUMMARY.search(dump.read_text()) if dump.exists() else None
+    return None if found is None else int(found.group(1))
 
 
 SERVER_ROWS = (
@@ -153,11 +160,10 @@ def server_per_request(app: str, mode: str, seconds: int) -> float:
             subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
             requests, _ = wrk_run(url, script, mode, seconds, 4, timeout_s=30)
             subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
-        dump = out.with_name(out.name + ".1")
-        found = _SUMMARY.search(dump.read_text()) if dump.exists() else None
-    if found is None:
+        counted = _first_dump(out)
+    if counted is None:
         raise RuntimeError(f"{app}: callgrind left no dump")
-    return int(found.group(1)) / requests
+    return counted / requests
 
 
 def _callgrind_pid(port: int) -> str:
