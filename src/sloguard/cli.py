@@ -66,6 +66,12 @@ def add_serve(subparsers: Any) -> None:
         "no traffic (with --redis: its registration expires) (default: 15)",
     )
     parser.add_argument(
+        "--max-body-bytes",
+        default="10485760",
+        metavar="N",
+        help="the largest /route request body, 413 above it (default: 10485760, 10 MiB)",
+    )
+    parser.add_argument(
         "--access-log", action="store_true", help="log one line per request (default: off)"
     )
     parser.add_argument(
@@ -96,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         port = server.parse_port(args.port)
         processes = _positive_int("--processes", args.processes)
         ttl = _positive_float("--heartbeat-ttl-s", args.heartbeat_ttl_s)
+        max_body_bytes = _positive_int("--max-body-bytes", args.max_body_bytes)
         if processes > 1 and not args.redis:
             raise ConfigurationError(
                 f"--processes {processes} needs --redis URL: idempotency keys and the worker "
@@ -108,6 +115,7 @@ def serve(args: argparse.Namespace) -> int:
             redis=args.redis,
             redis_prefix=args.redis_prefix,
             heartbeat_ttl_s=ttl,
+            max_body_bytes=max_body_bytes,
             log_level=args.log_level,
             access_log=args.access_log,
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sloguard.exceptions import ConfigurationError
+from sloguard.routing.app import MAX_BODY_BYTES
 from sloguard.routing.forward import ResponseAborted
 from sloguard.routing.registry import DEFAULT_HEARTBEAT_TTL_S
 
@@ -40,6 +41,7 @@ class ServeConfig:
     redis: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S
+    max_body_bytes: int = MAX_BODY_BYTES
     log_level: str = "info"
     access_log: bool = False
 
@@ -82,6 +84,7 @@ class ServeConfig:
             manager=manager,
             reporter=reporter,
             registry=registry,
+            max_body_bytes=self.max_body_bytes,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
         )
@@ -196,6 +199,9 @@ def run(
         "log_level": config.log_level if config.log_level == "debug" else "warning",
         "access_log": config.access_log,
         "timeout_graceful_shutdown": 5,
+        # The controller is a proxy: it appends its peer's address to X-Forwarded-For,
+        # so the peer must be the socket's, not one uvicorn took from that header.
+        "proxy_headers": False,
     }
     if processes == 1:
         server = uvicorn.Server(uvicorn.Config(app if app is not None else config, **options))
