@@ -110,6 +110,30 @@ class _Endpoint:
         return self._handle(scope, receive, send)
 
 
+class ControllerApp(Starlette):
+    """The controller's Starlette app, with ``POST /route/{verb}/{name}`` taken before
+    Starlette's middleware and router (the hot path: a tenth of a forward's time there)."""
+
+    def __init__(self, controller: Controller, **options: Any) -> None:
+        super().__init__(**options)
+        self.controller = controller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path.startswith("/route/"):
+                _, _, verb, name, *rest = (*path.split("/"), "")
+                if verb and name and rest == [""]:
+                    scope["app"] = self
+                    scope["path_params"] = {"verb": verb, "name": name}
+                    await self.controller.route_path(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def _too_large(limit: int | None) -> _Problem:
     return _Problem(
         413, "payload_too_large", "Payload too large", f"the request body is over {limit} bytes"
@@ -572,7 +596,8 @@ def create_controller_app(
         slo = [] if manager is None else slo_routes(manager, history, token=token or "")
     if slo:  # the page first: /slo/{capability} would take /slo/ui
         slo = [*dashboard_routes(), *slo]
-    app = Starlette(
+    app = ControllerApp(
+        controller,
         routes=[
             Route("/route/{verb}/{name}", _Endpoint(controller.route_path), methods=["POST"]),
             Route("/route", _Endpoint(controller.route_seed), methods=["POST"]),

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from sloguard.middleware import SLOGuard
 
 DEFAULT_REDIS_PREFIX = "sloguard:"
+REDIS_TIMEOUT_S = 0.5
+"""The idempotency store's budget for one Redis call under ``sloguard serve --redis``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,12 @@ class ServeConfig:
                 prefix=self.redis_prefix + "workers:",
                 heartbeat_ttl_s=self.heartbeat_ttl_s,
             )
-            store = RedisStore(self.redis, prefix=self.redis_prefix + "idem:")
+            # RedisStore's default budget (50 ms a call) is missed with a few dozen keyed
+            # requests in flight in one process (redis-py costs ~0.4 ms a call here),
+            # and then every keyed request is a 503: a replay is the request's work.
+            store = RedisStore(
+                self.redis, prefix=self.redis_prefix + "idem:", timeout_seconds=REDIS_TIMEOUT_S
+            )
         app = create_controller_app(
             state,
             manager=manager,
