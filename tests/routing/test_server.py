@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,13 +116,23 @@ def test_a_busy_port_and_a_bad_port_are_one_line_each() -> None:
     )
 
 
-def test_port_0_prints_the_port_actually_bound(tmp_path: Path) -> None:
-    with stopped_at_exit(sloguard("serve", "--state", str(tmp_path), "--port", "0")) as process:
+def test_port_0_prints_the_port_actually_bound_and_access_log_logs_requests(
+    tmp_path: Path,
+) -> None:
+    code = "import sys; from sloguard.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    args = ("serve", "--state", str(tmp_path), "--port", "0", "--access-log")
+    command = [sys.executable, "-c", code, *args]
+    with stopped_at_exit(
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ) as process:
         assert process.stderr is not None
         line = process.stderr.readline()
         url = line.split("listening on ")[1].split()[0]
         wait_until_answering(url + "/healthz", process)
         health = httpx.get(url + "/healthz")
+        process.terminate()
+        access_log, _ = process.communicate(timeout=30)
 
     assert not url.endswith(":0")
     assert health.json()["status"] == "ok"
+    assert '"GET /healthz HTTP/1.1" 200' in access_log  # uvicorn's access log: stdout

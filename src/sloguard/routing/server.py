@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sloguard.exceptions import ConfigurationError
 from sloguard.routing.app import MAX_BODY_BYTES
 from sloguard.routing.forward import ResponseAborted
-from sloguard.routing.registry import DEFAULT_HEARTBEAT_TTL_S
+from sloguard.routing.registry import DEFAULT_HEARTBEAT_TTL_S, Registry, WorkerRegistry
 
 if TYPE_CHECKING:
     from sloguard.middleware import SLOGuard
@@ -70,7 +70,8 @@ class ServeConfig:
             history=_open_history(self.history or str(state / "history.sqlite3")),
             alerts=state / "controller" / "alerts.yml",
         )
-        registry = store = None
+        registry: Registry = WorkerRegistry(heartbeat_ttl_s=self.heartbeat_ttl_s)
+        store = None
         if self.redis is not None:
             from sloguard.idempotency.redis import RedisStore
             from sloguard.routing.redis_registry import RedisRegistry
