@@ -411,3 +411,21 @@ def test_a_registration_body_over_64_kib_is_a_413() -> None:
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     assert len(registry) == 0
+
+
+def test_the_worker_gets_no_header_the_client_did_not_send_but_the_proxys_own() -> None:
+    worker = HeaderWorker()
+    registry = WorkerRegistry()
+    with serving(worker) as worker_url, controller(registry) as url:
+        registry.register("w", worker_url, [PDF])
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(
+                b"POST /route/convert/document_to_pdf HTTP/1.1\r\n"
+                b"Host: controller\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            answer = conn.recv(65536)
+
+    assert answer.startswith(b"HTTP/1.1 429 ")
+    names = sorted(name.decode() for name, _ in worker.headers)
+    assert names == ["content-length", "host", "via", "x-forwarded-for", "x-forwarded-proto"]

@@ -281,7 +281,9 @@ class Controller:
         headers: list[tuple[str, str]],
         keyed: bool,
     ) -> None:
-        if not is_capability(capability) or not await self._known(capability):
+        if not is_capability(capability) or not (
+            self._known(capability) or await self._known_after_refresh(capability)
+        ):
             raise _Problem(
                 404,
                 "unknown_capability",
@@ -414,12 +416,13 @@ class Controller:
             workers=tried,
         )
 
-    async def _known(self, capability: str) -> bool:
+    def _known(self, capability: str) -> bool:
         if self.manager is not None and self.manager.get_slo(capability) is not None:
             return True
-        if self.registry.serves(capability):
-            return True
-        await self.registry.refresh()
+        return self.registry.serves(capability)
+
+    async def _known_after_refresh(self, capability: str) -> bool:
+        await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
     def _no_worker(self, capability: str, tried: list[str]) -> _Problem:

@@ -25,6 +25,7 @@ import enum
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
+from multidict import CIMultiDict
 
 from sloguard.routing.registry import Worker
 
@@ -210,6 +211,18 @@ class Upstream:
         self._response.release()
 
 
+class _ProxyRequest(aiohttp.ClientRequest):
+    """A request that carries the headers it is given and none of aiohttp's own: no
+    ``Accept``, ``Accept-Encoding`` or ``User-Agent`` the client did not send, and no
+    ``Content-Type`` guessed for its body. (The session-wide ``skip_auto_headers``
+    does the first part at about a fifth of a forward's client time.)"""
+
+    _skip_auto_headers = CIMultiDict({"Content-Type": None})
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        return
+
+
 class Forwarder:
     """The process's one pooled HTTP client for forwards: open with :meth:`start`."""
 
@@ -234,7 +247,7 @@ class Forwarder:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,  # bodies pass as the worker encoded them
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            request_class=_ProxyRequest,
             timeout=aiohttp.ClientTimeout(total=None),
         )
 
