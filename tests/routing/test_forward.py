@@ -429,3 +429,37 @@ def test_the_worker_gets_no_header_the_client_did_not_send_but_the_proxys_own() 
     assert answer.startswith(b"HTTP/1.1 429 ")
     names = sorted(name.decode() for name, _ in worker.headers)
     assert names == ["content-length", "host", "via", "x-forwarded-for", "x-forwarded-proto"]
+
+
+class EndlessWorker:
+    """Streams a chunk every 20 ms until the controller hangs up; ``hung_up`` is set then."""
+
+    def __init__(self) -> None:
+        self.hung_up = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(receive())  # http.disconnect once the controller leaves
+        while not gone.done():
+            await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+            await asyncio.sleep(0.02)
+        self.hung_up.set()
+
+
+def test_a_client_that_leaves_mid_stream_ends_the_forward() -> None:
+    worker = EndlessWorker()
+    registry = WorkerRegistry()
+    with serving(worker) as worker_url, controller(registry, forward_timeout_s=120) as url:
+        registry.register("w", worker_url, [PDF])
+        with httpx.stream("POST", url + PDF_PATH, content=b"{}", timeout=30) as response:
+            first = next(response.iter_raw())
+        # The client has closed its connection; the controller stops reading the worker.
+        left = worker.hung_up.wait(30)
+
+    assert first.startswith(b"tick")
+    assert left
