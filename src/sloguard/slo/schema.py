@@ -11,7 +11,15 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 Priority = Literal["critical", "high", "normal", "low"]
 """Request priorities, most important first; ``critical`` is never shed."""
@@ -160,6 +168,12 @@ class ConcurrencyConfig(_Model):
     interval_ms: PositiveMs = 100.0
     """The shortest interval between two limit updates (also at least one latency)."""
     queue: QueueConfig = QueueConfig()
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false: `mode: off` means what it says.
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> ConcurrencyConfig:
