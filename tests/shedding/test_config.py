@@ -34,7 +34,7 @@ def test_the_concurrency_limit_is_adaptive_by_default() -> None:
     assert (config.queue.size, config.queue.max_wait_ms, config.queue.deadline) == (
         100,
         1000.0,
-        "p95",
+        "p99",
     )
 
 

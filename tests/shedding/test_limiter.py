@@ -380,18 +380,18 @@ def test_limiter_for_reads_the_slo_file(tmp_path: Path, clock: ManualClock) -> N
     assert limiter is not None
     assert isinstance(limiter.algorithm, AdaptiveLimit)
     assert (limiter.limit, limiter.queue_size, limiter.max_wait_s) == (10, 100, 1.0)
-    assert limiter.budget_s == pytest.approx(0.100)  # the p95 target
+    assert limiter.budget_s == pytest.approx(0.250)  # the p99 target
 
     path.write_text(
         SLO + "shedding:\n  concurrency: {mode: fixed, initial: 4, queue: {size: 8, "
-        "max_wait_ms: 200, deadline: p99}}\n",
+        "max_wait_ms: 200, deadline: p95}}\n",
         encoding="utf-8",
     )
     fixed = limiter_for(load_slo_file(path), clock=clock)
     assert fixed is not None
     assert isinstance(fixed.algorithm, FixedLimit)
     assert (fixed.limit, fixed.queue_size, fixed.max_wait_s) == (4, 8, 0.2)
-    assert fixed.budget_s == pytest.approx(0.250)
+    assert fixed.budget_s == pytest.approx(0.100)
 
     path.write_text(SLO + "shedding: {concurrency: {mode: 'off'}}\n", encoding="utf-8")
     assert limiter_for(load_slo_file(path), clock=clock) is None

@@ -138,7 +138,7 @@ class QueueConfig(_Model):
     """Requests that may wait at once; 0 refuses at the limit instead of queueing."""
     max_wait_ms: PositiveMs = 1000.0
     """The longest a request waits for a place, whatever its deadline."""
-    deadline: LatencyPercentile = "p95"
+    deadline: LatencyPercentile = "p99"
     """The latency target a queued request must be able to meet: a request that
     would finish after ``start + slo.latency.<deadline>`` is refused, not served late."""
 
