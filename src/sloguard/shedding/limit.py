@@ -13,27 +13,34 @@ within its SLO (docs/shedding.md has the full story):
 - Samples are gathered over an *interval*: at least ``interval_s`` and one
   median latency long (so that each update sees the effect of the previous
   one), and at least ``min_samples`` samples.
-- At the end of an interval, each targeted percentile is estimated from the
-  interval's samples (nearest rank) and compared with ``setpoint`` times its
-  target: the worst ratio is the *SLO pressure*. 1.0 is on the setpoint.
-- The median is also compared with ``tolerance`` times the learned *no-load
-  latency* (the lowest interval median seen): the *knee pressure*. The
-  pressure used is the smaller of the two, so an SLO the service cannot meet
-  even unloaded steers to the knee of its latency curve, as Envoy's gradient
-  does, instead of starving the service.
-- Drops count as pressure too: a fraction ``d`` of dropped samples is a
-  pressure of at least ``1 / (1 - d)``, capped at 2.
-- Pressure above 1 cuts the limit at once to the concurrency that would meet
-  the setpoint by Little's law: the interval's mean in-flight count divided by
-  the pressure (at most halving it). Pressure below 1 grows the limit towards
-  ``limit / pressure`` (at most doubling it), half way per interval, but only
-  when the limit was reached in the interval: an unused limit proves nothing.
-  A limit well above what is used (the peak in flight under half of it)
-  decays towards twice the peak, so a sudden burst meets a limit near what
-  was last tested rather than one never tried.
-- The limit stays within ``[min_limit, max_limit]``. When it has sat at its
-  minimum for a few intervals, the no-load latency is learned again from the
-  current median: the service itself has become slower.
+- *SLO pressure*: each targeted percentile, read by nearest rank, over
+  ``setpoint`` times its target; the worst of them. 1.0 is on the setpoint.
+  The median is read from the interval; a tail percentile from the latest
+  samples enough to show it (20 for a p95, 100 for a p99), so that one slow
+  answer among ten is not taken for a p99.
+- *Knee pressure*: the median over ``tolerance`` times the *no-load latency*,
+  the lowest median of an interval with at most ``min_limit`` requests in
+  flight on average. The pressure used is the smaller of the two: an SLO the
+  service cannot meet even unloaded steers to the knee of its latency curve,
+  as Envoy's gradient does, instead of starving the service.
+- Drops are pressure too: a share ``d`` of dropped samples is a pressure of at
+  least ``1 / (1 - d)``, at most 2.
+- Pressure above 1 cuts the limit at once to the concurrency at which the
+  samples would have met the setpoint, by Little's law: their mean in-flight
+  count over the pressure (at most halving it).
+- Pressure below 1 grows the limit half way towards ``limit / pressure`` (at
+  most doubling it), only when the limit was reached in the interval: an
+  unused limit proves nothing. Near the concurrency of the last cut (from
+  90% of it) growth slows to 5% an interval, so a service whose latency
+  jumps at a threshold is probed gently instead of overshot; that memory is
+  dropped once the service runs 1.5 times past it without pressure, or the
+  no-load latency is learned anew.
+- A limit that was not reached and is more than twice the peak in flight
+  decays a tenth of the way towards twice the peak per interval, so a sudden
+  burst meets a limit near what was last tested rather than one never tried.
+- The limit stays within ``[min_limit, max_limit]``. After a few intervals at
+  its minimum, the no-load latency is learned again from the current median:
+  the service itself has become slower.
 
 Time comes from the caller (``now`` of each sample), so tests and simulations
 drive it with a manual clock.
