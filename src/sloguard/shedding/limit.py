@@ -104,7 +104,7 @@ class AdaptiveLimit:
         "_count",
         "_dropped",
         "_estimate",
-        "_interval_start",
+        "_interval_end",
         "_limit_before",
         "_peak",
         "_recent",
@@ -165,7 +165,7 @@ class AdaptiveLimit:
         self._estimate = float(initial)
         # (latency, in flight at admission) of the latest successes, newest last
         self._recent: deque[tuple[float, int]] = deque(maxlen=_RECENT)
-        self._interval_start: float | None = None
+        self._interval_end = -math.inf  # when the current interval may end
         self._count = self._dropped = self._peak = 0
         self._at_min = 0
         self._limit_before = initial
@@ -191,21 +191,20 @@ class AdaptiveLimit:
 
     def on_sample(self, now: float, latency_s: float, inflight: int, dropped: bool) -> None:
         """Add one finished request to the interval; update the limit when it is over."""
-        if self._interval_start is None:
-            self._interval_start = now
         if dropped:
             self._dropped += 1
         else:
-            self._recent.append((max(0.0, latency_s), inflight))
+            self._recent.append((latency_s if latency_s > 0.0 else 0.0, inflight))
         self._count += 1
         if inflight > self._peak:
             self._peak = inflight
-        if self._count >= self.min_samples and now - self._interval_start >= max(
-            self.interval_s, self.median_s or 0.0
-        ):
-            self._update()
-            self._interval_start = now
-            self._count = self._dropped = self._peak = 0
+        if now >= self._interval_end:
+            if self._interval_end == -math.inf:  # the first sample starts the first interval
+                self._interval_end = now + self.interval_s
+            elif self._count >= self.min_samples:
+                self._update()
+                self._interval_end = now + max(self.interval_s, self.median_s or 0.0)
+                self._count = self._dropped = self._peak = 0
 
     def _update(self) -> None:
         recent = self._recent
