@@ -209,7 +209,8 @@ class PriorityLimiter:
     def expire(self) -> int:
         """Refuse every waiter whose time is up by the clock; return how many.
 
-        The waiters' own timers call this; after moving a manual clock, call it."""
+        Each waiter's own timer on the event loop does this for it; a test that
+        moves a manual clock calls this instead of waiting for the loop."""
         now = self._clock()
         due = [w for queue in self._queues for w in queue if w.wait_until <= now]
         for waiter in due:
