@@ -233,6 +233,15 @@ class SLOApi:
 
     async def one_status(self, request: Request) -> Response:
         capability = request.path_params["capability"]
+        if not is_capability(capability):
+            # /slo/ui, /slo/ws over HTTP, a typo of /slo/history: a path, not a capability.
+            raise Problem(
+                404,
+                "not_found",
+                "Not found",
+                f"{request.url.path} is no /slo endpoint, and {capability!r} is not a "
+                "capability (verb:name)",
+            )
         self._slo(capability)
         status = self.manager.status(capability)
         assert status is not None  # _slo() found the file
@@ -456,6 +465,8 @@ def slo_routes(
 
     ``token=None`` reads ``$SLOGUARD_API_TOKEN``; an empty token means no protection.
     ``clock`` is the wall clock (Unix seconds) that default dates are computed from.
+    The capability route comes last and answers only ``verb:name`` (anything else is a
+    404 naming the path), so no fixed path can fall into it.
     """
     api = SLOApi(manager, repository, guard=guard, clock=clock)
     token = api_token(token)
@@ -467,7 +478,9 @@ def slo_routes(
             except Problem as problem:
                 return problem.response()
 
-        return Route(prefix + path, require_token(token, answer), methods=["GET"], name=name)
+        # Mounted (prefix ""), the status of every capability is the mount point's "/".
+        full = prefix + path or "/"
+        return Route(full, require_token(token, answer), methods=["GET"], name=name)
 
     return [
         route("", api.all_status, "slo_status"),

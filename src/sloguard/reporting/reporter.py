@@ -147,7 +147,9 @@ class Reporter:
         ``Authorization: Bearer`` or ``?token=``)."""
         token = api_token(token)
         stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
-        routes = slo_routes(self.manager, self.repository, guard=lambda: self.guard, token=token)
+        routes = slo_routes(
+            self.manager, self.repository, guard=lambda: self.guard, token=token, prefix=prefix
+        )
         return [stream, *routes]
 
     def _stream(self, token: str | None) -> Any:

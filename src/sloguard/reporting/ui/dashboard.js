@@ -10,6 +10,7 @@
 
 (() => {
   const API = document.querySelector('meta[name="sloguard-api"]').content;
+  const STATUS = document.querySelector('meta[name="sloguard-status"]').content;
   const POLL_MS = 2000;
   const LIVE_REFRESH_MS = 5000;
   const WS_RETRY_MS = 30000;
@@ -72,7 +73,7 @@
 
   async function api(path) {
     const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
-    const response = await fetch(API + path, { headers, cache: "no-store" });
+    const response = await fetch(path ? API + path : STATUS, { headers, cache: "no-store" });
     if (response.status === 401) {
       throw new Unauthorized(state.token ? "the token was refused" : "");
     }
