@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sloguard.slo.schema import SLOFile
 
 logger = logging.getLogger("sloguard.cli")
+TOKEN_ENV = "SLOGUARD_API_TOKEN"
 
 
 def add_serve(subparsers: Any) -> None:
@@ -91,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     print(
         f"sloguard serve: listening on http://{_url_host(args.host)}:{args.port} "
         f"with {len(manager.capabilities)} SLOs from {slo_dir} and "
-        f"{len(registry)} workers{kind}; API token {'on' if os.environ.get('SLOGUARD_API_TOKEN') else 'off'}",
+        f"{len(registry)} workers{kind}; API token {'on' if os.getenv(TOKEN_ENV) else 'off'}",
         file=sys.stderr,
         flush=True,
     )
