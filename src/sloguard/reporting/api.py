@@ -41,6 +41,7 @@ from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.recorder import ShedCounts
 from sloguard.reporting.records import Breach
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.slicing import in_slices
 from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import SLOFile
 
@@ -215,11 +216,13 @@ class SLOApi:
     # -- live --------------------------------------------------------------------
 
     async def all_status(self, request: Request) -> Response:
-        statuses = (self.manager.status(c) for c in self.manager.capabilities)
-        body: dict[str, Any] = {
-            "at": iso(self.clock()),
-            "capabilities": [self._status_json(s) for s in statuses if s is not None],
-        }
+        # In slices, as the monitor reads them: 10,000 statuses would stall the loop.
+        statuses = [
+            self._status_json(status)
+            async for capability in in_slices(self.manager.capabilities)
+            if (status := self.manager.status(capability)) is not None
+        ]
+        body: dict[str, Any] = {"at": iso(self.clock()), "capabilities": statuses}
         metrics = getattr(self.guard, "metrics", None)
         if isinstance(metrics, Metrics):
             counts = metrics.idempotency_counts()
