@@ -122,8 +122,9 @@ async def test_a_tick_over_many_capabilities_lets_other_tasks_run_between_slices
 ) -> None:
     for i in range(20):
         (tmp_path / f"c{i}.yml").write_text(
-            SLO.replace("document_to_pdf", f"c{i}").replace(", alerts: [{threshold: 0.5, "
-            "channel: slack}]", ""),
+            SLO.replace("document_to_pdf", f"c{i}").replace(
+                ", alerts: [{threshold: 0.5, channel: slack}]", ""
+            ),
             encoding="utf-8",
         )
     clock = ManualClock(start=NOW)
