@@ -25,6 +25,7 @@ from sloguard.reporting import SLOApp
 from sloguard.reporting.incident import iso
 from sloguard.reporting.records import ReportEvent
 from sloguard.reporting.reporter import Reporter
+from sloguard.slo.manager import SLOManager
 from tests.reporting.conftest import write_slo
 from tests.servers import serving
 
@@ -188,3 +189,23 @@ async def test_over_uvicorn_the_websocket_streams_events(tmp_path: Path, framewo
                 assert (await c.post("/publish")).json() == {"subscribers": 1}
                 event = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert event == {"type": "shedding", "capability": CAP, "at": iso(at), "data": {"active": True}}
+
+
+async def test_idempotency_is_counted_per_capability_once_the_request_path_reports_it(
+    tmp_path: Path,
+) -> None:
+    write_slo(tmp_path / "slos")
+    write_slo(tmp_path / "slos", "classify", "email")
+    manager = SLOManager(tmp_path / "slos")
+    reporter = Reporter(manager)
+    app = SLOApp(reporter, token="")
+    async with client(app) as c:
+        before = (await c.get("/")).json()["capabilities"]
+        # What the request path calls for each keyed request (the hook the guard needs).
+        for event in ("miss", "hit", "hit", "stored"):
+            reporter.idempotency.count(CAP, event)
+        after = {s["capability"]: s for s in (await c.get("/")).json()["capabilities"]}
+
+    assert all("idempotency" not in s for s in before)  # not reported: not claimed as zero
+    assert after[CAP]["idempotency"] == {"hits": 2, "misses": 1, "hit_rate": 2 / 3}
+    assert after["classify:email"]["idempotency"] == {"hits": 0, "misses": 0, "hit_rate": None}

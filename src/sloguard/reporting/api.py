@@ -37,6 +37,7 @@ from sloguard.reporting.compliance import (
     daily_compliance,
     monthly_compliance,
 )
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.recorder import ShedCounts
 from sloguard.reporting.records import Breach
@@ -122,9 +123,11 @@ class SLOApi:
         *,
         guard: ShedCounts | Callable[[], ShedCounts | None] | None = None,
         clock: Clock = time.time,
+        idempotency: IdempotencyCounts | None = None,
     ) -> None:
         self.manager = manager
         self.repository = repository
+        self.idempotency = idempotency
         # Or a function giving it, looked up per request: the guard may come after the routes.
         # (SLOGuard is callable itself, as an ASGI app: tell the two apart by shed_counts.)
         if guard is None or hasattr(guard, "shed_counts"):
@@ -205,6 +208,9 @@ class SLOApi:
             },
             "shedding": {"active": status.shedding},
         }
+        idempotency = None if self.idempotency is None else self.idempotency.json(status.capability)
+        if idempotency is not None:
+            out["idempotency"] = idempotency
         guard = self.guard
         if guard is not None:
             rejection = getattr(guard, "rejection_ratios", None)
@@ -463,6 +469,7 @@ def slo_routes(
     token: str | None = None,
     clock: Clock = time.time,
     prefix: str = "/slo",
+    idempotency: IdempotencyCounts | None = None,
 ) -> list[BaseRoute]:
     """The /slo routes, each behind the bearer ``token`` when one is given.
 
@@ -471,7 +478,7 @@ def slo_routes(
     The capability route comes last and answers only ``verb:name`` (anything else is a
     404 naming the path), so no fixed path can fall into it.
     """
-    api = SLOApi(manager, repository, guard=guard, clock=clock)
+    api = SLOApi(manager, repository, guard=guard, clock=clock, idempotency=idempotency)
     token = api_token(token)
 
     def route(path: str, handler: Endpoint, name: str) -> Route:

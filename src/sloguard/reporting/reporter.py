@@ -33,6 +33,7 @@ from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
 from sloguard.reporting.api import api_token, slo_routes
 from sloguard.reporting.events import EventHub, event_json
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder, ShedCounts
@@ -71,6 +72,8 @@ class Reporter:
         config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
         repository = self.repository
         self.hub = EventHub()
+        self.idempotency = IdempotencyCounts()
+        """Per-capability idempotency hits and misses, counted by the request path."""
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
         self.monitor = SLOMonitor(
             manager,
@@ -148,7 +151,12 @@ class Reporter:
         token = api_token(token)
         stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
         routes = slo_routes(
-            self.manager, self.repository, guard=lambda: self.guard, token=token, prefix=prefix
+            self.manager,
+            self.repository,
+            guard=lambda: self.guard,
+            token=token,
+            prefix=prefix,
+            idempotency=self.idempotency,
         )
         return [stream, *routes]
 
