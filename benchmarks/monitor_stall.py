@@ -3,9 +3,9 @@
 Run: ``python benchmarks/monitor_stall.py [COUNT [SECONDS]]`` (default 10,000 and 30).
 
 Loads COUNT SLO files, gives every capability traffic in every 5-second bucket
-(recorded a hundred capabilities at a time, so the traffic itself never stalls
-the loop), and runs a :class:`Reporter` as SLOGuard does: the monitor every
-second (breaches, alerts: every capability's live status) and the history
+(recorded twenty capabilities at a time, about a millisecond of work, so the
+traffic itself hardly stalls the loop), and runs a :class:`Reporter` as SLOGuard
+does: the monitor every second (breaches, alerts: every capability's live status) and the history
 recorder every 2 s (every capability's closed buckets into minute rows, written
 to SQLite in a worker thread). A probe task sleeps 1 ms in a loop; each wake-up's
 lateness is how long the loop was held by something else: a request arriving then
@@ -13,7 +13,7 @@ would have waited that long. The run is made twice, in one process:
 
 - ``one pass``: ``SLICE_S`` infinite, each pass over the capabilities done at once
   (how the monitor and the recorder ran before they were sliced);
-- ``sliced``: the default ``SLICE_S`` (5 ms) between hand-backs to the loop;
+- ``sliced``: the default ``SLICE_S`` (2 ms) between hand-backs to the loop;
 - ``+ freeze``: sliced, and ``gc.freeze()`` once the service has started (after
   its warm-up traffic). At 10,000 capabilities the heap holds ~450,000 objects
   (SLO models, windows, budget counters); a full collection walks them all, for
@@ -55,7 +55,7 @@ slo:
     alerts: [{{threshold: 0.5, channel: slack}}, {{threshold: 0.9, channel: pagerduty}}]
 """
 PROBE_S = 0.001
-TRAFFIC_STEP = 100
+TRAFFIC_STEP = 20
 
 
 class NoShedding:
@@ -82,7 +82,7 @@ class Timed:
 
 async def traffic(manager: SLOManager, stop: asyncio.Event) -> None:
     """One request per capability per 0.5 s (20 ms, all succeeding: nothing to alert on,
-    so the log stays quiet); a hundred capabilities per step."""
+    so the log stays quiet); twenty capabilities per step."""
     capabilities = manager.capabilities
     while not stop.is_set():
         for start in range(0, len(capabilities), TRAFFIC_STEP):

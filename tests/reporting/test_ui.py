@@ -414,11 +414,14 @@ def layout_problems(driver: Any) -> list[str]:
             const grid = document.getElementById("cards").getBoundingClientRect();
             const cards = [...document.querySelectorAll("article.card")];
             const right = Math.max(...cards.map((c) => c.getBoundingClientRect().right));
-            if (grid.right - right > 2) problems.push("empty space right of the cards: " + (grid.right - right));
-            for (const node of document.querySelectorAll("article.card dd, table.latency td")) {
-              if (node.scrollWidth > node.clientWidth + 1) problems.push("cut: " + node.textContent);
+            if (grid.right - right > 2) problems.push("empty right of the cards: " + grid.right);
+            const values = document.querySelectorAll("article.card dd, table.latency td");
+            for (const node of values) {
+              const text = node.textContent;
+              if (node.scrollWidth > node.clientWidth + 1) problems.push("cut: " + text);
               const line = parseFloat(getComputedStyle(node).lineHeight);
-              if (node.getBoundingClientRect().height > line * 1.6) problems.push("wrapped: " + node.textContent);
+              const height = node.getBoundingClientRect().height;
+              if (height > line * 1.6) problems.push("wrapped: " + text);
             }
             return problems;
             """
@@ -497,8 +500,10 @@ def test_each_capability_has_a_page_with_its_breaches_and_reports(
         row.find_element(By.CSS_SELECTOR, "button").click()
         report = wait_until(
             browser,
-            lambda d: "Incident report" in d.find_element(By.ID, "detail-report").text
-            and d.find_element(By.ID, "detail-report"),
+            lambda d: (
+                "Incident report" in d.find_element(By.ID, "detail-report").text
+                and d.find_element(By.ID, "detail-report")
+            ),
             "the incident report",
         )
         assert report.is_displayed()

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-SLICE_S = 0.005
+SLICE_S = 0.002
 """The longest run of work between two hand-backs to the event loop, by default."""
 
 
