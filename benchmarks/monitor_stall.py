@@ -37,7 +37,6 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +55,6 @@ slo:
 """
 PROBE_S = 0.001
 TRAFFIC_STEP = 20
-
-
-class NoShedding:
-    """What the recorder reads from a guard: nothing was refused."""
-
-    def shed_counts(self, capability: str, *, dry_run: bool = False) -> Mapping[Any, int]:
-        return {}
 
 
 class Timed:
@@ -114,7 +106,6 @@ async def run(
     reporter = Reporter(manager, history=history, monitor_every_s=1.0, flush_every_s=2.0)
     tick = Timed(reporter.monitor.tick)
     reporter.monitor.tick = tick  # type: ignore[method-assign]
-    reporter.attach(NoShedding())
     assert reporter.recorder is not None
     flush = Timed(reporter.recorder.flush)
     reporter.recorder.flush = flush  # type: ignore[method-assign]
