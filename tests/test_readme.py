@@ -8,6 +8,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -51,3 +55,30 @@ def test_test_results_are_not_committed() -> None:
         ["git", "check-ignore", "-q", "test-results/metrics.yml"], cwd=ROOT, check=False
     )
     assert ignored.returncode == 0
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+async def test_the_fastapi_quick_start_serves_the_api_and_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [quick_start] = python_blocks(README.read_text(encoding="utf-8"))
+    assert len(quick_start.splitlines()) <= 20
+    shutil.copytree(ROOT / "state", tmp_path / "state", ignore=shutil.ignore_patterns("*.sqlite3*"))
+    monkeypatch.chdir(tmp_path)  # its paths are relative, as in a clone
+    namespace: dict[str, Any] = {}
+    exec(compile(quick_start, "README.md", "exec"), namespace)
+    transport = httpx.ASGITransport(app=namespace["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        work = await client.post("/route/convert/document_to_pdf")
+        status = await client.get("/slo", follow_redirects=True)
+        one = await client.get("/slo/convert:document_to_pdf")
+        page = await client.get("/slo/ui")
+        history = await client.get("/slo/history?capability=convert:document_to_pdf")
+    assert work.json() == {"capability": "convert:document_to_pdf"}
+    assert len(status.json()["capabilities"]) == 3
+    assert one.json()["requests"] == 1
+    assert page.status_code == 200
+    assert history.status_code == 200
