@@ -106,8 +106,23 @@ class SLOGuard:
         self.tracing = tracing
         self.metrics: MetricsSink = _metrics(metrics, manager)
 
+        self.admission = Admission(
+            manager,
+            shed_status=shed_status,
+            evaluate_every_s=evaluate_every_s,
+            clock=clock,
+            random_source=random_source,
+            metrics=self.metrics,
+        )
+        self.outcomes = OutcomeRecorder(manager, self.metrics, clock=clock)
+        self.reporter = _reporter(reporter, history, alerts, manager, self.admission, self.metrics)
         counted = tracing or not isinstance(self.metrics, NoMetrics)
-        self.gate = _gate(idempotency, store, self._idempotency_event if counted else None)
+        self.gate = _gate(
+            idempotency,
+            store,
+            self._idempotency_event if counted else None,
+            self.reporter.idempotency.count,
+        )
         self.classifier = Classifier(
             clock=clock,
             route_table=RouteTable(route_table),
@@ -118,17 +133,8 @@ class SLOGuard:
             if isinstance(trust_capability_header, bool)
             else list(trust_capability_header),
         )
-        self.admission = Admission(
-            manager,
-            shed_status=shed_status,
-            evaluate_every_s=evaluate_every_s,
-            clock=clock,
-            random_source=random_source,
-            metrics=self.metrics,
-        )
-        self.outcomes = OutcomeRecorder(manager, self.metrics, clock=clock)
-        self.metrics.watch(manager, None if self.gate is None else self.gate.store)
-        self.reporter = _reporter(reporter, history, alerts, manager, self.admission, self.metrics)
+        store = None if self.gate is None else self.gate.store
+        self.metrics.watch(manager, store, self.admission.concurrency)
         self._owns_reporter = False
         self._watch: asyncio.Task[None] | None = None
         # With tracing on, OpenTelemetry's ASGI middleware opens the request's span
@@ -296,6 +302,7 @@ def _gate(
     idempotency: Mapping[str, Any] | bool,
     store: Store | None,
     on_event: Callable[[str], None] | None,
+    on_decision: Callable[[str | None, str], None],
 ) -> IdempotencyGate | None:
     if idempotency is False:
         if store is not None:
@@ -306,6 +313,7 @@ def _gate(
         options["store"] = store
     if on_event is not None:
         options.setdefault("on_event", on_event)
+    options.setdefault("on_decision", on_decision)
     return IdempotencyGate(**options)
 
 

@@ -9,9 +9,11 @@ once at load so that the hot path only reads plain attributes.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +31,20 @@ SheddablePriority = Literal["high", "normal", "low"]
 # Strict: YAML already types its scalars, so a quoted number is a mistake, not a number.
 PositiveMs = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]
-Name = Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")]
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        # Said in words: the pattern itself helps no one who wrote `verb: Convert PDF`.
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' "
+            "(no spaces or ':'), starting with a letter, a digit or '_'"
+        )
+    return value
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(_name)]
 Label = Annotated[str, Field(strict=True, min_length=1)]
 
 
@@ -66,6 +81,16 @@ class AvailabilityTarget(_Model):
     """The fraction of requests that must succeed, strictly between 0 and 1."""
 
     target: Fraction
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _not_a_percentage(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 < value < 100:
+            raise ValueError(
+                f"{value:g} is a percentage; the target is a fraction between 0 and 1: "
+                f"did you mean {value / 100:g}?"
+            )
+        return value
 
 
 class BudgetAlert(_Model):
