@@ -100,9 +100,16 @@ async def test_live_status_of_every_capability_and_of_one(
 
 
 async def test_an_unknown_capability_is_a_404_naming_it(client: httpx.AsyncClient) -> None:
-    for name in ("convert:nothing", "no-colon"):
-        body = assert_problem(await client.get(f"/slo/{name}"), 404, error="unknown_capability")
-        assert body["capability"] == name
+    body = assert_problem(await client.get("/slo/convert:nothing"), 404, error="unknown_capability")
+    assert body["capability"] == "convert:nothing"
+
+
+async def test_a_path_that_is_no_capability_is_a_404_naming_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("no-colon", "ui", "ws", "histroy"):
+        body = assert_problem(await client.get(f"/slo/{name}"), 404, error="not_found")
+        assert f"/slo/{name} is no /slo endpoint" in body["detail"]
 
 
 async def test_history_points(client: httpx.AsyncClient) -> None:

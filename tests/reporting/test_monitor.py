@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sloguard.reporting import (
     Notifier,
     ReportEvent,
     SLOMonitor,
+    Subscription,
 )
 from sloguard.slo import SLOManager
 from tests.reporting.receivers import Receiver
@@ -113,3 +115,38 @@ async def test_a_failing_save_is_logged_and_the_rest_goes_on(
     event = subscription.get_nowait()
     assert event is not None
     assert event.type == "warning"
+
+
+async def test_a_tick_over_many_capabilities_lets_other_tasks_run_between_slices(
+    tmp_path: Path,
+) -> None:
+    for i in range(20):
+        (tmp_path / f"c{i}.yml").write_text(
+            SLO.replace("document_to_pdf", f"c{i}").replace(
+                ", alerts: [{threshold: 0.5, channel: slack}]", ""
+            ),
+            encoding="utf-8",
+        )
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    for capability in manager.capabilities:
+        for _ in range(30):
+            manager.record(capability, latency_s=0.3)  # every one violates its p95
+    monitor = SLOMonitor(manager, clock=clock, slice_s=0.0)  # hand back after each capability
+    seen_by_other: list[int] = []  # events published so far, each time the other task ran
+
+    async def other(subscription: Subscription) -> None:
+        published = 0
+        while True:
+            while subscription.get_nowait() is not None:
+                published += 1
+            seen_by_other.append(published)
+            await asyncio.sleep(0)
+
+    with monitor.hub.subscribe() as subscription:
+        task = asyncio.create_task(other(subscription))
+        events, _ = await monitor.tick()
+        task.cancel()
+    assert sorted(e.capability for e in events) == sorted(manager.capabilities)  # all judged
+    # The other task ran in the middle of the tick, not only before and after it.
+    assert [n for n in seen_by_other if 0 < n < len(events)]

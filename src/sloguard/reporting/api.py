@@ -37,9 +37,11 @@ from sloguard.reporting.compliance import (
     daily_compliance,
     monthly_compliance,
 )
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.records import Breach
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.slicing import in_slices
 from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import SLOFile
@@ -122,9 +124,11 @@ class SLOApi:
         admission: Admission | Callable[[], Admission | None] | None = None,
         metrics: Callable[[], MetricsSink | None] | None = None,
         clock: Clock = time.time,
+        idempotency: IdempotencyCounts | None = None,
     ) -> None:
         self.manager = manager
         self.repository = repository
+        self.idempotency = idempotency
         # Or functions giving them, looked up per request: they may come after the routes.
         self._admission: Callable[[], Admission | None] = (
             admission if callable(admission) else lambda: admission
@@ -204,20 +208,28 @@ class SLOApi:
             },
             "shedding": {"active": status.shedding},
         }
+        idempotency = None if self.idempotency is None else self.idempotency.json(status.capability)
+        if idempotency is not None:
+            out["idempotency"] = idempotency
         admission = self.admission
         if admission is not None:
             out["shedding"]["rejection_ratios"] = admission.rejection_ratios(status.capability)
             out["shedding"]["shed"] = dict(admission.shed_counts(status.capability))
+            concurrency = admission.concurrency(status.capability)
+            if concurrency is not None:
+                out["shedding"]["concurrency"] = concurrency
         return out
 
     # -- live --------------------------------------------------------------------
 
     async def all_status(self, request: Request) -> Response:
-        statuses = (self.manager.status(c) for c in self.manager.capabilities)
-        body: dict[str, Any] = {
-            "at": iso(self.clock()),
-            "capabilities": [self._status_json(s) for s in statuses if s is not None],
-        }
+        # In slices, as the monitor reads them: 10,000 statuses would stall the loop.
+        statuses = [
+            self._status_json(status)
+            async for capability in in_slices(self.manager.capabilities)
+            if (status := self.manager.status(capability)) is not None
+        ]
+        body: dict[str, Any] = {"at": iso(self.clock()), "capabilities": statuses}
         metrics = self._metrics()
         counts = None if metrics is None else metrics.idempotency_counts()
         if counts is not None:
@@ -231,6 +243,15 @@ class SLOApi:
 
     async def one_status(self, request: Request) -> Response:
         capability = request.path_params["capability"]
+        if not is_capability(capability):
+            # /slo/ui, /slo/ws over HTTP, a typo of /slo/history: a path, not a capability.
+            raise Problem(
+                404,
+                "not_found",
+                "Not found",
+                f"{request.url.path} is no /slo endpoint, and {capability!r} is not a "
+                "capability (verb:name)",
+            )
         self._slo(capability)
         status = self.manager.status(capability)
         assert status is not None  # _slo() found the file
@@ -450,13 +471,23 @@ def slo_routes(
     token: str | None = None,
     clock: Clock = time.time,
     prefix: str = "/slo",
+    idempotency: IdempotencyCounts | None = None,
 ) -> list[BaseRoute]:
     """The /slo routes, each behind the bearer ``token`` when one is given.
 
     ``token=None`` reads ``$SLOGUARD_API_TOKEN``; an empty token means no protection.
     ``clock`` is the wall clock (Unix seconds) that default dates are computed from.
+    The capability route comes last and answers only ``verb:name`` (anything else is a
+    404 naming the path), so no fixed path can fall into it.
     """
-    api = SLOApi(manager, repository, admission=admission, metrics=metrics, clock=clock)
+    api = SLOApi(
+        manager,
+        repository,
+        admission=admission,
+        metrics=metrics,
+        clock=clock,
+        idempotency=idempotency,
+    )
     token = api_token(token)
 
     def route(path: str, handler: Endpoint, name: str) -> Route:
@@ -466,7 +497,9 @@ def slo_routes(
             except Problem as problem:
                 return problem.response()
 
-        return Route(prefix + path, require_token(token, answer), methods=["GET"], name=name)
+        # Mounted (prefix ""), the status of every capability is the mount point's "/".
+        full = prefix + path or "/"
+        return Route(full, require_token(token, answer), methods=["GET"], name=name)
 
     return [
         route("", api.all_status, "slo_status"),

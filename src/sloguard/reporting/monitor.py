@@ -22,6 +22,7 @@ from sloguard.reporting.breaches import BreachTracker
 from sloguard.reporting.events import EventHub, alert_event
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.records import Alert, Breach, ReportEvent
+from sloguard.reporting.slicing import in_slices
 from sloguard.slo.manager import SLOManager
 
 logger = logging.getLogger("sloguard.reporting")
@@ -46,6 +47,7 @@ class SLOMonitor:
         hub: EventHub | None = None,
         save_breach: SaveBreach | None = None,
         clock: Clock = time.time,
+        slice_s: float | None = None,
     ) -> None:
         self.manager = manager
         self.tracker = tracker if tracker is not None else BreachTracker(clock=clock)
@@ -54,10 +56,15 @@ class SLOMonitor:
         self.hub = hub if hub is not None else EventHub()
         self._save_breach = save_breach
         self._clock = clock
+        self.slice_s = slice_s
+        """Hand the event loop back after this much work in a tick (default ``SLICE_S``)."""
         self._known: set[str] = set()
 
     async def tick(self, now: float | None = None) -> tuple[list[ReportEvent], list[Alert]]:
-        """Look at every capability once; return the events published and the alerts queued."""
+        """Look at every capability once; return the events published and the alerts queued.
+
+        The pass is cut into slices (:func:`in_slices`): requests are served between them.
+        """
         at = self._clock() if now is None else now
         all_events: list[ReportEvent] = []
         all_alerts: list[Alert] = []
@@ -65,7 +72,7 @@ class SLOMonitor:
         for gone in self._known - capabilities:
             self.tracker.forget(gone)
         self._known = capabilities
-        for capability in sorted(capabilities):
+        async for capability in in_slices(sorted(capabilities), slice_s=self.slice_s):
             slo = self.manager.get_slo(capability)
             status = self.manager.status(capability)
             if slo is None or status is None:

@@ -34,6 +34,7 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
 from sloguard.reporting.events import EventHub, event_json
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
@@ -75,6 +76,8 @@ class Reporter:
         config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
         repository = self.repository
         self.hub = EventHub()
+        self.idempotency = IdempotencyCounts()
+        """Per-capability idempotency hits and misses, counted by the request path."""
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
         self.monitor = SLOMonitor(
             manager,
@@ -164,6 +167,8 @@ class Reporter:
             admission=lambda: self.admission,
             metrics=lambda: self.metrics,
             token=token,
+            prefix=prefix,
+            idempotency=self.idempotency,
         )
         return [stream, *routes]
 

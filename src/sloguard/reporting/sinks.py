@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -47,6 +46,7 @@ from pydantic import (
 
 from sloguard.exceptions import AlertsFileError, ConfigurationError
 from sloguard.reporting.records import Alert
+from sloguard.slo.loader import YAMLDocumentError, parse_yaml
 
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 LOG_SINK = "log"
@@ -196,53 +196,68 @@ class AlertsConfig(_Model):
         """The sink names alerts on ``channel`` go to."""
         return self.channels.get(channel, self.default)
 
-    def missing_env(self, env: Mapping[str, str]) -> list[tuple[str, str]]:
-        """``(field, message)`` for each ``*_env`` that names an unset variable."""
-        problems = []
-        for name, spec in self.sinks.items():
-            if isinstance(spec, WebhookSinkSpec | SlackSinkSpec) and spec.url_env:
-                variable, field = spec.url_env, "url_env"
-            elif isinstance(spec, PagerDutySinkSpec) and spec.routing_key_env:
-                variable, field = spec.routing_key_env, "routing_key_env"
-            else:
-                continue
-            if not env.get(variable):
-                problems.append(
-                    (f"sinks.{name}.{field}", f"environment variable {variable} is not set")
-                )
-        return problems
-
 
 def load_alerts_file(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> AlertsConfig:
     """Read and validate an alerts file; a missing file is the default (everything to log).
 
-    Raises :class:`AlertsFileError` naming the file and each bad field, also
-    when a ``*_env`` names a variable that ``env`` (default ``os.environ``) lacks.
+    Raises :class:`AlertsFileError` naming the file and every bad field (as the SLO
+    loader does: not only the first), also when a ``*_env`` names a variable that
+    ``env`` (default ``os.environ``) lacks.
     """
     path = Path(path)
     if not path.exists():
         return AlertsConfig()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise AlertsFileError(path, (("", f"cannot read file: {exc}"),)) from exc
-    except yaml.YAMLError as exc:
-        raise AlertsFileError(path, (("", f"invalid YAML: {' '.join(str(exc).split())}"),)) from exc
+    except YAMLDocumentError as exc:
+        raise AlertsFileError(path, exc.problems) from exc
     if data is None:
         return AlertsConfig()
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise AlertsFileError(path, (("", f"expected a mapping, got {kind}"),))
+    env = os.environ if env is None else env
+    # The references and secrets are checked on the raw data too: pydantic skips the
+    # cross-field check when a field is bad, and would hide them behind it.
+    problems = _reference_problems(data, env)
     try:
         config = AlertsConfig.model_validate(data)
     except ValidationError as exc:
-        raise AlertsFileError(path, _problems(exc)) from exc
-    missing = config.missing_env(os.environ if env is None else env)
-    if missing:
-        raise AlertsFileError(path, tuple(missing))
+        problems += [p for p in _problems(exc) if p not in problems]
+    if problems:
+        raise AlertsFileError(path, tuple(problems))
     return config
+
+
+def _reference_problems(data: Mapping[str, Any], env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Every unknown sink a channel or ``default`` names, and every unset ``*_env``."""
+    sinks = data.get("sinks")
+    sinks = sinks if isinstance(sinks, dict) else {}
+    known = sorted({LOG_SINK, *map(str, sinks)})
+    problems: list[tuple[str, str]] = []
+    for name, spec in sinks.items():
+        for field in ("url_env", "routing_key_env"):
+            variable = spec.get(field) if isinstance(spec, dict) else None
+            if isinstance(variable, str) and variable and not env.get(variable):
+                problems.append(
+                    (f"sinks.{name}.{field}", f"environment variable {variable} is not set")
+                )
+    channels = data.get("channels")
+    named = (
+        [(f"channels.{c}", names) for c, names in channels.items()]
+        if isinstance(channels, dict)
+        else []
+    )
+    named.append(("default", data.get("default", [])))
+    for field, names in named:
+        for name in names if isinstance(names, list) else []:
+            if isinstance(name, str) and name not in known:
+                problems.append((field, f"unknown sink {name!r} (sinks: {known})"))
+    return problems
 
 
 def _problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:

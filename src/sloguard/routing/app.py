@@ -37,9 +37,9 @@ from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
+from sloguard.reporting.mount import slo_site_routes
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
-from sloguard.reporting.ui import dashboard_routes
 from sloguard.routing.body import DEFAULT_KEEP_BYTES, BodyTooLarge, ClientGone, RequestBody
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
@@ -597,8 +597,8 @@ def create_controller_app(
         slo = list(reporter.routes(token=token or ""))
     else:
         slo = [] if manager is None else slo_routes(manager, history, token=token or "")
-    if slo:  # the page first: /slo/{capability} would take /slo/ui
-        slo = [*dashboard_routes(), *slo]
+    if slo:
+        slo = slo_site_routes(slo)
     app = ControllerApp(
         controller,
         routes=[
