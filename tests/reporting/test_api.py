@@ -229,10 +229,28 @@ async def test_bad_compliance_ranges_are_400s(
     assert_problem(response, 400, error="invalid_parameter", parameter=parameter)
 
 
-async def test_ninety_days_is_allowed(client: httpx.AsyncClient) -> None:
-    params = {"capability": CAP, "from_date": "2024-10-13", "to_date": "2025-01-10"}
+async def test_ninety_days_back_is_allowed_as_the_seed_counts_it(
+    client: httpx.AsyncClient,
+) -> None:
+    params = {"capability": CAP, "from_date": "2024-10-12", "to_date": "2025-01-10"}
     [report] = (await client.get("/slo/compliance", params=params)).json()["reports"]
-    assert len(report["records"]) == 90
+    assert len(report["records"]) == 91  # today-90 to today
+    params["from_date"] = "2024-10-11"
+    refused = await client.get("/slo/compliance", params=params)
+    assert_problem(refused, 400, error="invalid_parameter", parameter="to_date")
+
+
+async def test_compliance_dates_may_be_iso_8601_date_times(client: httpx.AsyncClient) -> None:
+    params = {
+        "capability": CAP,
+        "from_date": "2025-01-10T00:00:00Z",  # the seed's own example form
+        "to_date": "2025-01-11T01:30:00+02:00",  # 2025-01-10T23:30Z: a UTC date of 01-10
+    }
+    body = (await client.get("/slo/compliance", params=params)).json()
+    assert (body["from_date"], body["to_date"]) == ("2025-01-10", "2025-01-10")
+    assert body["reports"][0]["records"][0]["uptime_minutes"] == 8
+    bad = await client.get("/slo/compliance", params={"from_date": "2025-01-10Tnoon"})
+    assert_problem(bad, 400, error="invalid_parameter", parameter="from_date")
 
 
 async def test_monthly_compliance_with_credits(client: httpx.AsyncClient) -> None:

@@ -312,10 +312,13 @@ class SLOApi:
         from_date = _date(params, "from_date", default=to_date - dt.timedelta(days=29))
         if from_date > to_date:
             raise bad_parameter("from_date", f"{from_date} is after to_date {to_date}")
-        days = (to_date - from_date).days + 1
+        # Counted as the seed counts it: today-90 to today is allowed (91 daily records).
+        days = (to_date - from_date).days
         if days > MAX_DAILY_RANGE_DAYS:
             raise bad_parameter(
-                "to_date", f"the range is {days} days; at most {MAX_DAILY_RANGE_DAYS} are allowed"
+                "to_date",
+                f"from_date is {days} days before to_date; at most {MAX_DAILY_RANGE_DAYS} "
+                "are allowed",
             )
         store = self._store()
         reports = []
@@ -415,15 +418,21 @@ def _step(value: str | None) -> int:
 
 
 def _date(params: Any, name: str, *, default: dt.date) -> dt.date:
+    """A date (``2025-10-08``), or the UTC date of an ISO 8601 date-time
+    (``2025-10-08T00:00:00Z``, the seed's form; no zone means UTC)."""
     value = params.get(name)
     if not value:
         return default
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dt.date.fromisoformat(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", value):
             raise ValueError(value)
-        return dt.date.fromisoformat(value)
+        return dt.datetime.fromtimestamp(_parse_iso(value), dt.UTC).date()
     except ValueError:
-        raise bad_parameter(name, f"{value!r} is not a date (YYYY-MM-DD)") from None
+        raise bad_parameter(
+            name, f"{value!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 date-time"
+        ) from None
 
 
 def _month(params: Any, name: str, *, default: dt.date) -> dt.date:
