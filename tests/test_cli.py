@@ -176,7 +176,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
             base + "/route",
             json={"verb": "classify", "capability": "email", "request_payload": {"x": 1}},
         )
-        missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
+        missing = httpx.post(base + "/route", json={"verb": "classify"})
         metrics = httpx.get(base + "/metrics/").text
         slo = httpx.get(base + "/slo").json()
 
@@ -186,7 +186,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
     assert response.json()["capability"] == "convert:document_to_pdf"
     assert seed.status_code == 200
     assert missing.status_code == 400
-    assert missing.json()["detail"] == "request_payload: field required"
+    assert missing.json()["detail"] == "capability: field required"
     labels = 'capability="convert:document_to_pdf",outcome="ok",priority="normal"'
     assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
     assert {c["capability"] for c in slo["capabilities"]} == {

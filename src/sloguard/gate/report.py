@@ -66,7 +66,8 @@ def _latency_cell(measured: Measured | None, slo: SLOFile | None, key: str) -> s
     shown = "-" if value is None else f"{value:.1f}"
     if slo is None:
         return shown
-    return f"{shown}/{getattr(slo.slo.latency, key):g}"
+    target = getattr(slo.slo.latency, key)
+    return shown if target is None else f"{shown}/{target:g}"
 
 
 def _availability_cell(measured: Measured | None, slo: SLOFile | None) -> str:

@@ -10,12 +10,14 @@ from sloguard.slo.schema import (
     CapabilitySpec,
     EnforcementSpec,
     ErrorBudgetSpec,
+    ErrorRateTarget,
     LatencyTarget,
     Metadata,
     Priority,
     SheddingConfig,
     SLOFile,
     SLOSpec,
+    ThroughputTarget,
 )
 from sloguard.slo.window import LatencyWindow, WindowSnapshot
 
@@ -26,6 +28,7 @@ __all__ = [
     "CapabilitySpec",
     "EnforcementSpec",
     "ErrorBudgetSpec",
+    "ErrorRateTarget",
     "LatencyTarget",
     "LatencyWindow",
     "Metadata",
@@ -37,6 +40,7 @@ __all__ = [
     "SLOSpec",
     "SLOStatus",
     "SheddingConfig",
+    "ThroughputTarget",
     "WindowSnapshot",
     "budget_status",
     "burn_rate",
