@@ -50,9 +50,11 @@ def store(tmp_path: Path) -> SQLiteHistory:
             JAN10 + 150,
             ("availability 50.00% < target 99.00%",),
             {"availability": 0.5, "p95_ms": 90.0},
+            severity="critical",
+            credit_pct=10.0,
         )
     )
-    repository.save_breach(Breach("b-2", CAP, "open", JAN10 + 600, None, ("x",)))
+    repository.save_breach(Breach("b-2", CAP, "open", JAN10 + 600, None, ("x",), severity="minor"))
     repository.save_alert(Alert("a-1", CAP, "burn", "pager", "critical", "burning 50x", JAN10 + 60))
     return repository
 
@@ -169,6 +171,49 @@ async def test_breaches_filtered_by_capability_and_status(client: httpx.AsyncCli
     assert other.json() == {"breaches": []}
     bad = await client.get("/slo/breaches", params={"status": "closed"})
     assert_problem(bad, 400, parameter="status")
+
+
+@pytest.mark.parametrize(
+    ("params", "ids"),
+    [
+        ({"since": str(JAN10 + 31)}, ["b-2"]),
+        ({"until": "2025-01-10T00:10:00Z"}, ["b-1"]),  # b-2 starts at 00:10: excluded
+        ({"since": "2025-01-10T00:00:00Z", "until": str(JAN10 + 601)}, ["b-1", "b-2"]),
+        ({"severity": "critical"}, ["b-1"]),
+        ({"severity": "major,critical"}, ["b-1"]),
+        ({"severity": "minor", "status": "open"}, ["b-2"]),
+        ({"severity": "warning"}, []),
+    ],
+)
+async def test_breaches_filtered_by_time_and_severity(
+    client: httpx.AsyncClient, params: dict[str, str], ids: list[str]
+) -> None:
+    found = (await client.get("/slo/breaches", params=params)).json()["breaches"]
+    assert [b["id"] for b in found] == ids
+
+
+async def test_a_breach_shows_its_severity_and_credit(client: httpx.AsyncClient) -> None:
+    first = (await client.get("/slo/breaches")).json()["breaches"][0]
+    assert (first["severity"], first["credit_pct"], first["escalation"]) == ("critical", 10.0, None)
+    report = (await client.get("/slo/breaches/b-1/report")).text
+    assert "- **Severity:** critical" in report
+    assert "- **Service credit:** 10% (capped at no maximum)" in report
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"severity": "huge"}, "severity"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2025-13-01T00:00:00Z"}, "until"),
+        ({"since": str(JAN10 + 10), "until": str(JAN10)}, "since"),
+    ],
+)
+async def test_bad_breach_filters_are_400s(
+    client: httpx.AsyncClient, params: dict[str, str], parameter: str
+) -> None:
+    response = await client.get("/slo/breaches", params=params)
+    assert_problem(response, 400, error="invalid_parameter", parameter=parameter)
 
 
 async def test_the_incident_report_is_markdown_with_timeline_and_impact(

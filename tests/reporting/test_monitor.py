@@ -45,7 +45,10 @@ async def test_a_breach_is_saved_published_called_back_and_alerted(
     clock = ManualClock(start=NOW)
     manager = SLOManager(tmp_path, clock=clock)
     config = AlertsConfig.model_validate(
-        {"sinks": {"hook": {"type": "webhook", "url": url}}, "channels": {"breach": ["hook"]}}
+        {
+            "sinks": {"hook": {"type": "webhook", "url": url}},
+            "channels": {"breach": ["hook"], "warning": ["hook"]},
+        }
     )
     saved: list[Breach] = []
     called: list[Breach | Alert] = []
@@ -67,13 +70,20 @@ async def test_a_breach_is_saved_published_called_back_and_alerted(
 
     assert [b.state for b in saved] == ["warning", "open"]
     assert saved[0].id == saved[1].id
-    [body] = app.bodies()
-    assert (body["id"], body["kind"], body["channel"]) == (saved[1].id, "breach", "breach")
-    assert [type(x).__name__ for x in called] == ["Breach", "Breach", "Alert"]
+    # The warning reached its sink once (not at every tick it stayed on), then the breach.
+    warning, breach = app.bodies()
+    assert (warning["id"], warning["kind"], warning["channel"], warning["severity"]) == (
+        f"{saved[0].id}:warning",
+        "warning",
+        "warning",
+        "info",
+    )
+    assert (breach["id"], breach["kind"], breach["channel"]) == (saved[1].id, "breach", "breach")
+    assert [type(x).__name__ for x in called] == ["Breach", "Alert", "Breach", "Alert"]
     events: list[ReportEvent] = []
     while (event := subscription.get_nowait()) is not None:
         events.append(event)
-    assert [e.type for e in events] == ["warning", "breach", "alert"]
+    assert [e.type for e in events] == ["warning", "alert", "breach", "alert"]
 
 
 async def test_a_removed_capability_is_forgotten(tmp_path: Path) -> None:

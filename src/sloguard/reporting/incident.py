@@ -75,8 +75,17 @@ def incident_report(
         f"- **Duration:** {_duration(end - breach.started_at)}"
         + ("" if breach.ended_at is not None else " so far"),
     ]
+    if breach.severity is not None:
+        lines.append(f"- **Severity:** {breach.severity}")
     if slo is not None:
         lines.append(f"- **SLO:** {targets_text(slo)}")
+    if breach.credit_pct is not None:
+        cap = (
+            "no maximum"
+            if slo is None or slo.max_credit_pct is None
+            else f"{slo.max_credit_pct:g}%"
+        )
+        lines.append(f"- **Service credit:** {breach.credit_pct:g}% (capped at {cap})")
     lines += ["", "## Violations", ""]
     lines += [f"- {v}" for v in breach.violations] or ["- none recorded"]
     if breach.worst:

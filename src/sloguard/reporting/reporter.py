@@ -7,7 +7,12 @@
   everything to the log);
 - with a ``history`` store: a :class:`HistoryRecorder` flushing minute
   aggregates, breaches saved with ``save_breach`` and alerts deduplicated with
-  ``save_alert`` (across restarts and replicas).
+  ``save_alert`` (across restarts and replicas);
+- an :class:`Escalator` for the escalation policies of ``alerts``, its state in
+  the history store (in memory without one).
+
+``open_after_s`` and ``resolve_after_s`` tune breach detection (the
+:class:`BreachTracker`'s; default 55 s and 60 s).
 
 SLOGuard creates one (``SLOGuard(app, history=..., alerts=...)``), or takes
 yours (``SLOGuard(app, reporter=...)``), and starts and stops it with the
@@ -32,6 +37,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
 from sloguard.reporting.api import api_token, slo_routes
+from sloguard.reporting.breaches import (
+    DEFAULT_OPEN_AFTER_S,
+    DEFAULT_RESOLVE_AFTER_S,
+    BreachTracker,
+)
+from sloguard.reporting.escalation import EscalationStore, Escalator, MemoryEscalations
 from sloguard.reporting.events import EventHub, event_json
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
@@ -59,6 +70,8 @@ class Reporter:
         monitor_every_s: float | None = 5.0,
         flush_every_s: float = DEFAULT_INTERVAL_S,
         replica: str | None = None,
+        open_after_s: float = DEFAULT_OPEN_AFTER_S,
+        resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S,
         wall_clock: Clock = time.time,
         monotonic_clock: Clock = monotonic,
     ) -> None:
@@ -72,11 +85,26 @@ class Reporter:
         repository = self.repository
         self.hub = EventHub()
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
+        store: EscalationStore = (
+            repository if isinstance(repository, EscalationStore) else MemoryEscalations()
+        )
+        self.escalator = Escalator(
+            self.notifier.config.escalation,
+            store,
+            self.notifier,
+            tier_of=self._tier_of,
+            clock=wall_clock,
+        )
         self.monitor = SLOMonitor(
             manager,
+            tracker=BreachTracker(
+                open_after_s=open_after_s, resolve_after_s=resolve_after_s, clock=wall_clock
+            ),
             notifier=self.notifier,
             hub=self.hub,
             save_breach=None if repository is None else self._save_breach,
+            escalator=self.escalator,
+            refusals=self._refusals,
             clock=wall_clock,
         )
         self.monitor_every_s = monitor_every_s
@@ -101,6 +129,14 @@ class Reporter:
                 monotonic_clock=self._monotonic,
                 wall_clock=self._wall,
             )
+
+    def _tier_of(self, capability: str) -> str | None:
+        slo = self.manager.get_slo(capability)
+        return None if slo is None else slo.tier
+
+    def _refusals(self, capability: str) -> int:
+        guard = self.guard
+        return 0 if guard is None else sum(guard.shed_counts(capability).values())
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -147,7 +183,13 @@ class Reporter:
         ``Authorization: Bearer`` or ``?token=``)."""
         token = api_token(token)
         stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
-        routes = slo_routes(self.manager, self.repository, guard=lambda: self.guard, token=token)
+        routes = slo_routes(
+            self.manager,
+            self.repository,
+            guard=lambda: self.guard,
+            token=token,
+            escalator=self.escalator,
+        )
         return [stream, *routes]
 
     def _stream(self, token: str | None) -> Any:
