@@ -80,12 +80,9 @@ def incident_report(
     if slo is not None:
         lines.append(f"- **SLO:** {targets_text(slo)}")
     if breach.credit_pct is not None:
-        cap = (
-            "no maximum"
-            if slo is None or slo.max_credit_pct is None
-            else f"{slo.max_credit_pct:g}%"
-        )
-        lines.append(f"- **Service credit:** {breach.credit_pct:g}% (capped at {cap})")
+        cap = None if slo is None else slo.max_credit_pct
+        limit = "" if cap is None else f" (at most {cap:g}% a breach)"
+        lines.append(f"- **Service credit:** {breach.credit_pct:g}%{limit}")
     lines += ["", "## Violations", ""]
     lines += [f"- {v}" for v in breach.violations] or ["- none recorded"]
     if breach.worst:
