@@ -394,3 +394,11 @@ def test_check_refuses_an_unknown_report_format(
         check(tmp_path, MEASURED, "--format", "html")
     assert exit_info.value.code == 2
     assert "invalid choice: 'html'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_serve_refuses_a_bad_breach_timing(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--open-after", value])
+    assert exited.value.code == 2
+    assert "--open-after" in capsys.readouterr().err

@@ -49,6 +49,7 @@ from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import CapabilityMetrics, Metrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.reporting.breaches import DEFAULT_OPEN_AFTER_S, DEFAULT_RESOLVE_AFTER_S
 from sloguard.reporting.events import AlertCallback, BreachCallback
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
@@ -195,11 +196,17 @@ class SLOGuard:
         reporter: Reporter | None = None,
         history: HistoryRepository | str | os.PathLike[str] | None = None,
         alerts: AlertsConfig | str | os.PathLike[str] | None = None,
+        open_after_s: float | None = None,
+        resolve_after_s: float | None = None,
     ) -> None:
         if manager is not None and slo_dir is not None:
             raise ConfigurationError("pass slo_dir or manager, not both")
-        if reporter is not None and (history is not None or alerts is not None):
-            raise ConfigurationError("pass history and alerts to the Reporter, not to SLOGuard")
+        reporting = (history, alerts, open_after_s, resolve_after_s)
+        if reporter is not None and any(option is not None for option in reporting):
+            raise ConfigurationError(
+                "pass history, alerts, open_after_s and resolve_after_s to the Reporter, "
+                "not to SLOGuard"
+            )
         if shed_status not in SHED_STATUSES:
             raise ConfigurationError(f"shed_status must be 429 or 503, got {shed_status!r}")
         if evaluate_every_s <= 0:
@@ -257,7 +264,15 @@ class SLOGuard:
         if reporter is None:
             # A missing alerts file is the default configuration (everything to the log).
             alerts = DEFAULT_ALERTS_FILE if alerts is None else alerts
-            reporter = Reporter(manager, history=history, alerts=alerts)
+            reporter = Reporter(
+                manager,
+                history=history,
+                alerts=alerts,
+                open_after_s=DEFAULT_OPEN_AFTER_S if open_after_s is None else open_after_s,
+                resolve_after_s=(
+                    DEFAULT_RESOLVE_AFTER_S if resolve_after_s is None else resolve_after_s
+                ),
+            )
         elif reporter.manager is not manager:
             raise ConfigurationError("the reporter reports on another SLOManager than this guard's")
         self.reporter = reporter
