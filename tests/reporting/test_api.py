@@ -389,3 +389,25 @@ def test_without_a_token_the_controller_stays_open(
     with serving(app) as url:
         assert httpx.post(url + "/workers", json=spec).status_code == 201
         assert httpx.get(url + "/slo").status_code == 200
+
+
+async def test_status_shows_the_tier_and_every_target(tmp_path: Path) -> None:
+    slos = tmp_path / "tiered"
+    slos.mkdir()
+    (slos / "pdf.yml").write_text(
+        "capability: {verb: convert, name: pdf}\ntier: gold\nslo: {latency: {p95_ms: 120}}\n",
+        encoding="utf-8",
+    )
+    manager = SLOManager(slos, clock=ManualClock(1000.0))
+    async with client_for(slo_api(manager, token="", clock=lambda: NOW)) as client:
+        body = (await client.get(f"/slo/{CAP}")).json()
+    assert body["tier"] == "gold"
+    assert body["targets"] == {
+        "p50_ms": None,
+        "p95_ms": 120,
+        "p99_ms": 200,
+        "availability": 0.999,
+        "error_rate_pct": 0.1,
+        "throughput_min_rps": 100,
+    }
+    assert (body["throughput_rps"], body["demand_rps"]) == (None, None)  # no requests yet
