@@ -123,3 +123,39 @@ async def test_a_failing_save_is_logged_and_the_rest_goes_on(
     event = subscription.get_nowait()
     assert event is not None
     assert event.type == "warning"
+
+
+THROUGHPUT_SLO = SLO.replace(
+    "  error_budget:", "  throughput: {min_rps: 1}\n  error_budget:"
+)  # a floor of 1 request a second
+
+
+@pytest.mark.parametrize("refused_per_tick", [0, 5])
+async def test_a_throughput_floor_counts_refusals_as_demand(
+    tmp_path: Path, refused_per_tick: int
+) -> None:
+    (tmp_path / "pdf.yml").write_text(THROUGHPUT_SLO, encoding="utf-8")
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    refused = {"convert:document_to_pdf": 0}
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, refusals=refused.__getitem__, clock=clock)
+        for _ in range(24):  # 2 minutes, a tick every 5 s: the 60 s window fills, then slides
+            for _ in range(2):  # ... served: 0.4 a second
+                manager.record("convert:document_to_pdf", latency_s=0.01)
+            refused["convert:document_to_pdf"] += refused_per_tick  # refused: 1 a second
+            clock.advance(5.0)
+            await monitor.tick()
+    current = monitor.tracker.current("convert:document_to_pdf")
+    status = manager.status("convert:document_to_pdf")
+    assert status is not None
+    assert status.compliant  # the live status (what shedding reads) never judges throughput
+    if not refused_per_tick:
+        assert current is None  # 0.4 rps asked and served: below the floor, not judged
+        return
+    assert current is not None
+    assert current.state == "open"  # a shortfall is a breach
+    [violation] = current.violations
+    assert violation.startswith("throughput 0.")
+    assert violation.endswith(" rps < target 1.0 rps")
+    assert current.worst["throughput_rps"] < 1.0 <= current.worst["demand_rps"]
