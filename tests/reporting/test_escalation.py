@@ -15,9 +15,11 @@ from sloguard.exceptions import AlertsFileError
 from sloguard.reporting import Alert, AlertsConfig, Notifier
 from sloguard.reporting.api import slo_api
 from sloguard.reporting.escalation import EscalationStore, Escalator, MemoryEscalations
+from sloguard.reporting.postgres import PostgresHistory
 from sloguard.reporting.repository import open_repository
 from sloguard.reporting.sinks import load_alerts_file
 from sloguard.slo import SLOManager
+from tests.postgres_server import unique_schema
 from tests.reporting.conftest import write_slo
 from tests.reporting.receivers import Receiver
 from tests.reporting.statuses import NOW
@@ -169,13 +171,11 @@ async def test_a_restart_neither_loses_nor_repeats_a_level(
 
 
 async def test_two_replicas_sharing_postgresql_notify_each_level_once(
-    receiver: tuple[Receiver, str], backend: tuple[str, str | None]
+    receiver: tuple[Receiver, str], database_url: str
 ) -> None:
-    target, schema = backend
-    if schema is None:
-        pytest.skip("the replicas test is PostgreSQL's")
     app, url = receiver
-    stores = [open_repository(target, schema=schema) for _ in range(2)]
+    schema = unique_schema()
+    stores = [open_repository(database_url, schema=schema) for _ in range(2)]
     notifiers = [Notifier(config(url), env={}, record=s.save_alert) for s in stores]
     replicas = []
     for store, notifier in zip(stores, notifiers, strict=True):
@@ -192,6 +192,8 @@ async def test_two_replicas_sharing_postgresql_notify_each_level_once(
     finally:
         for notifier in notifiers:
             await notifier.aclose()
+        assert isinstance(stores[0], PostgresHistory)
+        stores[0].drop_schema()
         for store in stores:
             store.close()
     levels = [f"{ALERT.id}:L{n}" for n in (1, 2, 3)]
