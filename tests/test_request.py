@@ -10,6 +10,7 @@ from tests.asgi import http_scope
 
 
 def classifier(**options: object) -> Classifier:
+    options.setdefault("capability_header", "X-Capability")
     return Classifier(clock=lambda: 5.0, **options)  # type: ignore[arg-type]
 
 
@@ -61,6 +62,23 @@ def test_the_route_table_wins_over_the_header_and_no_capability_is_none() -> Non
 def test_with_no_capability_header_configured_the_header_names_nothing() -> None:
     scope = http_scope(path="/x", headers=[(b"x-capability", b"classify:email")])
     assert classifier(capability_header=None).classify(scope, _no_body).capability is None
+
+
+def test_a_capability_header_counts_only_from_a_trusted_client() -> None:
+    scope = http_scope(path="/x", headers=[(b"x-capability", b"classify:email")])
+    trusted = classifier(trusted_clients=["127.0.0.1"]).classify(scope, _no_body)
+    untrusted = classifier(trusted_clients=["10.1.1.1"]).classify(scope, _no_body)
+    assert (trusted.capability, untrusted.capability) == ("classify:email", None)
+
+
+def test_the_headers_say_whether_a_body_follows() -> None:
+    def has_body(*headers: tuple[bytes, bytes]) -> bool:
+        return classifier().classify(http_scope(headers=list(headers)), _no_body).has_body
+
+    assert has_body((b"content-length", b"12"))
+    assert has_body((b"transfer-encoding", b"chunked"))
+    assert not has_body((b"content-length", b"0"))
+    assert not has_body()
 
 
 async def test_a_seed_form_body_names_capability_priority_and_key_and_is_handed_on() -> None:

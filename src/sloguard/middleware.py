@@ -69,8 +69,10 @@ class SLOGuard:
     ``SLOGuard(app)`` works with no arguments: SLO files come from
     ``state/controller/slos`` when that directory exists, keyed requests use a
     ``MemoryStore``. ``idempotency`` takes the options of
-    :class:`~sloguard.idempotency.gate.IdempotencyGate` (or False: off). See the
-    docs for every option.
+    :class:`~sloguard.idempotency.gate.IdempotencyGate` (or False: off).
+    ``capability_header`` names a request's capability only when
+    ``trust_capability_header`` is True (any client) or lists the client
+    addresses (proxies) trusted to set it. See the docs for every option.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class SLOGuard:
         route_table: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         priority_header: str = "X-Priority",
         capability_header: str = "X-Capability",
+        trust_capability_header: bool | Iterable[str] = False,
         shed_status: int = 503,
         evaluate_every_s: float = 0.5,
         reload_every_s: float | None = 2.0,
@@ -113,7 +116,10 @@ class SLOGuard:
             route_table=RouteTable(route_table),
             key_header=None if self.gate is None else self.gate.key_header,
             priority_header=priority_header,
-            capability_header=capability_header,
+            capability_header=capability_header if trust_capability_header else None,
+            trusted_clients=None
+            if isinstance(trust_capability_header, bool)
+            else list(trust_capability_header),
         )
         self.admission = Admission(
             manager,
@@ -178,26 +184,32 @@ class SLOGuard:
             lease = begun
 
         # 3. admission
+        permit = None
         if slo is not None:
-            refusal = self.admission.acquire(request, slo)
-            if refusal is not None:
+            admitted = await self.admission.acquire(request, slo)
+            if isinstance(admitted, Reply):
                 if lease is not None:
                     await lease.release()
                 if self.tracing:
                     annotate("sloguard.shed", True)
-                await refusal.send(send)
+                await admitted.send(send)
                 return
+            permit = admitted
 
-        # 4. the app, 5. its outcome, 6. the lease settled
+        # 4. the app, 5. its outcome, 6. the permit given back and the lease settled
         exchange = Exchange(send, lease)
+        status: int | None = None
+        latency = 0.0
         try:
-            await self.app(request.scope, request.receive, exchange.send)
+            await self.app(request.scope, classifier.app_receive(request), exchange.send)
         except Exception:
             self.outcomes.record(request, slo, 500)
             raise
         else:
-            self.outcomes.record(request, slo, exchange.status)
+            status = exchange.status
+            latency = self.outcomes.record(request, slo, status)
         finally:
+            self.admission.release(permit, status, latency)
             if lease is not None:
                 await lease.finish(exchange)
 

@@ -66,7 +66,9 @@ class OutcomeRecorder:
     """Records each served request: live window, metrics, request observers.
 
     A request is ``ok`` unless its status is 5xx (500 when the app raised or
-    never answered). Latency runs from the request's ``start`` to the call.
+    never answered). The window and the observers see the service's latency,
+    from the end of the request body (``request.received``) to the call; the
+    metrics see the whole of it, from the request's arrival.
     """
 
     def __init__(self, manager: SLOManager, metrics: MetricsSink, *, clock: Clock) -> None:
@@ -79,14 +81,16 @@ class OutcomeRecorder:
         self._other = metrics.capability(None)
         self._recorded: dict[str, _Recorded] = {}
 
-    def record(self, request: GuardedRequest, slo: SLOFile | None, status: int) -> None:
-        """Record ``request`` (whose capability has ``slo``, or none) answered with ``status``."""
+    def record(self, request: GuardedRequest, slo: SLOFile | None, status: int) -> float:
+        """Record ``request`` (whose capability has ``slo``, or none) answered with
+        ``status``; return its service latency."""
         end = self._clock()
-        latency = end - request.start
+        latency = end - request.received
+        total = end - request.start
         ok = status < 500
         capability = request.capability
         if slo is None:
-            self._other.request(request.priority, ok, latency)
+            self._other.request(request.priority, ok, total)
         else:
             assert capability is not None
             recorded = self._recorded.get(capability)
@@ -100,6 +104,7 @@ class OutcomeRecorder:
             if window is not None:
                 window_clock = self._window_clock
                 window.add(latency, ok, end if window_clock is None else window_clock())
-            recorded.series.request(request.priority, ok, latency)
+            recorded.series.request(request.priority, ok, total)
         if _observers and capability:
             _notify(capability, latency, ok)
+        return latency

@@ -10,6 +10,8 @@ body of a seed-form ``POST /route``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from starlette.types import Message, Receive, Scope
 
 from sloguard._clock import Clock
@@ -29,10 +31,12 @@ class GuardedRequest:
     __slots__ = (
         "authorization",
         "capability",
+        "has_body",
         "key",
         "key_repeated",
         "priority",
         "receive",
+        "received",
         "scope",
         "start",
     )
@@ -47,10 +51,17 @@ class GuardedRequest:
         key: bytes | None = None,
         key_repeated: bool = False,
         authorization: bytes = b"",
+        has_body: bool = False,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.start = start
+        """When the request arrived (its headers)."""
+        self.received = start
+        """When its body had arrived: the service's time runs from here, so that a slow
+        upload is not the service being slow."""
+        self.has_body = has_body
+        """Whether the headers announce a body (``Content-Length`` > 0 or chunked)."""
         self.capability = capability
         """``verb:name``, or None when the request names none."""
         self.priority = priority
@@ -63,7 +74,13 @@ class GuardedRequest:
 
 
 class Classifier:
-    """Reads what every stage needs of a request in one pass over its headers."""
+    """Reads what every stage needs of a request in one pass over its headers.
+
+    ``capability_header`` names the capability only when trusted: with
+    ``trusted_clients`` None, from any client; otherwise only from those client
+    addresses (the proxies that set it). Untrusted, any client could charge its
+    requests to any capability and make it shed.
+    """
 
     def __init__(
         self,
@@ -72,7 +89,8 @@ class Classifier:
         route_table: RouteTable | None = None,
         key_header: str | None = "Idempotency-Key",
         priority_header: str = "X-Priority",
-        capability_header: str | None = "X-Capability",
+        capability_header: str | None = None,
+        trusted_clients: Collection[str] | None = None,
     ) -> None:
         self.clock = clock
         self.route_table = route_table if route_table is not None and len(route_table) else None
@@ -81,6 +99,7 @@ class Classifier:
         self._key = self.key_header.lower().encode("latin-1")
         self._priority = priority_header.lower().encode("latin-1")
         self._capability = (capability_header or "").lower().encode("latin-1")
+        self._trusted = None if trusted_clients is None else frozenset(trusted_clients)
 
     def classify(self, scope: Scope, receive: Receive) -> GuardedRequest:
         """The request's capability, priority, key and credentials, from its path and headers."""
@@ -92,17 +111,25 @@ class Classifier:
         key: bytes | None = None
         repeated = False
         authorization = b""
+        has_body = False
+        claimed: bytes | None = None
         key_name, priority_name, capability_name = self._key, self._priority, self._capability
         for name, value in scope["headers"]:
             if name == key_name:
                 repeated = key is not None
                 key = value
+            elif name == b"content-length":
+                has_body = value != b"0"
             elif name == b"authorization":
                 authorization = value
             elif name == priority_name:
                 raw_priority = value
-            elif name == capability_name and capability is None and capability_name:
-                capability = value.decode("latin-1").strip() or None
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == capability_name and capability_name:
+                claimed = value
+        if claimed is not None and capability is None and self._trusts(scope):
+            capability = claimed.decode("latin-1").strip() or None
         return GuardedRequest(
             scope,
             receive,
@@ -112,7 +139,25 @@ class Classifier:
             key,
             repeated,
             authorization,
+            has_body,
         )
+
+    def _trusts(self, scope: Scope) -> bool:
+        if self._trusted is None:
+            return True
+        client = scope.get("client")
+        return client is not None and client[0] in self._trusted
+
+    def app_receive(self, request: GuardedRequest) -> Receive:
+        """The ``receive`` to hand the app: it notes when the body has arrived
+        (``request.received``). A body a stage read ahead has arrived already."""
+        receive = request.receive
+        if isinstance(receive, BufferedReceive):
+            request.received = self.clock()
+            return receive
+        if not request.has_body:
+            return receive
+        return _BodyTimer(request, receive, self.clock)
 
     @staticmethod
     def is_seed_form(request: GuardedRequest) -> bool:
@@ -151,6 +196,23 @@ class Classifier:
             request.key = key
             scope = request.scope
             request.scope = {**scope, "headers": [*scope["headers"], (self._key, key)]}
+
+
+class _BodyTimer:
+    """A ``receive`` that notes when the last message of the request body arrives."""
+
+    __slots__ = ("_clock", "_receive", "_request")
+
+    def __init__(self, request: GuardedRequest, receive: Receive, clock: Clock) -> None:
+        self._request = request
+        self._receive = receive
+        self._clock = clock
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._request.received = self._clock()
+        return message
 
 
 def _has_header(scope: Scope, name: bytes) -> bool:

@@ -34,6 +34,7 @@ slo:
   latency: {p50_ms: 50, p95_ms: 120, p99_ms: 200}
   availability: {target: 0.99}
 enforcement: {reject_on_violation: true}
+shedding: {concurrency: {mode: "off"}}  # the window loop alone
 """
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
