@@ -41,7 +41,7 @@ from sloguard.observability.metrics import Metrics, default_metrics
 from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.slo.manager import SLOManager
-from sloguard.slo.window import FrozenBucket
+from sloguard.slo.sketch import FrozenBucket
 
 logger = logging.getLogger("sloguard.reporting")
 
