@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sloguard.idempotency.gate import IdempotencyGate, Lease
 from sloguard.idempotency.keys import parse_idempotency_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.middleware import IdempotencyMiddleware, Principal
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Claim",
     "ClaimStatus",
+    "IdempotencyGate",
     "IdempotencyMiddleware",
+    "Lease",
     "MemoryStore",
     "Principal",
     "RedisStore",

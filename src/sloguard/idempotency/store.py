@@ -104,3 +104,36 @@ class Store(Protocol):
         Callers bound the wait themselves (``asyncio.timeout``).
         """
         ...
+
+
+@runtime_checkable
+class SyncStore(Protocol):
+    """A store whose claim and complete need no waiting (``MemoryStore``): the gate
+    calls these plain functions instead of awaiting a coroutine per call."""
+
+    def claim_nowait(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        """:meth:`Store.claim`, as a plain call."""
+        ...
+
+    def complete_nowait(
+        self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
+    ) -> bool:
+        """:meth:`Store.complete`, as a plain call; ``nbytes``, when given, is
+        ``response.nbytes`` counted by the caller."""
+        ...
+
+
+def sync_path(store: Store) -> SyncStore | None:
+    """``store``'s plain-call path, when it has one that does what its async ``claim``
+    and ``complete`` do: a subclass that overrides only the async operations is
+    always called through them."""
+    if not isinstance(store, SyncStore):
+        return None
+    mro = type(store).__mro__
+
+    def owner(name: str) -> type:
+        return next(kind for kind in mro if name in vars(kind))
+
+    if owner("claim") is owner("claim_nowait") and owner("complete") is owner("complete_nowait"):
+        return store
+    return None

@@ -22,7 +22,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     REGISTRY,
@@ -70,6 +70,63 @@ def latency_buckets(slos: Iterable[SLOFile]) -> tuple[float, ...]:
         latency = slo.slo.latency
         edges.update(ms / 1000.0 for ms in (latency.p50_ms, latency.p95_ms, latency.p99_ms))
     return tuple(sorted(edges))
+
+
+class CapabilitySeries(Protocol):
+    """The per-request series of one ``capability`` label value."""
+
+    def request(self, priority: str, ok: bool, latency_s: float) -> None:
+        """Count one request that reached the app, and its latency."""
+
+    def shed(self, priority: str, dry_run: bool) -> None:
+        """Count one request refused (or, in a dry run, that would have been)."""
+
+
+class MetricsSink(Protocol):
+    """Where SLOGuard counts requests, refusals and idempotency outcomes:
+    :class:`Metrics` (Prometheus) or :class:`NoMetrics` (metrics off)."""
+
+    def capability(self, key: str | None) -> CapabilitySeries:
+        """The series of ``key``, a capability with an SLO file (None: all others)."""
+        ...
+
+    def idempotency_event(self, event: str) -> None:
+        """Count one idempotency outcome (one of ``IDEMPOTENCY_EVENTS``)."""
+
+    def idempotency_counts(self) -> dict[str, int] | None:
+        """Idempotency outcomes so far in this process, by event; None when not counted."""
+        ...
+
+    def watch(self, manager: SLOManager, store: object | None = None) -> None:
+        """Report ``manager``'s SLO gauges (and ``store``'s size) when scraped."""
+
+
+class _NoSeries:
+    __slots__ = ()
+
+    def request(self, priority: str, ok: bool, latency_s: float) -> None:
+        pass
+
+    def shed(self, priority: str, dry_run: bool) -> None:
+        pass
+
+
+class NoMetrics:
+    """The metrics sink that counts nothing (``SLOGuard(metrics=False)``)."""
+
+    _series = _NoSeries()
+
+    def capability(self, key: str | None) -> CapabilitySeries:
+        return self._series
+
+    def idempotency_event(self, event: str) -> None:
+        pass
+
+    def idempotency_counts(self) -> dict[str, int] | None:
+        return None
+
+    def watch(self, manager: SLOManager, store: object | None = None) -> None:
+        pass
 
 
 class CapabilityMetrics:

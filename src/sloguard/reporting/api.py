@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from sloguard._clock import Clock
 from sloguard.capability import is_capability
-from sloguard.observability.metrics import Metrics
+from sloguard.observability.metrics import MetricsSink
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.reporting.compliance import (
     MAX_DAILY_RANGE_DAYS,
@@ -38,9 +38,9 @@ from sloguard.reporting.compliance import (
     monthly_compliance,
 )
 from sloguard.reporting.incident import incident_report, iso
-from sloguard.reporting.recorder import ShedCounts
 from sloguard.reporting.records import Breach
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import SLOFile
 
@@ -119,23 +119,23 @@ class SLOApi:
         manager: SLOManager,
         repository: HistoryRepository | None = None,
         *,
-        guard: ShedCounts | Callable[[], ShedCounts | None] | None = None,
+        admission: Admission | Callable[[], Admission | None] | None = None,
+        metrics: Callable[[], MetricsSink | None] | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.manager = manager
         self.repository = repository
-        # Or a function giving it, looked up per request: the guard may come after the routes.
-        # (SLOGuard is callable itself, as an ASGI app: tell the two apart by shed_counts.)
-        if guard is None or hasattr(guard, "shed_counts"):
-            self._guard: Callable[[], ShedCounts | None] = lambda: guard
-        else:
-            self._guard = guard
+        # Or functions giving them, looked up per request: they may come after the routes.
+        self._admission: Callable[[], Admission | None] = (
+            admission if callable(admission) else lambda: admission
+        )
+        self._metrics: Callable[[], MetricsSink | None] = metrics or (lambda: None)
         self.clock = clock
 
     @property
-    def guard(self) -> ShedCounts | None:
-        """The SLOGuard whose refusals are reported, if any."""
-        return self._guard()
+    def admission(self) -> Admission | None:
+        """The admission whose refusals are reported, if any."""
+        return self._admission()
 
     # -- helpers -----------------------------------------------------------------
 
@@ -204,12 +204,10 @@ class SLOApi:
             },
             "shedding": {"active": status.shedding},
         }
-        guard = self.guard
-        if guard is not None:
-            rejection = getattr(guard, "rejection_ratios", None)
-            if rejection is not None:
-                out["shedding"]["rejection_ratios"] = rejection(status.capability)
-            out["shedding"]["shed"] = dict(guard.shed_counts(status.capability))
+        admission = self.admission
+        if admission is not None:
+            out["shedding"]["rejection_ratios"] = admission.rejection_ratios(status.capability)
+            out["shedding"]["shed"] = dict(admission.shed_counts(status.capability))
         return out
 
     # -- live --------------------------------------------------------------------
@@ -220,9 +218,9 @@ class SLOApi:
             "at": iso(self.clock()),
             "capabilities": [self._status_json(s) for s in statuses if s is not None],
         }
-        metrics = getattr(self.guard, "metrics", None)
-        if isinstance(metrics, Metrics):
-            counts = metrics.idempotency_counts()
+        metrics = self._metrics()
+        counts = None if metrics is None else metrics.idempotency_counts()
+        if counts is not None:
             hits, misses = counts["hit"], counts["miss"]
             body["idempotency"] = {
                 "hits": hits,
@@ -447,7 +445,8 @@ def slo_routes(
     manager: SLOManager,
     repository: HistoryRepository | None = None,
     *,
-    guard: ShedCounts | Callable[[], ShedCounts | None] | None = None,
+    admission: Admission | Callable[[], Admission | None] | None = None,
+    metrics: Callable[[], MetricsSink | None] | None = None,
     token: str | None = None,
     clock: Clock = time.time,
     prefix: str = "/slo",
@@ -457,7 +456,7 @@ def slo_routes(
     ``token=None`` reads ``$SLOGUARD_API_TOKEN``; an empty token means no protection.
     ``clock`` is the wall clock (Unix seconds) that default dates are computed from.
     """
-    api = SLOApi(manager, repository, guard=guard, clock=clock)
+    api = SLOApi(manager, repository, admission=admission, metrics=metrics, clock=clock)
     token = api_token(token)
 
     def route(path: str, handler: Endpoint, name: str) -> Route:
@@ -484,9 +483,10 @@ def slo_api(
     manager: SLOManager,
     repository: HistoryRepository | None = None,
     *,
-    guard: ShedCounts | None = None,
+    admission: Admission | None = None,
     token: str | None = None,
     clock: Clock = time.time,
 ) -> Starlette:
     """A Starlette app serving only the /slo routes (at ``/slo...``)."""
-    return Starlette(routes=slo_routes(manager, repository, guard=guard, token=token, clock=clock))
+    routes = slo_routes(manager, repository, admission=admission, token=token, clock=clock)
+    return Starlette(routes=routes)

@@ -31,14 +31,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
+from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
 from sloguard.reporting.events import EventHub, event_json
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
-from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder, ShedCounts
+from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
 from sloguard.reporting.records import Alert, Breach
 from sloguard.reporting.repository import HistoryRepository, open_repository
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
+from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager
 
 logger = logging.getLogger("sloguard.reporting")
@@ -61,6 +63,8 @@ class Reporter:
         replica: str | None = None,
         wall_clock: Clock = time.time,
         monotonic_clock: Clock = monotonic,
+        admission: Admission | None = None,
+        metrics: MetricsSink | None = None,
     ) -> None:
         if monitor_every_s is not None and monitor_every_s <= 0:
             raise ConfigurationError(f"monitor_every_s must be positive, got {monitor_every_s!r}")
@@ -82,25 +86,32 @@ class Reporter:
         self.monitor_every_s = monitor_every_s
         self.flush_every_s = flush_every_s
         self.replica = replica
-        self.guard: ShedCounts | None = None
+        self.admission = admission
+        """Whose refusals the /slo API and the history report (SLOGuard's)."""
+        self.metrics = metrics
+        """Whose idempotency counts the /slo API reports."""
         self.recorder: HistoryRecorder | None = None
+        if repository is not None:
+            self.recorder = HistoryRecorder(
+                manager,
+                repository,
+                guard=admission,
+                replica=replica,
+                interval_s=flush_every_s,
+                monotonic_clock=monotonic_clock,
+                wall_clock=wall_clock,
+            )
         self._wall = wall_clock
         self._monotonic = monotonic_clock
         self._monitor_task: asyncio.Task[None] | None = None
 
-    def attach(self, guard: ShedCounts) -> None:
-        """Report ``guard``'s refusals (the /slo API's shedding figures, the history's shed)."""
-        self.guard = guard
-        if self.repository is not None and self.recorder is None:
-            self.recorder = HistoryRecorder(
-                self.manager,
-                self.repository,
-                guard=guard,
-                replica=self.replica,
-                interval_s=self.flush_every_s,
-                monotonic_clock=self._monotonic,
-                wall_clock=self._wall,
-            )
+    def report_admission(self, admission: Admission, metrics: MetricsSink | None = None) -> None:
+        """Report ``admission``'s refusals (and ``metrics``' idempotency counts): for a
+        reporter built before the SLOGuard whose they are."""
+        self.admission = admission
+        self.metrics = metrics
+        if self.recorder is not None:
+            self.recorder.guard = admission
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -147,7 +158,13 @@ class Reporter:
         ``Authorization: Bearer`` or ``?token=``)."""
         token = api_token(token)
         stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
-        routes = slo_routes(self.manager, self.repository, guard=lambda: self.guard, token=token)
+        routes = slo_routes(
+            self.manager,
+            self.repository,
+            admission=lambda: self.admission,
+            metrics=lambda: self.metrics,
+            token=token,
+        )
         return [stream, *routes]
 
     def _stream(self, token: str | None) -> Any:

@@ -34,17 +34,17 @@ from sloguard.slo.schema import Priority, SheddingConfig, SLOFile
 _NEGLIGIBLE = 1e-9  # a ratio decayed to float dust is zero
 
 
-def severity(slo: SLOFile, status: SLOStatus) -> float:
+def severity(slo: SLOFile, status: SLOStatus, *, latency: bool = True) -> float:
     """How far ``status`` is from the objectives of ``slo``: 1.0 is exactly on
-    target, 2.0 twice over; 0.0 with no requests."""
-    latency = slo.slo.latency
+    target, 2.0 twice over; 0.0 with no requests. ``latency`` False: availability only."""
+    targets = slo.slo.latency
     worst = 0.0
     for observed, target in (
-        (status.p50_ms, latency.p50_ms),
-        (status.p95_ms, latency.p95_ms),
-        (status.p99_ms, latency.p99_ms),
+        (status.p50_ms, targets.p50_ms),
+        (status.p95_ms, targets.p95_ms),
+        (status.p99_ms, targets.p99_ms),
     ):
-        if observed is not None:
+        if latency and observed is not None and target is not None:
             worst = max(worst, observed / target)
     if status.availability is not None:
         worst = max(worst, (1.0 - status.availability) / slo.budget_fraction)
@@ -54,10 +54,21 @@ def severity(slo: SLOFile, status: SLOStatus) -> float:
 class SheddingPolicy:
     """The rejection ratios of one capability's priorities; see the module docs."""
 
-    __slots__ = ("_updated_at", "_violating_since", "active", "config", "ratios", "severity")
+    __slots__ = (
+        "_updated_at",
+        "_violating_since",
+        "active",
+        "config",
+        "latency",
+        "ratios",
+        "severity",
+    )
 
-    def __init__(self, config: SheddingConfig) -> None:
+    def __init__(self, config: SheddingConfig, *, latency: bool = True) -> None:
         self.config = config
+        self.latency = latency
+        """Whether latency violations count; False while a concurrency limit keeps
+        latency in check, so that this loop answers availability and budget burn."""
         self.ratios: dict[Priority, float] = {}
         """Non-zero rejection ratios by priority; a priority absent is always admitted."""
         self.active = False
@@ -75,13 +86,15 @@ class SheddingPolicy:
         violating = (
             config.enabled and status.requests >= config.min_samples and not status.compliant
         )
+        if violating and not self.latency:
+            violating = severity(slo, status, latency=False) > 1.0
         if not violating:
             self._violating_since = None
             self.severity = level = 0.0
         else:
             if self._violating_since is None:
                 self._violating_since = now
-            self.severity = level = severity(slo, status)
+            self.severity = level = severity(slo, status, latency=self.latency)
             if not self.active and level < 1.0 + config.hysteresis:
                 level = 0.0  # not yet: inside the hysteresis band
         ramp = min(1.0, max(0.0, (level - 1.0) / (config.full_at - 1.0)))

@@ -11,7 +11,15 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 Priority = Literal["critical", "high", "normal", "low"]
 """Request priorities, most important first; ``critical`` is never shed."""
@@ -120,6 +128,74 @@ class MaxRejection(_Model):
     high: Ratio = 0.25
 
 
+LatencyPercentile = Literal["p50", "p95", "p99"]
+
+
+class QueueConfig(_Model):
+    """The short priority queue in front of a capability at its concurrency limit."""
+
+    size: Annotated[int, Field(strict=True, ge=0)] = 100
+    """Requests that may wait at once; 0 refuses at the limit instead of queueing."""
+    max_wait_ms: PositiveMs = 1000.0
+    """The longest a request waits for a place, whatever its deadline."""
+    deadline: LatencyPercentile = "p99"
+    """The latency target a queued request must be able to meet: a request that
+    would finish after ``start + slo.latency.<deadline>`` is refused, not served late."""
+
+
+class ConcurrencyConfig(_Model):
+    """The concurrency limit of a capability (the fast inner loop of admission).
+
+    ``adaptive`` steers the limit so that latency stays within the SLO's targets;
+    ``fixed`` holds it at ``initial``; ``off`` admits without a limit. See
+    docs/shedding.md for the algorithm.
+    """
+
+    mode: Literal["adaptive", "fixed", "off"] = "adaptive"
+    initial: Annotated[int, Field(strict=True, ge=1)] | None = None
+    """The starting limit (the limit itself in ``fixed`` mode); default 10, kept within
+    ``[min, max]``."""
+    min: Annotated[int, Field(strict=True, ge=1)] = 2
+    """The limit never goes below this."""
+    max: Annotated[int, Field(strict=True, ge=1)] = 1000
+    """The limit never goes above this."""
+    setpoint: Ratio = 0.8
+    """Steer each latency percentile to this share of its target; the rest is room
+    for queueing and noise."""
+    tolerance: Annotated[float, Field(strict=True, gt=1, allow_inf_nan=False)] = 1.5
+    """Never steer the median below this multiple of the learned no-load latency:
+    a limit cannot make the service faster than it is unloaded."""
+    interval_ms: PositiveMs = 100.0
+    """The shortest interval between two limit updates (also at least one latency)."""
+    queue: QueueConfig = QueueConfig()
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false: `mode: off` means what it says.
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> ConcurrencyConfig:
+        if self.min > self.max:
+            raise ValueError(f"min={self.min} is above max={self.max}")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(
+                f"initial={self.initial} is outside [min, max] = [{self.min}, {self.max}]"
+            )
+        return self
+
+    @property
+    def initial_limit(self) -> int:
+        """``initial``, or 10 kept within ``[min, max]`` when it is not given."""
+        if self.initial is not None:
+            return self.initial
+        return max(self.min, min(self.max, _DEFAULT_INITIAL_LIMIT))
+
+
+_DEFAULT_INITIAL_LIMIT = 10
+
+
 class SheddingConfig(_Model):
     """Priority load-shedding tuning for this capability; every field has a default.
 
@@ -150,6 +226,8 @@ class SheddingConfig(_Model):
     """Once compliant, rejection falls to zero over this many seconds instead of at once."""
     window_s: Seconds | None = None
     """The live window this capability is judged over; default the manager's (60 s)."""
+    concurrency: ConcurrencyConfig = ConcurrencyConfig()
+    """The concurrency limit and its queue (the inner loop); see docs/shedding.md."""
 
     @model_validator(mode="after")
     def _distinct_priorities(self) -> SheddingConfig:
