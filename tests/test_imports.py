@@ -17,7 +17,14 @@ import sloguard
 SOURCE = Path(sloguard.__file__).resolve().parent
 ROOT = SOURCE.parent
 
-KNOWN_CYCLES: frozenset[tuple[str, str]] = frozenset()
+KNOWN_CYCLES: frozenset[tuple[str, str]] = frozenset(
+    {
+        # Type-only (TYPE_CHECKING): SendWrapper's `lease` is annotated with the gate's Lease,
+        # and the gate imports http.py. A Protocol in http.py of what SendWrapper needs of a
+        # lease would open it. The request path's owner (issue 21) is to remove this line.
+        ("sloguard.http", "sloguard.idempotency.gate"),
+    }
+)
 """Edges ``(importer, imported)`` left out of the check until their cycle is opened."""
 
 
