@@ -51,16 +51,12 @@ class BufferedReceive:
         """The body of the messages read ahead."""
         return b"".join(m.get("body", b"") for m in self._messages if m["type"] == "http.request")
 
-    def __call__(self) -> Awaitable[Message]:
+    async def __call__(self) -> Message:
         index = self._next
         if index < len(self._messages):
             self._next = index + 1
-            return _ready(self._messages[index])
-        return self._receive()
-
-
-async def _ready(message: Message) -> Message:
-    return message
+            return self._messages[index]
+        return await self._receive()
 
 
 class Reply:

@@ -144,7 +144,8 @@ class IdempotencyGate:
             self.on_event(event)
 
     def _decide(self, event: str, request: GuardedRequest) -> None:
-        self._event(event)
+        if self.on_event is not None:
+            self.on_event(event)
         if self.on_decision is not None:
             self.on_decision(request.capability, event)
 
@@ -179,9 +180,20 @@ class IdempotencyGate:
             else self._principal(scope)
         )
         store_key = scoped_key(principal, scope["method"], scope["path"], key)
-        body = await _read_body(request)
-        if body is None:
-            return _NOTHING
+        # The body, read ahead of the app for its fingerprint (the app reads it again
+        # from the lease's receive).
+        receive = request.receive
+        message = await receive()
+        messages = [message]
+        while message["type"] == "http.request" and message.get("more_body", False):
+            message = await receive()
+            messages.append(message)
+        if message["type"] != "http.request":
+            return _NOTHING  # the client left before its request was complete
+        if len(messages) == 1:
+            body: tuple[bytes, ...] = (message.get("body", b""),)
+        else:
+            body = tuple(m.get("body", b"") for m in messages)
         fingerprint = request_fingerprint(scope["query_string"], body)
 
         try:
@@ -202,6 +214,7 @@ class IdempotencyGate:
                     "not processed; retry later with the same key.",
                     headers=_RETRY_AFTER_1,
                 )
+            request.receive = BufferedReceive(messages, receive)
             return Lease(self, key, None, 0, fingerprint)  # fail open: run, store nothing
 
         if claim.fingerprint != fingerprint:
@@ -229,6 +242,7 @@ class IdempotencyGate:
                 headers=_RETRY_AFTER_1,
             )
         self._decide("miss", request)
+        request.receive = BufferedReceive(messages, receive)
         return Lease(self, key, store_key, claim.token, fingerprint)
 
     def _bad_key(self, reason: str) -> Reply:
@@ -260,7 +274,16 @@ class Lease:
     the key so that a retry runs. ``store_key`` None: the store was unavailable and
     the gate fails open (the request runs, nothing is stored, the response says so)."""
 
-    __slots__ = ("_fingerprint", "_gate", "_key", "_store_key", "_token", "settled")
+    __slots__ = (
+        "_fingerprint",
+        "_gate",
+        "_key",
+        "_store_key",
+        "_token",
+        "max_body_bytes",
+        "response_headers",
+        "settled",
+    )
 
     def __init__(
         self,
@@ -277,24 +300,24 @@ class Lease:
         self._fingerprint = fingerprint
         self.settled = store_key is None
         """Whether the response was stored or the key released (nothing left to do)."""
-
-    @property
-    def max_body_bytes(self) -> int:
+        self.max_body_bytes = -1 if store_key is None else gate.max_body_bytes
         """The largest response body kept to store (-1: none is, the lease stores nothing)."""
-        return -1 if self._store_key is None else self._gate.max_body_bytes
-
-    @property
-    def response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        self.response_headers = _NOT_STORED if store_key is None else ()
         """Headers added to the response the app sends under this lease."""
-        return _NOT_STORED if self._store_key is None else ()
 
     def finish_then(self, exchange: Exchange, send: Send, last: Message) -> Awaitable[None]:
         """Settle the lease on the response ``exchange`` has seen, then send its last message.
 
         A store that needs no waiting is called directly: no coroutine of its own.
         """
-        sync = self._gate._sync
-        if self.settled or sync is None or not self._storable(exchange):
+        gate = self._gate
+        sync = gate._sync
+        if (
+            self.settled
+            or sync is None
+            or exchange.chunks is None
+            or (exchange.status >= 500 and gate.release_on_server_error)
+        ):
             return self._settle_then(exchange, send, last)
         self.settled = True
         chunks, store_key = exchange.chunks, self._store_key
@@ -365,27 +388,15 @@ class Lease:
         )
 
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
-        headers = tuple(h for h in exchange.headers if h[0].lower() not in UNSTORED_HEADERS)
+        kept = []
+        header_bytes = 0
+        for name, value in exchange.headers:
+            if name.lower() not in UNSTORED_HEADERS:
+                kept.append((name, value))
+                header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        header_bytes = sum(len(name) + len(value) for name, value in headers)
-        nbytes = stored_nbytes(self._fingerprint, len(headers), header_bytes, body)
-        return StoredResponse(self._fingerprint, exchange.status, headers, body), nbytes
+        nbytes = stored_nbytes(self._fingerprint, len(kept), header_bytes, body)
+        return StoredResponse(self._fingerprint, exchange.status, tuple(kept), body), nbytes
 
     def _log_store_failure(self) -> None:
         logger.warning("could not store the response to key %r", self._key, exc_info=True)
-
-
-async def _read_body(request: GuardedRequest) -> list[bytes] | None:
-    """Read the request's body ahead of the app (``request.receive`` then hands the
-    messages out again); None when the client disconnected before it was complete."""
-    messages: list[Message] = []
-    receive = request.receive
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        messages.append(message)
-        if not message.get("more_body", False):
-            break
-    request.receive = BufferedReceive(messages, receive)
-    return [m.get("body", b"") for m in messages]

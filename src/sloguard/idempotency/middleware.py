@@ -78,9 +78,7 @@ class IdempotencyMiddleware:
         )
         self.store = self.gate.store
         self.key_header = key_header
-        self._classifier = Classifier(
-            clock=monotonic, key_header=key_header, capability_header=None
-        )
+        self._classifier = Classifier(clock=monotonic, key_header=key_header, capabilities=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
