@@ -68,6 +68,13 @@ makes (``hit``, ``miss``, ``conflict``, ``mismatch``); the /slo API counts them.
 
 DEFAULT_METHODS = frozenset({"POST", "PATCH"})
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+DEFAULT_RELEASED_STATUSES = frozenset({429})
+"""Responses that say "not done, try later": not results, so the key is released
+(besides every 5xx, with ``release_on_server_error``)."""
+SCOPE_KEY = "sloguard.idempotency"
+"""Where a leased request's scope carries ``{"key", "token"}``: the fencing token lets a
+handler fence its own writes (a write with an older token than the last seen is stale)."""
 
 UNSTORED_HEADERS = HOP_BY_HOP | {b"set-cookie"}
 """Never stored: hop-by-hop headers describe one connection, and a replayed
@@ -97,7 +104,9 @@ class IdempotencyGate:
         lease_seconds: float = 60.0,
         wait_seconds: float = 0.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         release_on_server_error: bool = True,
+        released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
         on_event: EventHook | None = None,
         on_decision: DecisionHook | None = None,
     ) -> None:
@@ -114,6 +123,10 @@ class IdempotencyGate:
             raise ConfigurationError(f"wait_seconds must not be negative, got {wait_seconds!r}")
         if max_body_bytes < 0:
             raise ConfigurationError(f"max_body_bytes must not be negative, got {max_body_bytes!r}")
+        if max_request_bytes < 0:
+            raise ConfigurationError(
+                f"max_request_bytes must not be negative, got {max_request_bytes!r}"
+            )
         self.store: Store = store if store is not None else MemoryStore()
         self._sync: SyncStore | None = sync_path(self.store)
         self.methods = frozenset(method.upper() for method in methods)
@@ -123,7 +136,10 @@ class IdempotencyGate:
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self.max_body_bytes = max_body_bytes
+        self.max_request_bytes = max_request_bytes
         self.release_on_server_error = release_on_server_error
+        self.released_statuses = frozenset(released_statuses)
+        self._cookie_warned = principal is not None
         self.on_event = on_event
         self.on_decision = on_decision
         self._principal = principal
@@ -174,6 +190,8 @@ class IdempotencyGate:
             except InvalidIdempotencyKey as exc:
                 return self._bad_key(str(exc))
 
+        if not self._cookie_warned and not request.authorization:
+            self._warn_if_cookie(scope)
         principal = (
             request.authorization.decode("latin-1")
             if self._principal is None
@@ -185,9 +203,22 @@ class IdempotencyGate:
         receive = request.receive
         message = await receive()
         messages = [message]
+        size = len(message.get("body", b""))
         while message["type"] == "http.request" and message.get("more_body", False):
+            if size > self.max_request_bytes:
+                break
             message = await receive()
             messages.append(message)
+            size += len(message.get("body", b""))
+        if size > self.max_request_bytes:
+            return problem_reply(
+                413,
+                "idempotency_request_too_large",
+                "Request too large",
+                f"A request with an {self.key_header} may have a body of at most "
+                f"{self.max_request_bytes} bytes (its body is kept until the response is "
+                "stored).",
+            )
         if message["type"] != "http.request":
             return _NOTHING  # the client left before its request was complete
         if len(messages) == 1:
@@ -243,7 +274,23 @@ class IdempotencyGate:
             )
         self._decide("miss", request)
         request.receive = BufferedReceive(messages, receive)
+        scope[SCOPE_KEY] = {"key": key, "token": claim.token}
         return Lease(self, key, store_key, claim.token, fingerprint)
+
+    def keeps(self, status: int) -> bool:
+        """Whether a response with ``status`` is a result, stored to replay."""
+        return status not in self.released_statuses and (
+            status < 500 or not self.release_on_server_error
+        )
+
+    def _warn_if_cookie(self, scope: Scope) -> None:
+        if any(name == b"cookie" for name, _ in scope["headers"]):
+            self._cookie_warned = True
+            logger.warning(
+                "a keyed request carries a Cookie and no Authorization: keys are scoped to "
+                "the Authorization header by default, so cookie-authenticated users share "
+                "them. Pass principal= (a function of the scope naming the user)."
+            )
 
     def _bad_key(self, reason: str) -> Reply:
         return problem_reply(
@@ -316,7 +363,7 @@ class Lease:
             self.settled
             or sync is None
             or exchange.chunks is None
-            or (exchange.status >= 500 and gate.release_on_server_error)
+            or not gate.keeps(exchange.status)
         ):
             return self._settle_then(exchange, send, last)
         self.settled = True
@@ -383,9 +430,7 @@ class Lease:
             logger.warning("could not release idempotency key %r", self._key, exc_info=True)
 
     def _storable(self, exchange: Exchange) -> bool:
-        return exchange.chunks is not None and (
-            exchange.status < 500 or not self._gate.release_on_server_error
-        )
+        return exchange.chunks is not None and self._gate.keeps(exchange.status)
 
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
         kept = []
