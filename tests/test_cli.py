@@ -216,7 +216,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
             base + "/route",
             json={"verb": "classify", "capability": "email", "request_payload": {"x": 1}},
         )
-        missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
+        missing = httpx.post(base + "/route", json={"verb": "classify"})
         metrics = httpx.get(base + "/metrics/").text
         slo = httpx.get(base + "/slo").json()
 
@@ -227,7 +227,7 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
     assert response.json()["capability"] == "convert:document_to_pdf"
     assert seed.status_code == 200
     assert missing.status_code == 400
-    assert missing.json()["detail"] == "request_payload: field required"
+    assert missing.json()["detail"] == "capability: field required"
     labels = 'capability="convert:document_to_pdf",outcome="ok",priority="normal"'
     assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
     assert {c["capability"] for c in slo["capabilities"]} == {
@@ -435,3 +435,11 @@ def test_check_refuses_an_unknown_report_format(
         check(tmp_path, MEASURED, "--format", "html")
     assert exit_info.value.code == 2
     assert "invalid choice: 'html'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_serve_refuses_a_bad_breach_timing(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--open-after", value])
+    assert exited.value.code == 2
+    assert "--open-after" in capsys.readouterr().err

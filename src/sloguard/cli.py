@@ -93,7 +93,32 @@ def add_serve(subparsers: Any) -> None:
         help="where SLO history, breaches and alerts are kept: a SQLite file or a "
         "postgresql:// URL (default: STATE/history.sqlite3)",
     )
+    parser.add_argument(
+        "--open-after",
+        type=_seconds,
+        default=55.0,
+        metavar="SECONDS",
+        help="violating evaluations needed, unbroken, to open a breach (default: 55, "
+        "which opens one within 60 s of the first)",
+    )
+    parser.add_argument(
+        "--resolve-after",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="compliant evaluations needed, unbroken, to resolve it (default: 60)",
+    )
     parser.set_defaults(handler=serve)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -117,6 +142,8 @@ def serve(args: argparse.Namespace) -> int:
             redis_prefix=args.redis_prefix,
             heartbeat_ttl_s=ttl,
             max_body_bytes=max_body_bytes,
+            open_after_s=args.open_after,
+            resolve_after_s=args.resolve_after,
             log_level=args.log_level,
             access_log=args.access_log,
         )

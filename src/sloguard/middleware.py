@@ -42,6 +42,7 @@ from sloguard.outcomes import (
     add_request_observer,
     remove_request_observer,
 )
+from sloguard.reporting.breaches import DEFAULT_OPEN_AFTER_S, DEFAULT_RESOLVE_AFTER_S
 from sloguard.reporting.events import AlertCallback, BreachCallback
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
@@ -97,6 +98,8 @@ class SLOGuard:
         reporter: Reporter | None = None,
         history: HistoryRepository | str | os.PathLike[str] | None = None,
         alerts: AlertsConfig | str | os.PathLike[str] | None = None,
+        open_after_s: float | None = None,
+        resolve_after_s: float | None = None,
     ) -> None:
         if reload_every_s is not None and reload_every_s <= 0:
             raise ConfigurationError(f"reload_every_s must be positive, got {reload_every_s!r}")
@@ -115,14 +118,20 @@ class SLOGuard:
             metrics=self.metrics,
         )
         self.outcomes = OutcomeRecorder(manager, self.metrics, clock=clock)
-        self.reporter = _reporter(reporter, history, alerts, manager, self.admission, self.metrics)
-        counted = tracing or not isinstance(self.metrics, NoMetrics)
-        self.gate = _gate(
-            idempotency,
-            store,
-            self._idempotency_event if counted else None,
-            self.reporter.idempotency.count,
+        self.reporter = _reporter(
+            reporter,
+            history,
+            alerts,
+            manager,
+            self.admission,
+            self.metrics,
+            open_after_s=open_after_s,
+            resolve_after_s=resolve_after_s,
         )
+        on_event = None if isinstance(self.metrics, NoMetrics) else self.metrics.idempotency_event
+        if tracing:
+            on_event = self._idempotency_event
+        self.gate = _gate(idempotency, store, on_event, self.reporter.idempotency.count)
         self.classifier = Classifier(
             clock=clock,
             route_table=RouteTable(route_table),
@@ -204,7 +213,7 @@ class SLOGuard:
             latency = self.outcomes.record(request, slo, status)
         finally:
             self.admission.release(permit, status, latency)
-            if lease is not None:
+            if lease is not None and not lease.settled:  # mostly stored as the response left
                 await lease.finish(exchange)
 
     def _idempotency_event(self, event: str) -> None:
@@ -324,15 +333,27 @@ def _reporter(
     manager: SLOManager,
     admission: Admission,
     metrics: MetricsSink,
+    *,
+    open_after_s: float | None,
+    resolve_after_s: float | None,
 ) -> Reporter:
     if reporter is None:
         # A missing alerts file is the default configuration (everything to the log).
         alerts = DEFAULT_ALERTS_FILE if alerts is None else alerts
         return Reporter(
-            manager, history=history, alerts=alerts, admission=admission, metrics=metrics
+            manager,
+            history=history,
+            alerts=alerts,
+            admission=admission,
+            metrics=metrics,
+            open_after_s=DEFAULT_OPEN_AFTER_S if open_after_s is None else open_after_s,
+            resolve_after_s=DEFAULT_RESOLVE_AFTER_S if resolve_after_s is None else resolve_after_s,
         )
-    if history is not None or alerts is not None:
-        raise ConfigurationError("pass history and alerts to the Reporter, not to SLOGuard")
+    if any(option is not None for option in (history, alerts, open_after_s, resolve_after_s)):
+        raise ConfigurationError(
+            "pass history, alerts, open_after_s and resolve_after_s to the Reporter, "
+            "not to SLOGuard"
+        )
     if reporter.manager is not manager:
         raise ConfigurationError("the reporter reports on another SLOManager than this guard's")
     reporter.report_admission(admission, metrics)

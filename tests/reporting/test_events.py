@@ -163,6 +163,8 @@ def test_events_as_json() -> None:
                 "ended_at": iso(NOW + 90),
                 "violations": ["p95 latency 150ms > target 100ms"],
                 "worst": {"p95_ms": 150.0},
+                "severity": None,
+                "credit_pct": None,
                 "duration_s": 90.0,
             }
         },

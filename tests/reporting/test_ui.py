@@ -27,8 +27,9 @@ from starlette.websockets import WebSocket
 
 from sloguard import SLOGuard, SLOManager
 from sloguard.observability.metrics import Metrics
-from sloguard.reporting.records import Breach
+from sloguard.reporting.records import Breach, Escalation
 from sloguard.reporting.reporter import Reporter
+from sloguard.reporting.sinks import AlertsConfig
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.reporting.ui import CONTENT_SECURITY_POLICY, dashboard_routes
 from sloguard.routing import create_controller_app
@@ -57,7 +58,12 @@ def controller(state_dir: Path, **options: Any) -> SLOGuard:
     """What ``sloguard serve`` runs (a shared Reporter: /slo/ws and the shedding figures);
     every request re-reads the live status (no 0.5 s wait)."""
     manager = SLOManager(state_dir / "controller" / "slos")
-    reporter = Reporter(manager, history=options.pop("history", None), monitor_every_s=0.05)
+    reporter = Reporter(
+        manager,
+        history=options.pop("history", None),
+        alerts=options.pop("alerts", None),
+        monitor_every_s=0.05,
+    )
     app = create_controller_app(
         state_dir, manager=manager, reporter=reporter, health_interval_s=None, **options
     )
@@ -212,6 +218,51 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
             )
             shot = screenshot(browser, tmp_path / "dashboard.png")
             assert shot.read_bytes().startswith(b"\x89PNG")
+    finally:
+        history.close()
+
+
+def test_the_page_shows_the_tier_and_acknowledges_an_escalating_breach(
+    browser: Any, state_dir: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    pdf = state_dir / "controller" / "slos" / "convert_document_to_pdf.yml"
+    pdf.write_text("tier: gold\n" + pdf.read_text(encoding="utf-8"), encoding="utf-8")
+    history = SQLiteHistory(tmp_path / "history.sqlite3")
+    history.migrate()
+    started = time.time() - 600
+    history.save_breach(Breach("b-1", "convert:document_to_pdf", "open", started, None, ("x",)))
+    history.start_escalation(
+        Escalation("b-1", "convert:document_to_pdf", "standard", "breach", started, level=1)
+    )
+    try:
+        policy = {"levels": [{"after_minutes": 60, "sinks": ["log"]}]}
+        alerts = AlertsConfig.model_validate({"escalation": {"policies": {"standard": policy}}})
+        app = controller(state_dir, api_token="s3cret", history=history, alerts=alerts)
+        with serving(app) as url:
+            browser.get(url + "/slo/ui?token=s3cret")
+            wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+            pdf_card = card(browser, "convert:document_to_pdf")
+            wait_until(browser, lambda d: field(d, "convert:document_to_pdf", "tier"), "the tier")
+            assert field(browser, "convert:document_to_pdf", "tier") == "tier gold"
+            assert field(browser, "classify:email", "tier") == ""
+            button = wait_until(
+                browser,
+                lambda d: (
+                    (b := pdf_card.find_element(By.CSS_SELECTOR, "button.ack")).is_displayed() and b
+                ),
+                "the acknowledge button",
+            )
+            assert (
+                not card(browser, "classify:email")
+                .find_element(By.CSS_SELECTOR, "button.ack")
+                .is_displayed()
+            )
+            button.click()
+            wait_until(browser, lambda d: not button.is_displayed(), "the button gone")
+            [escalation] = history.escalations()
+            assert escalation.state == "acknowledged"
     finally:
         history.close()
 

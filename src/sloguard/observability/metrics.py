@@ -68,7 +68,7 @@ def latency_buckets(slos: Iterable[SLOFile]) -> tuple[float, ...]:
     edges = set(BASE_BUCKETS)
     for slo in slos:
         latency = slo.slo.latency
-        edges.update(ms / 1000.0 for ms in (latency.p50_ms, latency.p95_ms, latency.p99_ms))
+        edges.update(ms / 1000.0 for ms in latency.targets().values() if ms is not None)
     return tuple(sorted(edges))
 
 

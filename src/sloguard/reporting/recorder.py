@@ -42,7 +42,7 @@ from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.slicing import in_slices
 from sloguard.slo.manager import SLOManager
-from sloguard.slo.window import FrozenBucket
+from sloguard.slo.sketch import FrozenBucket
 
 logger = logging.getLogger("sloguard.reporting")
 
@@ -114,7 +114,7 @@ class HistoryRecorder:
         """Hand the event loop back after this much work in a pass (default ``SLICE_S``)."""
         self._monotonic = monotonic_clock
         self._wall = wall_clock
-        self.metrics = metrics if metrics is not None else default_metrics()
+        self._metrics = metrics
         self._seen: dict[str, float] = {}  # capability -> start of the last bucket read
         self._width: dict[str, float] = {}
         self._shed_seen: dict[str, int] = {}
@@ -125,6 +125,14 @@ class HistoryRecorder:
         self._task: asyncio.Task[None] | None = None
         self.flush_errors = 0
         self.dropped_rows = 0
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where flush errors and dropped rows are counted (default: the process's
+        metrics, looked up when first needed, so that SLOGuard sets their buckets)."""
+        if self._metrics is None:
+            self._metrics = default_metrics()
+        return self._metrics
 
     @property
     def backlog(self) -> int:

@@ -76,7 +76,7 @@ class SeedRoute(BaseModel):
     capability: str
     idempotency_key: str | None = None
     priority: str | None = None
-    request_payload: Any
+    request_payload: Any = {}  # the seed's clients may leave it out; pydantic copies defaults
 
 
 class _Problem(Exception):

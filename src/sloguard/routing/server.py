@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sloguard.exceptions import ConfigurationError
+from sloguard.reporting.breaches import DEFAULT_OPEN_AFTER_S, DEFAULT_RESOLVE_AFTER_S
 from sloguard.routing.app import MAX_BODY_BYTES
 from sloguard.routing.forward import ResponseAborted
 from sloguard.routing.registry import DEFAULT_HEARTBEAT_TTL_S, Registry, WorkerRegistry
@@ -44,6 +45,8 @@ class ServeConfig:
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S
     max_body_bytes: int = MAX_BODY_BYTES
+    open_after_s: float = DEFAULT_OPEN_AFTER_S
+    resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S
     log_level: str = "info"
     access_log: bool = False
 
@@ -69,6 +72,8 @@ class ServeConfig:
             manager,
             history=_open_history(self.history or str(state / "history.sqlite3")),
             alerts=state / "controller" / "alerts.yml",
+            open_after_s=self.open_after_s,
+            resolve_after_s=self.resolve_after_s,
         )
         registry: Registry = WorkerRegistry(heartbeat_ttl_s=self.heartbeat_ttl_s)
         store = None

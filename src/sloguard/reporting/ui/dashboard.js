@@ -78,9 +78,9 @@
 
   class Unauthorized extends Error {}
 
-  async function api(path) {
+  async function api(path, method) {
     const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
-    const response = await fetch(path ? API + path : STATUS, { headers, cache: "no-store" });
+    const response = await fetch(path ? API + path : STATUS, { method: method || "GET", headers, cache: "no-store" });
     if (response.status === 401) {
       throw new Unauthorized(state.token ? "the token was refused" : "");
     }
@@ -581,7 +581,7 @@
     const root = el(
       "article",
       { class: "card", "data-capability": capability },
-      el("header", {}, el("h2", {}, el("a", { href: "#/capability/" + encodeURIComponent(capability) }, capability)), value("state")),
+      el("header", {}, el("h2", {}, el("a", { href: "#/capability/" + encodeURIComponent(capability) }, capability)), value("tier"), value("state")),
       el("p", { class: "muted" }, value("requests")),
       latency,
       el(
@@ -596,7 +596,7 @@
         el("dt", {}, "idempotency hit rate"),
         el("dd", {}, value("idempotency")),
         el("dt", {}, "open breaches"),
-        el("dd", {}, value("breaches")),
+        el("dd", {}, value("breaches"), " ", (fields.ack = el("button", { type: "button", class: "ack", hidden: "" }, "Acknowledge"))),
         el("dt", {}, "daily compliance"),
         el("dd", {}, value("compliance")),
       ),
@@ -616,7 +616,23 @@
     root.append(compliance);
     fields.bar = bar;
     fields.violations = root.querySelector('[data-field="violations"]');
+    fields.ack.addEventListener("click", () => acknowledge(fields.ack));
     return { root, fields, chart, compliance, status: null };
+  }
+
+  // Stops the escalation of the open breach the button shows (POST {api}/alerts/{id}/ack).
+  async function acknowledge(button) {
+    button.disabled = true;
+    try {
+      const response = await api("/alerts/" + encodeURIComponent(button.dataset.alertId) + "/ack", "POST");
+      if (!response.ok) showProblem("acknowledging failed: HTTP " + response.status);
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken(error.message);
+      else showProblem("acknowledging failed: " + error.message);
+    }
+    button.disabled = false;
+    state.breachesAt = 0; // read the breaches again: the escalation has stopped
+    await refresh();
   }
 
   function setText(node, text, good) {
@@ -678,6 +694,13 @@
       const open = state.openBreaches.get(status.capability) || [];
       setText(f.breaches, open.length ? open.length + " (since " + timeText(open[0].started_at) + ")" : "none", open.length === 0);
     }
+    const escalating = (state.openBreaches?.get(status.capability) || []).find((b) => b.escalation && b.escalation.state === "escalating");
+    f.ack.hidden = !escalating;
+    if (escalating) {
+      f.ack.dataset.alertId = escalating.id;
+      f.ack.title = "escalation " + escalating.escalation.policy + ", level " + escalating.escalation.level + " notified";
+    }
+    setText(f.tier, status.tier ? "tier " + status.tier : "");
     f.violations.replaceChildren(...(status.violations || []).map((v) => el("li", {}, v)));
 
     let label = "ok";
