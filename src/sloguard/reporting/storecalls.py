@@ -68,7 +68,10 @@ class StoreCalls:
 
         threading.Thread(target=run, name=self.name, daemon=True).start()
         try:
-            return await asyncio.wait_for(answer, self.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation that
+            # comes as the answer does, and a task being stopped would carry on.
+            async with asyncio.timeout(self.timeout_s):
+                return await answer
         except TimeoutError:
             what = getattr(fn, "__name__", "a call")
             raise HistoryUnavailable(
