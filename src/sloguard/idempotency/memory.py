@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from sys import getsizeof
 from typing import Any, Final, NamedTuple
 
@@ -29,8 +29,6 @@ DEFAULT_PRINCIPAL_SHARE = 0.1
 
 _Entry = tuple[float, int, str, str, bytes, int, Headers, bytes]
 """A stored response: one flat, plain tuple of plain values, its slots named below.
-The same tuple is queued for expiry, and the queue tells a live response from a
-replaced one by identity.
 
 Not a named tuple, nor a slotted class, nor a tuple holding another: the garbage
 collector stops tracking a plain tuple of plain values the first time it sees it,
@@ -70,13 +68,12 @@ class _Holdings:
         self.nbytes = PRINCIPAL_OVERHEAD
 
 
-ENTRY_OVERHEAD = 216
+ENTRY_OVERHEAD = 240
 """Bytes the store's own bookkeeping takes for each response: its entry tuple, expiry
-and size, its places in the LRU order, its principal's order and the expiry queue."""
+and size, and its places in the LRU order, its principal's order and the expiry order."""
 PRINCIPAL_OVERHEAD = 480
 """Bytes the store's bookkeeping takes for each principal holding responses.
 Both measured with tracemalloc (docs/idempotency.md, "Bounds")."""
-_COMPACT_SLACK = 1024
 _NOWAIT_TWINS = (
     ("claim", "claim_nowait"),
     ("complete", "complete_nowait"),
@@ -102,9 +99,11 @@ class MemoryStore:
     evicted: a store with one principal (an app without authentication) uses all
     of its room.
 
-    Every response lives for the same TTL, so storing order is expiry order and
-    a FIFO of expiry times finds the expired ones without scanning. The LRU order
-    is an ``OrderedDict``'s, whose operations are single C calls: through a real
+    Every response lives for the same TTL, so storing order is expiry order: a
+    second ``OrderedDict`` in storing order finds the expired ones without
+    scanning, and an evicted response leaves it at once (a FIFO queue kept
+    evicted responses, uncounted, until it was compacted). The LRU order is an
+    ``OrderedDict``'s, whose operations are single C calls: through a real
     server, ``cachetools.LRUCache`` (four Python-level calls per stored response)
     cost a keyed miss ~3.5 µs more (benchmarks/RESULTS.md, session 5).
 
@@ -141,8 +140,8 @@ class MemoryStore:
         self._responses: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._nbytes = 0  # the sizes of the entries in _responses
         self._holdings: dict[str, _Holdings] = {}
-        self._expiries: deque[_Entry] = deque()
-        self._compact_at = _COMPACT_SLACK
+        # The same entries in storing order, which is expiry order (one TTL for all).
+        self._by_expiry: OrderedDict[str, _Entry] = OrderedDict()
         self._leases: dict[str, _Lease] = {}
         self._waiters: dict[str, asyncio.Event] = {}  # only for keys somebody waits on
         self._tokens = itertools.count(1)
@@ -160,7 +159,7 @@ class MemoryStore:
         ]
         for name, twin in _NOWAIT_TWINS:
             plain = getattr(cls, twin)
-            if plain is getattr(MemoryStore, twin):
+            if plain is getattr(base, twin):
                 if overridden:
                     setattr(cls, twin, None)  # a None method fails isinstance(_, SyncStore)
             elif plain is not None and name not in overridden:
@@ -173,7 +172,8 @@ class MemoryStore:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by stored, unexpired responses, their keys included."""
+        """Bytes held by stored, unexpired responses: every object kept for them, keys
+        and bookkeeping included (what ``max_bytes`` bounds)."""
         self._expire(self._clock())
         return self._nbytes
 
@@ -182,12 +182,6 @@ class MemoryStore:
         """The number of unexpired leases."""
         now = self._clock()
         return sum(1 for lease in self._leases.values() if lease.expires > now)
-
-    def principal_nbytes(self, principal: str) -> int:
-        """Bytes held by the stored, unexpired responses of one principal (a digest)."""
-        self._expire(self._clock())
-        holdings = self._holdings.get(principal)
-        return 0 if holdings is None else holdings.nbytes
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         return self._claim(key, fingerprint, lease_seconds)
@@ -268,16 +262,16 @@ class MemoryStore:
         # replayed rather than claimed. So the entry goes in last, most recently used.
         entry: _Entry = (now + self.ttl_seconds, size, key, holdings.principal, *response)
         responses[key] = entry
+        by_expiry = self._by_expiry
+        by_expiry[key] = entry
         self._nbytes += size
         holdings.keys[key] = None
         holdings.nbytes += size
         if len(responses) > self.max_entries or self._nbytes > self.max_bytes:
             self._evict(holdings)
-            if responses.get(key) is not entry:
+            if key not in responses:
                 return False  # over its principal's share, and only others' could make room
-        expiries = self._expiries
-        expiries.append(entry)
-        if expiries[0][EXPIRES] <= now or len(expiries) > self._compact_at:
+        if next(iter(by_expiry.values()))[EXPIRES] <= now:
             self._expire(now)
         return True
 
@@ -293,8 +287,7 @@ class MemoryStore:
         self._responses.clear()
         self._nbytes = 0
         self._holdings.clear()
-        self._expiries.clear()
-        self._compact_at = _COMPACT_SLACK
+        self._by_expiry.clear()
         self._leases.clear()
         for ended in self._waiters.values():
             ended.set()
@@ -317,6 +310,7 @@ class MemoryStore:
 
     def _drop(self, key: str, entry: _Entry) -> None:
         del self._responses[key]
+        del self._by_expiry[key]
         size = entry[NBYTES]
         self._nbytes -= size
         principal = entry[PRINCIPAL]
@@ -332,31 +326,21 @@ class MemoryStore:
         recently used while it holds more than its share, else the store's."""
         responses = self._responses
         while len(responses) > self.max_entries or self._nbytes > self.max_bytes:
-            if len(newcomer.keys) > self._share_entries or newcomer.nbytes > self._share_bytes:
+            if newcomer.keys and (
+                len(newcomer.keys) > self._share_entries or newcomer.nbytes > self._share_bytes
+            ):
                 key = next(iter(newcomer.keys))
             else:
                 key = next(iter(responses))
             self._drop(key, responses[key])
 
     def _expire(self, now: float) -> None:
-        expiries = self._expiries
-        responses = self._responses
-        while expiries and expiries[0][EXPIRES] <= now:
-            entry = expiries.popleft()
-            key = entry[KEY]
-            if responses.get(key) is entry:  # not evicted, nor stored anew since
-                self._drop(key, entry)
-        # Entries of responses that LRU eviction dropped linger until they expire;
-        # compacting when they outnumber the live ones twice over keeps the queue
-        # within 2x (+ slack). The count is checked only past a threshold, which
-        # doubles with the live entries, so the check is amortised O(1).
-        if len(expiries) > self._compact_at:
-            live = len(responses)
-            if len(expiries) > 2 * live + _COMPACT_SLACK:
-                self._expiries = deque(
-                    entry for entry in expiries if responses.get(entry[KEY]) is entry
-                )
-            self._compact_at = 2 * live + _COMPACT_SLACK
+        by_expiry = self._by_expiry
+        while by_expiry:
+            key, entry = next(iter(by_expiry.items()))
+            if entry[EXPIRES] > now:
+                return
+            self._drop(key, entry)
 
     def _sweep_expired_leases(self, now: float) -> None:
         expired = [key for key, lease in self._leases.items() if lease.expires <= now]
