@@ -74,6 +74,10 @@ and size, and its places in the LRU order, its principal's order and the expiry 
 PRINCIPAL_OVERHEAD = 480
 """Bytes the store's bookkeeping takes for each principal holding responses.
 Both measured with tracemalloc (docs/idempotency.md, "Bounds")."""
+_new = tuple.__new__
+"""A named tuple without its Python-level constructor: ~1,200 instructions less for
+each record built on the request path (callgrind), a claim on every request and a
+response on every replay (~2% of a replay's instructions each)."""
 _NOWAIT_TWINS = (
     ("claim", "claim_nowait"),
     ("complete", "complete_nowait"),
@@ -228,20 +232,20 @@ class MemoryStore:
             if entry[EXPIRES] > now:
                 self._responses.move_to_end(key)
                 self._holdings[entry[PRINCIPAL]].keys.move_to_end(key)
-                response = StoredResponse._make(entry[RESPONSE:])
-                return Claim(COMPLETED, 0, response.fingerprint, response)
+                response = _new(StoredResponse, entry[RESPONSE:])
+                return _new(Claim, (COMPLETED, 0, response.fingerprint, response))
             self._drop(key, entry)
         leases = self._leases
         lease = leases.get(key)
         if lease is not None:
             if lease.expires > now:
-                return Claim(IN_FLIGHT, 0, lease.fingerprint)
+                return _new(Claim, (IN_FLIGHT, 0, lease.fingerprint, None))
             self._wake(key)  # its holder is presumed dead; wake anyone waiting on it
         token = next(self._tokens)
-        leases[key] = _Lease(token, fingerprint, now + lease_seconds)
+        leases[key] = _new(_Lease, (token, fingerprint, now + lease_seconds))
         if len(leases) >= self._sweep_leases_at:
             self._sweep_expired_leases(now)
-        return Claim(CLAIMED, token, fingerprint)
+        return _new(Claim, (CLAIMED, token, fingerprint, None))
 
     def _complete(
         self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
