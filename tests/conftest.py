@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from sloguard._clock import ManualClock
 from tests.redis_server import REDIS_URL, PrivateRedis, RedisKeys, check_redis
 
 pytest_plugins = ("pytester",)  # the pytest plugin's tests run pytest sessions of their own
+
+# Tests assert behaviour, never wall time: hypothesis's per-example deadline is off.
+settings.register_profile("sloguard", deadline=None)
+settings.load_profile("sloguard")
 
 
 @pytest.fixture

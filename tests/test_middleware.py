@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,6 +41,8 @@ slo:
   availability: {target: 0.99}
 """
 ENFORCE = "enforcement: {reject_on_violation: true}\n"
+# Most tests here drive the SLO-window loop alone; the concurrency limit has tests of its own.
+WINDOW_ONLY = 'shedding: {concurrency: {mode: "off"}}\n'
 
 
 class Backend:
@@ -121,12 +124,13 @@ Make = Callable[..., Harness]
 async def make(backend: Backend, slo_dir: Path, clock: ManualClock) -> AsyncIterator[Make]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(extra_yaml: str = ENFORCE, **guard: Any) -> Harness:
+    def make(extra_yaml: str = ENFORCE + WINDOW_ONLY, **guard: Any) -> Harness:
         (slo_dir / "pdf.yml").write_text(SLO + extra_yaml, encoding="utf-8")
         guard.setdefault("slo_dir", slo_dir)
         guard.setdefault("route_table", {"/work": CAP})
         guard.setdefault("clock", clock)
         guard.setdefault("random_source", random.Random(7).random)
+        guard.setdefault("trust_capability_header", True)  # these clients are trusted proxies
         transport = httpx.ASGITransport(app=backend.app(**guard), raise_app_exceptions=False)
         client = httpx.AsyncClient(transport=transport, base_url="http://test")
         clients.append(client)
@@ -175,7 +179,10 @@ async def test_defaults_shed_most_low_within_5s_and_readmit_within_20s(make: Mak
 
 
 async def test_a_shed_request_gets_503_retry_after_and_the_violations(make: Make) -> None:
-    h = make(ENFORCE + "shedding: {retry_after_s: 7}\n", random_source=lambda: 0.0)
+    h = make(
+        ENFORCE + 'shedding: {retry_after_s: 7, concurrency: {mode: "off"}}\n',
+        random_source=lambda: 0.0,
+    )
     await h.batch(["high"] * 30, latency_s=0.5)
     h.clock.advance(1)
     before = dict(h.backend.calls)
@@ -243,7 +250,7 @@ async def test_dry_run_decides_and_counts_but_refuses_nothing(make: Make) -> Non
 
 async def test_the_grace_period_is_a_dry_run_counted_from_the_first_load(make: Make) -> None:
     h = make(
-        "enforcement: {reject_on_violation: true, grace_period_days: 1}\n",
+        "enforcement: {reject_on_violation: true, grace_period_days: 1}\n" + WINDOW_ONLY,
         random_source=lambda: 0.0,
     )
     await h.batch(["high"] * 30, latency_s=0.5)
@@ -609,3 +616,173 @@ async def test_a_reload_that_changes_the_window_records_into_the_new_window(
     status = guard.manager.status(CAP)
     assert status is not None
     assert (status.window_seconds, status.requests) == (30, 1)
+
+
+def test_with_no_slo_directory_one_line_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="sloguard"):
+        SLOGuard(Starlette(), metrics=False)
+    lines = [r.getMessage() for r in caplog.records if "slo_dir" in r.getMessage()]
+    assert len(lines) == 1
+    assert "state/controller/slos" in lines[0]
+    assert str(tmp_path) in lines[0]
+
+
+@pytest.mark.parametrize(
+    "idempotency", [{"methods": "POST"}, {"key_header": ""}], ids=["methods", "key-header"]
+)
+def test_idempotency_options_that_cannot_work_are_a_configuration_error(
+    tmp_path: Path, idempotency: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigurationError):
+        SLOGuard(Starlette(), slo_dir=tmp_path, metrics=False, idempotency=idempotency)
+
+
+async def test_an_untrusted_capability_header_charges_nothing_to_the_capability(
+    make: Make,
+) -> None:
+    # An attacker naming the victim's capability neither skews its SLO nor makes it shed.
+    h = make(route_table={}, trust_capability_header=False)
+    for _ in range(30):
+        await h.batch(["low"], latency_s=1.0, headers={"X-Capability": CAP})
+    status = guard_of(h).manager.status(CAP)
+    assert status is not None
+    assert status.requests == 0
+
+
+@pytest.mark.parametrize(("trusted", "counted"), [(["127.0.0.1"], 1), (["10.0.0.1"], 0)])
+async def test_the_capability_header_is_trusted_only_from_listed_clients(
+    make: Make, trusted: list[str], counted: int
+) -> None:
+    h = make(route_table={}, trust_capability_header=trusted)
+    await h.client.post("/work", headers={"X-Capability": CAP})
+    status = guard_of(h).manager.status(CAP)
+    assert status is not None
+    assert status.requests == counted
+
+
+async def test_latency_runs_from_the_end_of_the_request_body(
+    slo_dir: Path, clock: ManualClock
+) -> None:
+    # A slow upload is the client's time, not the service's: the window sees 10 ms, not 5 s.
+    (slo_dir / "pdf.yml").write_text(SLO, encoding="utf-8")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        clock.advance(0.010)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = SLOGuard(app, slo_dir=slo_dir, route_table={"/up": CAP}, clock=clock, metrics=False)
+    chunks = [b"a", b"b", b""]
+
+    async def slow_receive() -> dict[str, Any]:
+        clock.advance(2.5)  # each chunk of the upload takes 2.5 s to arrive
+        body = chunks.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    scope = http_scope(path="/up", headers=[(b"content-length", b"2")])
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await guard(scope, slow_receive, send)
+    status = guard.manager.status(CAP)
+    assert status is not None
+    assert status.requests == 1
+    assert status.p50_ms == pytest.approx(10.0, rel=0.02)
+
+
+LIMIT_2 = ENFORCE + "shedding: {concurrency: {mode: fixed, initial: 2, min: 1, queue: {size: 4}}}\n"
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until ``condition`` holds (requests in flight reach a point)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+def limiter_of(h: Harness):  # type: ignore[no-untyped-def]
+    concurrency = guard_of(h).admission.concurrency(CAP)
+    assert concurrency is not None
+    return concurrency
+
+
+async def test_at_the_concurrency_limit_low_is_refused_and_a_keyed_refusal_frees_its_key(
+    make: Make, backend: Backend
+) -> None:
+    h = make(LIMIT_2)
+    backend.gate.clear()
+    held = [
+        asyncio.ensure_future(h.client.post("/work", headers={"X-Priority": "high"}))
+        for _ in range(2)
+    ]
+    await until(lambda: backend.waiting == 2)
+
+    key = {"X-Priority": "low", "Idempotency-Key": "low-1"}
+    refused = await h.client.post("/work", headers=key)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "concurrency_limit"
+    assert int(refused.headers["retry-after"]) >= 1
+    backend.gate.set()
+    await asyncio.gather(*held)
+
+    retried = await h.client.post("/work", headers=key)  # the key was released: it runs
+    assert retried.status_code == 200
+    assert "idempotent-replayed" not in retried.headers
+    assert limiter_of(h)["inflight"] == 0
+
+
+async def test_a_queued_high_request_runs_once_a_place_frees(make: Make, backend: Backend) -> None:
+    h = make(LIMIT_2)
+    backend.gate.clear()
+    tasks = [
+        asyncio.ensure_future(h.client.post("/work", headers={"X-Priority": "high"}))
+        for _ in range(3)
+    ]
+    await until(lambda: backend.waiting == 2 and limiter_of(h)["queued"] == 1)
+    assert backend.calls["high"] == 2  # the third waits at the limit, not in the app
+    backend.gate.set()
+    responses = await asyncio.gather(*tasks)
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert limiter_of(h) == {"limit": 2, "inflight": 0, "queued": 0, "refused": {}}
+
+
+async def test_permits_come_back_when_the_app_raises_or_the_request_is_cancelled(
+    slo_dir: Path, clock: ManualClock
+) -> None:
+    (slo_dir / "pdf.yml").write_text(SLO + LIMIT_2, encoding="utf-8")
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
+        await release.wait()
+
+    guard = SLOGuard(
+        app,
+        slo_dir=slo_dir,
+        route_table={"/boom": CAP, "/hang": CAP},
+        clock=clock,
+        metrics=False,
+    )
+    with pytest.raises(RuntimeError):
+        await call(guard, http_scope(path="/boom"))
+    hanging = asyncio.ensure_future(call(guard, http_scope(path="/hang")))
+    await until(lambda: (guard.admission.concurrency(CAP) or {}).get("inflight") == 1)
+    hanging.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await hanging
+    assert guard.admission.concurrency(CAP) == {
+        "limit": 2,
+        "inflight": 0,
+        "queued": 0,
+        "refused": {},
+    }

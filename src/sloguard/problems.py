@@ -8,6 +8,8 @@ from typing import Any
 
 from starlette.types import Send
 
+from sloguard.http import Reply
+
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:sloguard:problem:"
 
@@ -23,6 +25,28 @@ def problem_body(status: int, error: str, title: str, detail: str, **extra: Any)
         **extra,
     }
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def problem_reply(
+    status: int,
+    error: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    **extra: Any,
+) -> Reply:
+    """A complete ``application/problem+json`` response, ready to send."""
+    body = problem_body(status, error, title, detail, **extra)
+    return Reply(
+        status,
+        [
+            (b"content-type", PROBLEM_CONTENT_TYPE),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+        body,
+    )
 
 
 async def send_problem(

@@ -13,8 +13,8 @@ from sloguard import ConfigurationError, MemoryStore, Store
 from sloguard._clock import ManualClock
 from sloguard.idempotency import ClaimStatus, StoredResponse
 from sloguard.idempotency.keys import Fingerprinter, store_key
-from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes, nowait_store
-from sloguard.idempotency.store import SyncStore
+from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes
+from sloguard.idempotency.store import SyncStore, sync_path
 
 FP = b"fingerprint-1"
 
@@ -394,28 +394,22 @@ class NothingStored(MemoryStore):
     def complete_nowait(
         self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
     ) -> bool:
-        self.release_nowait(key, token)
         return False
 
 
-async def test_a_memory_store_is_a_sync_store_whose_plain_calls_do_the_same() -> None:
+async def test_a_memory_store_has_a_plain_call_path_that_does_the_same() -> None:
     store = MemoryStore()
     assert isinstance(store, SyncStore)
-    assert nowait_store(store) is store
+    assert sync_path(store) is store
     claim = store.claim_nowait("k", FP, 60)
     assert claim.status is ClaimStatus.CLAIMED
     assert store.complete_nowait("k", claim.token, response())
     assert (await store.claim("k", FP, 60)).status is ClaimStatus.COMPLETED
-    other = store.claim_nowait("j", FP, 60)
-    store.release_nowait("j", other.token)
-    assert (await store.claim("j", FP, 60)).status is ClaimStatus.CLAIMED
 
 
-async def test_a_subclass_overriding_an_async_operation_is_no_sync_store() -> None:
-    # A caller taking the plain-call path would skip its override.
+async def test_a_subclass_overriding_an_async_operation_is_called_through_it() -> None:
     store = CountingClaims()
-    assert not isinstance(store, SyncStore)
-    assert nowait_store(store) is None
+    assert sync_path(store) is None
     claim = await store.claim("k", FP, 60)
     assert await store.complete("k", claim.token, response())
     assert store.claims == 1
@@ -423,7 +417,5 @@ async def test_a_subclass_overriding_an_async_operation_is_no_sync_store() -> No
 
 async def test_a_subclass_overriding_a_plain_call_is_followed_by_its_async_twin() -> None:
     store = NothingStored()
-    assert isinstance(store, SyncStore)
     claim = await store.claim("k", FP, 60)
     assert not await store.complete("k", claim.token, response())
-    assert (await store.claim("k", FP, 60)).status is ClaimStatus.CLAIMED

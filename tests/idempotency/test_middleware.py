@@ -20,9 +20,11 @@ from sloguard import (
     Store,
     StoreUnavailable,
 )
-from sloguard.idempotency import Claim, ClaimStatus, StoredResponse
+from sloguard.http import Exchange
+from sloguard.idempotency import Claim, ClaimStatus, IdempotencyGate, Lease, StoredResponse
 from sloguard.idempotency.keys import scoped_key
 from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes
+from sloguard.request import Classifier
 from tests.asgi import body_of, call, headers_of, http_scope
 from tests.idempotency.conftest import BIG_BODY, Backend, Factory, Handlers, Travel
 
@@ -743,32 +745,29 @@ async def test_a_store_failing_while_a_duplicate_waits_fails_closed(
     assert handlers.calls["items"] == 1
 
 
-@pytest.mark.parametrize("admitted", [True, False], ids=["admitted", "refused"])
-async def test_failing_open_runs_the_app_handle_was_given_only_once_admitted(
-    admitted: bool,
-) -> None:
-    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
-        raise AssertionError("handle() runs the app it is given, not the wrapped one")
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        body = (await receive())["body"]
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ran:" + body})
-
-    async def refusal(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 503, "headers": []})
-        await send({"type": "http.response.body", "body": b"shed"})
-
-    middleware = IdempotencyMiddleware(outer, store=_UnavailableStore(fail_open=True))
-
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        await middleware.handle(scope, receive, send, inner, lambda: None if admitted else refusal)
-
+async def test_failing_open_leases_nothing_and_marks_the_response_unstored() -> None:
+    # A request the gate lets through without a store runs once, says it was not
+    # stored, and a refusal (SLOGuard's admission) gives up nothing: no claim was made.
+    store = _UnavailableStore(fail_open=True)
+    gate = IdempotencyGate(store=store)
     incoming = [{"type": "http.request", "body": b"payload", "more_body": False}]
-    sent = await call(guarded, http_scope(headers=[(b"idempotency-key", b"k")]), incoming)
 
-    assert body_of(sent) == (b"ran:payload" if admitted else b"shed")
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Classifier(clock=lambda: 0.0).classify(scope, receive)
+        lease = await gate.begin(request)
+        assert isinstance(lease, Lease)
+        await lease.release()
+        exchange = Exchange(send, lease)
+        body = (await request.receive())["body"]
+        await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
+        await exchange.send({"type": "http.response.body", "body": b"ran:" + body})
+        await lease.finish(exchange)
+
+    sent = await call(app, http_scope(headers=[(b"idempotency-key", b"k")]), incoming)
+
+    assert body_of(sent) == b"ran:payload"
     assert (b"idempotency-stored", b"false") in headers_of(sent)
+    assert store.writes == 0
 
 
 def test_servers_see_an_asgi_3_app() -> None:

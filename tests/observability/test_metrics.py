@@ -21,6 +21,7 @@ from sloguard.observability.metrics import (
     BASE_BUCKETS,
     OTHER_CAPABILITY,
     Metrics,
+    NoMetrics,
     latency_buckets,
     metrics_app,
 )
@@ -33,6 +34,7 @@ slo:
   latency: {p50_ms: 50, p95_ms: 120, p99_ms: 200}
   availability: {target: 0.99}
 enforcement: {reject_on_violation: true}
+shedding: {concurrency: {mode: "off"}}  # the window loop alone
 """
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -183,7 +185,7 @@ async def test_metrics_can_be_switched_off(tmp_path: Path, clock: ManualClock) -
         await send({"type": "http.response.body", "body": b""})
 
     guard = SLOGuard(app, slo_dir=tmp_path, metrics=False, clock=clock)
-    assert guard.metrics is None
+    assert isinstance(guard.metrics, NoMetrics)
     assert guard.idempotency is not None
     assert guard.idempotency.on_event is None
     transport = httpx.ASGITransport(app=guard)

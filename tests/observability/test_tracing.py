@@ -20,6 +20,7 @@ slo:
   latency: {p50_ms: 50, p95_ms: 100, p99_ms: 200}
   availability: {target: 0.99}
 enforcement: {reject_on_violation: true}
+shedding: {concurrency: {mode: "off"}}  # the window loop alone
 """
 
 

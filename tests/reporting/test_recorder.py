@@ -29,7 +29,7 @@ WALL0 = 1_735_693_200.0  # 2025-01-01T01:00:00Z, on a minute
 MINUTE0 = int(WALL0)
 ENFORCING = """\
 enforcement: {reject_on_violation: true}
-shedding: {min_samples: 1}
+shedding: {min_samples: 1, concurrency: {mode: "off"}}
 """
 
 

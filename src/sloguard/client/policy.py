@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.idempotency.middleware import DEFAULT_REPLAY_HEADERS
+from sloguard.http import REPLAY_HEADERS as DEFAULT_REPLAY_HEADERS
 from sloguard.shedding.priority import PRIORITIES
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sloguard.idempotency.gate import IdempotencyGate, Lease
 from sloguard.idempotency.keys import Fingerprinter, parse_idempotency_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.middleware import IdempotencyMiddleware, Principal
@@ -16,7 +17,9 @@ __all__ = [
     "Claim",
     "ClaimStatus",
     "Fingerprinter",
+    "IdempotencyGate",
     "IdempotencyMiddleware",
+    "Lease",
     "MemoryStore",
     "Principal",
     "RedisStore",

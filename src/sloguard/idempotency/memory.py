@@ -7,7 +7,7 @@ import asyncio
 import itertools
 from collections import OrderedDict
 from sys import getsizeof
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
@@ -19,7 +19,6 @@ from sloguard.idempotency.store import (
     Claim,
     Headers,
     StoredResponse,
-    SyncStore,
 )
 
 DEFAULT_TTL_SECONDS = 86_400.0
@@ -78,11 +77,6 @@ _new = tuple.__new__
 """A named tuple without its Python-level constructor: ~1,200 instructions less for
 each record built on the request path (callgrind), a claim on every request and a
 response on every replay (~2% of a replay's instructions each)."""
-_NOWAIT_TWINS = (
-    ("claim", "claim_nowait"),
-    ("complete", "complete_nowait"),
-    ("release", "release_nowait"),
-)
 
 
 class MemoryStore:
@@ -112,8 +106,9 @@ class MemoryStore:
     cost a keyed miss ~3.5 µs more (benchmarks/RESULTS.md, session 5).
 
     One instance serves one process (one event loop at a time); its operations
-    never await, so each is atomic with respect to other requests, and it is a
-    :class:`~sloguard.idempotency.store.SyncStore`. Use ``RedisStore`` to share
+    never await, so each is atomic with respect to other requests, and its claim
+    and complete are offered as plain calls
+    (:class:`~sloguard.idempotency.store.SyncStore`). Use ``RedisStore`` to share
     keys between processes or hosts.
     """
 
@@ -151,24 +146,6 @@ class MemoryStore:
         self._tokens = itertools.count(1)
         self._sweep_leases_at = 1024
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Keep a subclass's two ways of calling an operation one: a subclass that
-        overrides an async operation (to count or fail calls, say) but not its plain
-        twin is no ``SyncStore``, so no caller skips its override; one that overrides
-        only a plain twin has the async operation follow it."""
-        super().__init_subclass__(**kwargs)
-        base = MemoryStore
-        overridden = [
-            name for name, _ in _NOWAIT_TWINS if getattr(cls, name) is not getattr(base, name)
-        ]
-        for name, twin in _NOWAIT_TWINS:
-            plain = getattr(cls, twin)
-            if plain is getattr(base, twin):
-                if overridden:
-                    setattr(cls, twin, None)  # a None method fails isinstance(_, SyncStore)
-            elif plain is not None and name not in overridden:
-                setattr(cls, f"_{name}", plain)
-
     def __len__(self) -> int:
         """The number of stored, unexpired responses."""
         self._expire(self._clock())
@@ -188,13 +165,13 @@ class MemoryStore:
         return sum(1 for lease in self._leases.values() if lease.expires > now)
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
-        return self._claim(key, fingerprint, lease_seconds)
+        return self.claim_nowait(key, fingerprint, lease_seconds)
 
     async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
-        return self._complete(key, token, response)
+        return self.complete_nowait(key, token, response)
 
     async def release(self, key: str, token: int) -> None:
-        self._release(key, token)
+        self._end_lease(key, token, self._clock())
 
     async def renew(self, key: str, token: int, lease_seconds: float) -> bool:
         leases = self._leases
@@ -222,10 +199,11 @@ class MemoryStore:
             except TimeoutError:
                 continue
 
-    # The operations themselves: none of them waits, so a caller may call them as
-    # plain calls (SyncStore), saving a coroutine per call.
+    # The operations themselves: neither waits, so a caller may call them as plain
+    # calls (SyncStore, sync_path), saving a coroutine per call.
 
-    def _claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+    def claim_nowait(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
+        """:meth:`claim`, as a plain call."""
         now = self._clock()
         entry = self._responses.get(key)
         if entry is not None:
@@ -247,9 +225,11 @@ class MemoryStore:
             self._sweep_expired_leases(now)
         return _new(Claim, (CLAIMED, token, fingerprint, None))
 
-    def _complete(
+    def complete_nowait(
         self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
     ) -> bool:
+        """:meth:`complete`, as a plain call; ``nbytes``, when given, is
+        ``response.nbytes`` counted by the caller."""
         now = self._clock()
         if not self._end_lease(key, token, now):
             return False  # no longer ours: expired, released, or taken over meanwhile
@@ -278,13 +258,6 @@ class MemoryStore:
         if next(iter(by_expiry.values()))[EXPIRES] <= now:
             self._expire(now)
         return True
-
-    def _release(self, key: str, token: int) -> None:
-        self._end_lease(key, token, self._clock())
-
-    claim_nowait = _claim
-    complete_nowait = _complete
-    release_nowait = _release
 
     def clear(self) -> None:
         """Forget every response and lease."""
@@ -360,15 +333,3 @@ def entry_nbytes(key: str, response_nbytes: int) -> int:
     key and the store's bookkeeping (plus, once per principal holding responses,
     ``PRINCIPAL_OVERHEAD``)."""
     return response_nbytes + ENTRY_OVERHEAD + getsizeof(key)
-
-
-def nowait_store(store: object) -> MemoryStore | None:
-    """``store`` if it is a ``MemoryStore`` that is a ``SyncStore`` (its plain calls
-    do what its async operations do); otherwise None.
-
-    Kept while ``idempotency/middleware.py`` calls it; new code checks
-    ``isinstance(store, SyncStore)``.
-    """
-    if isinstance(store, MemoryStore) and isinstance(store, SyncStore):
-        return store
-    return None

@@ -146,15 +146,8 @@ class Store(Protocol):
 
 @runtime_checkable
 class SyncStore(Protocol):
-    """A store whose request-path operations never wait (``MemoryStore``), offered as
-    plain calls: a caller that finds ``isinstance(store, SyncStore)`` once may call
-    these instead of awaiting ``claim``, ``complete`` and ``release``, and saves a
-    coroutine per call.
-
-    Each does exactly what its async twin does. (A ``MemoryStore`` subclass that
-    overrides an async operation without its twin is no ``SyncStore``, so that its
-    override is never skipped.)
-    """
+    """A store whose claim and complete need no waiting (``MemoryStore``): the gate
+    calls these plain functions instead of awaiting a coroutine per call."""
 
     def claim_nowait(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         """:meth:`Store.claim`, as a plain call."""
@@ -167,6 +160,18 @@ class SyncStore(Protocol):
         ``response.nbytes`` counted by the caller (:func:`stored_nbytes`)."""
         ...
 
-    def release_nowait(self, key: str, token: int) -> None:
-        """:meth:`Store.release`, as a plain call."""
-        ...
+
+def sync_path(store: Store) -> SyncStore | None:
+    """``store``'s plain-call path, when it has one that does what its async ``claim``
+    and ``complete`` do: a subclass that overrides only the async operations is
+    always called through them."""
+    if not isinstance(store, SyncStore):
+        return None
+    mro = type(store).__mro__
+
+    def owner(name: str) -> type:
+        return next(kind for kind in mro if name in vars(kind))
+
+    if owner("claim") is owner("claim_nowait") and owner("complete") is owner("complete_nowait"):
+        return store
+    return None

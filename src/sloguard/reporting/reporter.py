@@ -7,7 +7,12 @@
   everything to the log);
 - with a ``history`` store: a :class:`HistoryRecorder` flushing minute
   aggregates, breaches saved with ``save_breach`` and alerts deduplicated with
-  ``save_alert`` (across restarts and replicas).
+  ``save_alert`` (across restarts and replicas);
+- an :class:`Escalator` for the escalation policies of ``alerts``, its state in
+  the history store (in memory without one).
+
+``open_after_s`` and ``resolve_after_s`` tune breach detection (the
+:class:`BreachTracker`'s; default 55 s and 60 s).
 
 SLOGuard creates one (``SLOGuard(app, history=..., alerts=...)``), or takes
 yours (``SLOGuard(app, reporter=...)``), and starts and stops it with the
@@ -31,14 +36,23 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
+from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
+from sloguard.reporting.breaches import (
+    DEFAULT_OPEN_AFTER_S,
+    DEFAULT_RESOLVE_AFTER_S,
+    BreachTracker,
+)
+from sloguard.reporting.escalation import EscalationStore, Escalator, MemoryEscalations
 from sloguard.reporting.events import EventHub, event_json
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
-from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder, ShedCounts
+from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
 from sloguard.reporting.records import Alert, Breach
 from sloguard.reporting.repository import HistoryRepository, open_repository
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
+from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager
 
 logger = logging.getLogger("sloguard.reporting")
@@ -59,8 +73,12 @@ class Reporter:
         monitor_every_s: float | None = 5.0,
         flush_every_s: float = DEFAULT_INTERVAL_S,
         replica: str | None = None,
+        open_after_s: float = DEFAULT_OPEN_AFTER_S,
+        resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S,
         wall_clock: Clock = time.time,
         monotonic_clock: Clock = monotonic,
+        admission: Admission | None = None,
+        metrics: MetricsSink | None = None,
     ) -> None:
         if monitor_every_s is not None and monitor_every_s <= 0:
             raise ConfigurationError(f"monitor_every_s must be positive, got {monitor_every_s!r}")
@@ -71,36 +89,68 @@ class Reporter:
         config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
         repository = self.repository
         self.hub = EventHub()
+        self.idempotency = IdempotencyCounts()
+        """Per-capability idempotency hits and misses, counted by the request path."""
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
+        store: EscalationStore = (
+            repository if isinstance(repository, EscalationStore) else MemoryEscalations()
+        )
+        self.escalator = Escalator(
+            self.notifier.config.escalation,
+            store,
+            self.notifier,
+            tier_of=self._tier_of,
+            clock=wall_clock,
+        )
         self.monitor = SLOMonitor(
             manager,
+            tracker=BreachTracker(
+                open_after_s=open_after_s, resolve_after_s=resolve_after_s, clock=wall_clock
+            ),
             notifier=self.notifier,
             hub=self.hub,
             save_breach=None if repository is None else self._save_breach,
+            escalator=self.escalator,
+            refusals=self._refusals,
             clock=wall_clock,
         )
         self.monitor_every_s = monitor_every_s
         self.flush_every_s = flush_every_s
         self.replica = replica
-        self.guard: ShedCounts | None = None
+        self.admission = admission
+        """Whose refusals the /slo API and the history report (SLOGuard's)."""
+        self.metrics = metrics
+        """Whose idempotency counts the /slo API reports."""
         self.recorder: HistoryRecorder | None = None
+        if repository is not None:
+            self.recorder = HistoryRecorder(
+                manager,
+                repository,
+                guard=admission,
+                replica=replica,
+                interval_s=flush_every_s,
+                monotonic_clock=monotonic_clock,
+                wall_clock=wall_clock,
+            )
         self._wall = wall_clock
         self._monotonic = monotonic_clock
         self._monitor_task: asyncio.Task[None] | None = None
 
-    def attach(self, guard: ShedCounts) -> None:
-        """Report ``guard``'s refusals (the /slo API's shedding figures, the history's shed)."""
-        self.guard = guard
-        if self.repository is not None and self.recorder is None:
-            self.recorder = HistoryRecorder(
-                self.manager,
-                self.repository,
-                guard=guard,
-                replica=self.replica,
-                interval_s=self.flush_every_s,
-                monotonic_clock=self._monotonic,
-                wall_clock=self._wall,
-            )
+    def report_admission(self, admission: Admission, metrics: MetricsSink | None = None) -> None:
+        """Report ``admission``'s refusals (and ``metrics``' idempotency counts): for a
+        reporter built before the SLOGuard whose they are."""
+        self.admission = admission
+        self.metrics = metrics
+        if self.recorder is not None:
+            self.recorder.guard = admission
+
+    def _tier_of(self, capability: str) -> str | None:
+        slo = self.manager.get_slo(capability)
+        return None if slo is None else slo.tier
+
+    def _refusals(self, capability: str) -> int:
+        admission = self.admission
+        return 0 if admission is None else sum(admission.shed_counts(capability).values())
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -147,7 +197,16 @@ class Reporter:
         ``Authorization: Bearer`` or ``?token=``)."""
         token = api_token(token)
         stream = WebSocketRoute(prefix + "/ws", self._stream(token), name="slo_ws")
-        routes = slo_routes(self.manager, self.repository, guard=lambda: self.guard, token=token)
+        routes = slo_routes(
+            self.manager,
+            self.repository,
+            admission=lambda: self.admission,
+            metrics=lambda: self.metrics,
+            token=token,
+            prefix=prefix,
+            idempotency=self.idempotency,
+            escalator=self.escalator,
+        )
         return [stream, *routes]
 
     def _stream(self, token: str | None) -> Any:

@@ -8,7 +8,8 @@ request is then a dictionary lookup and a random draw: a request of priority
 How the ratios move (docs/shedding.md has the full story):
 
 - *Severity* measures the violation: the worst of ``observed / target`` over
-  the latency percentiles and ``error rate / error budget`` for availability.
+  the latency percentiles, ``error rate / error budget`` for availability, and
+  ``error rate / ceiling`` for an ``error_rate`` target (never throughput).
   A compliant capability, or one with fewer than ``min_samples`` requests in
   its window, is not violating, whatever its severity.
 - Shedding starts when a violating capability reaches severity
@@ -28,36 +29,41 @@ Time comes from the caller, so tests drive it with a manual clock.
 
 from __future__ import annotations
 
+from sloguard.slo.compliance import severity as severity_of
 from sloguard.slo.manager import SLOStatus
 from sloguard.slo.schema import Priority, SheddingConfig, SLOFile
 
 _NEGLIGIBLE = 1e-9  # a ratio decayed to float dust is zero
 
 
-def severity(slo: SLOFile, status: SLOStatus) -> float:
+def severity(slo: SLOFile, status: SLOStatus, *, latency: bool = True) -> float:
     """How far ``status`` is from the objectives of ``slo``: 1.0 is exactly on
-    target, 2.0 twice over; 0.0 with no requests."""
-    latency = slo.slo.latency
-    worst = 0.0
-    for observed, target in (
-        (status.p50_ms, latency.p50_ms),
-        (status.p95_ms, latency.p95_ms),
-        (status.p99_ms, latency.p99_ms),
-    ):
-        if observed is not None:
-            worst = max(worst, observed / target)
-    if status.availability is not None:
-        worst = max(worst, (1.0 - status.availability) / slo.budget_fraction)
-    return worst
+    target, 2.0 twice over; 0.0 with no requests. ``latency`` False: errors only
+    (availability and error rate). Throughput never counts: shedding cannot raise it."""
+    measured = {"availability": status.availability}
+    if latency:
+        measured.update(p50_ms=status.p50_ms, p95_ms=status.p95_ms, p99_ms=status.p99_ms)
+    return severity_of(slo, measured)
 
 
 class SheddingPolicy:
     """The rejection ratios of one capability's priorities; see the module docs."""
 
-    __slots__ = ("_updated_at", "_violating_since", "active", "config", "ratios", "severity")
+    __slots__ = (
+        "_updated_at",
+        "_violating_since",
+        "active",
+        "config",
+        "latency",
+        "ratios",
+        "severity",
+    )
 
-    def __init__(self, config: SheddingConfig) -> None:
+    def __init__(self, config: SheddingConfig, *, latency: bool = True) -> None:
         self.config = config
+        self.latency = latency
+        """Whether latency violations count; False while a concurrency limit keeps
+        latency in check, so that this loop answers availability and budget burn."""
         self.ratios: dict[Priority, float] = {}
         """Non-zero rejection ratios by priority; a priority absent is always admitted."""
         self.active = False
@@ -75,13 +81,15 @@ class SheddingPolicy:
         violating = (
             config.enabled and status.requests >= config.min_samples and not status.compliant
         )
+        if violating and not self.latency:
+            violating = severity(slo, status, latency=False) > 1.0
         if not violating:
             self._violating_since = None
             self.severity = level = 0.0
         else:
             if self._violating_since is None:
                 self._violating_since = now
-            self.severity = level = severity(slo, status)
+            self.severity = level = severity(slo, status, latency=self.latency)
             if not self.active and level < 1.0 + config.hysteresis:
                 level = 0.0  # not yet: inside the hysteresis band
         ramp = min(1.0, max(0.0, (level - 1.0) / (config.full_at - 1.0)))

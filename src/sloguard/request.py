@@ -1,0 +1,222 @@
+"""Step 1 of the request path: classify a request in one pass over its headers.
+
+:class:`Classifier` turns an HTTP scope into a :class:`GuardedRequest`, the small
+per-request object every later stage reads: the capability it is for, its
+priority, its idempotency key as sent, its ``Authorization`` and the time it
+arrived. The capability, first match wins (DESIGN.md): the operator's route
+table, the path ``/route/{verb}/{name}``, the ``X-Capability`` header, then the
+body of a seed-form ``POST /route``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.types import Message, Receive, Scope
+
+from sloguard._clock import Clock
+from sloguard.capability import SEED_ROUTE_PATH, RouteTable, capability_from_path, read_seed_body
+from sloguard.http import BufferedReceive
+from sloguard.shedding.priority import DEFAULT_PRIORITY, parse_priority
+from sloguard.slo.schema import Priority
+
+SEED_BODY_LIMIT = 1024 * 1024
+"""A seed-form body larger than this is not inspected (it names no capability)."""
+
+
+class GuardedRequest:
+    """What sloguard knows of one HTTP request; stages read it, and the ones that read
+    the body ahead of the app replace ``receive`` with a buffered one."""
+
+    __slots__ = (
+        "authorization",
+        "capability",
+        "has_body",
+        "key",
+        "key_repeated",
+        "priority",
+        "receive",
+        "received",
+        "scope",
+        "start",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        start: float,
+        capability: str | None = None,
+        priority: Priority = DEFAULT_PRIORITY,
+        key: bytes | None = None,
+        key_repeated: bool = False,
+        authorization: bytes = b"",
+        has_body: bool = False,
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.start = start
+        """When the request arrived (its headers)."""
+        self.received = start
+        """When its body had arrived: the service's time runs from here, so that a slow
+        upload is not the service being slow."""
+        self.has_body = has_body
+        """Whether the headers announce a body (``Content-Length`` > 0 or chunked)."""
+        self.capability = capability
+        """``verb:name``, or None when the request names none."""
+        self.priority = priority
+        self.key = key
+        """The idempotency key header's raw value, None when absent."""
+        self.key_repeated = key_repeated
+        """Whether the key header came more than once (a 400)."""
+        self.authorization = authorization
+        """The ``Authorization`` header's value, ``b""`` when absent."""
+
+
+class Classifier:
+    """Reads what every stage needs of a request in one pass over its headers.
+
+    ``capability_header`` names the capability only when trusted: with
+    ``trusted_clients`` None, from any client; otherwise only from those client
+    addresses (the proxies that set it). Untrusted, any client could charge its
+    requests to any capability and make it shed.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        route_table: RouteTable | None = None,
+        key_header: str | None = "Idempotency-Key",
+        priority_header: str = "X-Priority",
+        capability_header: str | None = None,
+        trusted_clients: Collection[str] | None = None,
+        capabilities: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.capabilities = capabilities
+        """Whether requests name capabilities and priorities at all (False: idempotency alone)."""
+        self.route_table = route_table if route_table is not None and len(route_table) else None
+        # An empty name matches no header: nothing is read for a feature that is off.
+        self.key_header = "" if key_header is None else key_header
+        self._key = self.key_header.lower().encode("latin-1")
+        self._priority = priority_header.lower().encode("latin-1")
+        self._capability = (capability_header or "").lower().encode("latin-1")
+        self._trusted = None if trusted_clients is None else frozenset(trusted_clients)
+
+    def classify(self, scope: Scope, receive: Receive) -> GuardedRequest:
+        """The request's capability, priority, key and credentials, from its path and headers."""
+        path: str = scope["path"]
+        capability = None if self.route_table is None else self.route_table.match(path)
+        if capability is None and self.capabilities:
+            capability = capability_from_path(path)
+        raw_priority: bytes | None = None
+        key: bytes | None = None
+        repeated = False
+        authorization = b""
+        has_body = False
+        claimed: bytes | None = None
+        key_name, priority_name, capability_name = self._key, self._priority, self._capability
+        for name, value in scope["headers"]:
+            if name == key_name:
+                repeated = key is not None
+                key = value
+            elif name == b"content-length":
+                has_body = value != b"0"
+            elif name == b"authorization":
+                authorization = value
+            elif name == priority_name:
+                raw_priority = value
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == capability_name and capability_name:
+                claimed = value
+        if claimed is not None and capability is None and self._trusts(scope):
+            capability = claimed.decode("latin-1").strip() or None
+        return GuardedRequest(
+            scope,
+            receive,
+            self.clock(),
+            capability,
+            DEFAULT_PRIORITY if raw_priority is None else parse_priority(raw_priority),
+            key,
+            repeated,
+            authorization,
+            has_body,
+        )
+
+    def _trusts(self, scope: Scope) -> bool:
+        if self._trusted is None:
+            return True
+        client = scope.get("client")
+        return client is not None and client[0] in self._trusted
+
+    def app_receive(self, request: GuardedRequest) -> Receive:
+        """The ``receive`` to hand the app: it notes when the body has arrived
+        (``request.received``). A body a stage read ahead has arrived already."""
+        receive = request.receive
+        if isinstance(receive, BufferedReceive):
+            request.received = self.clock()
+            return receive
+        if not request.has_body:
+            return receive
+        return _BodyTimer(request, receive, self.clock)
+
+    @staticmethod
+    def is_seed_form(request: GuardedRequest) -> bool:
+        """Whether the request's body may name its capability (``POST /route``)."""
+        scope = request.scope
+        return (
+            request.capability is None
+            and scope["path"] == SEED_ROUTE_PATH
+            and scope["method"] == "POST"
+        )
+
+    async def read_seed_form(self, request: GuardedRequest, *, read_key: bool) -> None:
+        """Read a seed-form ``POST /route`` body for its capability, priority and key;
+        the headers, when they name a priority or key, win over the body. A key from
+        the body is added to the scope's headers, so that the app sees it too."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False) or size > SEED_BODY_LIMIT:
+                break
+        buffered = BufferedReceive(messages, request.receive)
+        request.receive = buffered
+        if size > SEED_BODY_LIMIT or messages[-1].get("more_body", False):
+            return
+        seed = read_seed_body(buffered.body)
+        request.capability = seed.capability
+        if seed.priority is not None and not _has_header(request.scope, self._priority):
+            request.priority = parse_priority(seed.priority)
+        if seed.idempotency_key is not None and read_key and request.key is None:
+            key = seed.idempotency_key.encode("latin-1", "replace")
+            request.key = key
+            scope = request.scope
+            request.scope = {**scope, "headers": [*scope["headers"], (self._key, key)]}
+
+
+class _BodyTimer:
+    """A ``receive`` that notes when the last message of the request body arrives."""
+
+    __slots__ = ("_clock", "_receive", "_request")
+
+    def __init__(self, request: GuardedRequest, receive: Receive, clock: Clock) -> None:
+        self._request = request
+        self._receive = receive
+        self._clock = clock
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._request.received = self._clock()
+        return message
+
+
+def _has_header(scope: Scope, name: bytes) -> bool:
+    return any(header == name for header, _ in scope["headers"])

@@ -1,0 +1,114 @@
+"""Step 1: the classifier reads a request's capability, priority and key in one pass."""
+
+from __future__ import annotations
+
+import json
+
+from sloguard.capability import RouteTable
+from sloguard.request import Classifier
+from tests.asgi import http_scope
+
+
+def classifier(**options: object) -> Classifier:
+    options.setdefault("capability_header", "X-Capability")
+    return Classifier(clock=lambda: 5.0, **options)  # type: ignore[arg-type]
+
+
+async def _no_body() -> dict[str, object]:
+    raise AssertionError("classify reads no body")
+
+
+def test_the_path_names_the_capability_and_the_headers_the_rest() -> None:
+    scope = http_scope(
+        path="/route/convert/pdf",
+        headers=[
+            (b"x-priority", b" HIGH "),
+            (b"idempotency-key", b"k-1"),
+            (b"authorization", b"Bearer t"),
+        ],
+    )
+    request = classifier().classify(scope, _no_body)
+
+    assert request.capability == "convert:pdf"
+    assert request.priority == "high"
+    assert request.key == b"k-1"
+    assert not request.key_repeated
+    assert request.authorization == b"Bearer t"
+    assert request.start == 5.0
+
+
+def test_a_repeated_key_header_is_noted() -> None:
+    scope = http_scope(headers=[(b"idempotency-key", b"a"), (b"idempotency-key", b"b")])
+    assert classifier().classify(scope, _no_body).key_repeated
+
+
+def test_the_route_table_wins_over_the_header_and_no_capability_is_none() -> None:
+    table = RouteTable({"/docs/{id}": "convert:pdf"})
+    header = [(b"x-capability", b"classify:email")]
+    assert (
+        classifier(route_table=table)
+        .classify(http_scope(path="/docs/1", headers=header), _no_body)
+        .capability
+        == "convert:pdf"
+    )
+    assert (
+        classifier().classify(http_scope(path="/x", headers=header), _no_body).capability
+        == "classify:email"
+    )
+    assert classifier().classify(http_scope(path="/x"), _no_body).capability is None
+    assert classifier().classify(http_scope(path="/x"), _no_body).priority == "normal"
+
+
+def test_with_no_capability_header_configured_the_header_names_nothing() -> None:
+    scope = http_scope(path="/x", headers=[(b"x-capability", b"classify:email")])
+    assert classifier(capability_header=None).classify(scope, _no_body).capability is None
+
+
+def test_a_capability_header_counts_only_from_a_trusted_client() -> None:
+    scope = http_scope(path="/x", headers=[(b"x-capability", b"classify:email")])
+    trusted = classifier(trusted_clients=["127.0.0.1"]).classify(scope, _no_body)
+    untrusted = classifier(trusted_clients=["10.1.1.1"]).classify(scope, _no_body)
+    assert (trusted.capability, untrusted.capability) == ("classify:email", None)
+
+
+def test_the_headers_say_whether_a_body_follows() -> None:
+    def has_body(*headers: tuple[bytes, bytes]) -> bool:
+        return classifier().classify(http_scope(headers=list(headers)), _no_body).has_body
+
+    assert has_body((b"content-length", b"12"))
+    assert has_body((b"transfer-encoding", b"chunked"))
+    assert not has_body((b"content-length", b"0"))
+    assert not has_body()
+
+
+async def test_a_seed_form_body_names_capability_priority_and_key_and_is_handed_on() -> None:
+    body = json.dumps(
+        {"verb": "classify", "capability": "email", "priority": "low", "idempotency_key": "s-1"}
+    ).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    parts = classifier()
+    request = parts.classify(http_scope(path="/route"), receive)
+    assert parts.is_seed_form(request)
+    await parts.read_seed_form(request, read_key=True)
+
+    assert (request.capability, request.priority, request.key) == ("classify:email", "low", b"s-1")
+    assert (b"idempotency-key", b"s-1") in request.scope["headers"]
+    assert (await request.receive())["body"] == body  # the app still reads the whole body
+
+
+async def test_a_priority_header_wins_over_the_seed_body() -> None:
+    body = b'{"verb": "classify", "capability": "email", "priority": "low"}'
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    parts = classifier()
+    request = parts.classify(http_scope(path="/route", headers=[(b"x-priority", b"high")]), receive)
+    await parts.read_seed_form(request, read_key=False)
+    assert request.priority == "high"
+    assert request.key is None
