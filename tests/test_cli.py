@@ -122,11 +122,51 @@ def test_validate_prints_each_error_with_file_and_field(
     assert out.out.startswith("1 valid, 2 invalid SLO files")
 
 
-def test_validate_a_missing_directory_fails(
+def test_validate_a_missing_path_is_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["validate", str(tmp_path / "nope")]) == 1
-    assert "SLO directory not found" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == (
+        f"sloguard validate: no such file or directory: {tmp_path / 'nope'}\n"
+    )
+
+
+def test_validate_a_directory_without_slo_files_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"sloguard validate: no SLO files (*.yml, *.yaml) in {tmp_path}\n"
+    )
+
+
+def test_validate_one_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = ROOT / "state" / "controller" / "slos" / "classify_email.yml"
+    assert main(["validate", str(shipped)]) == 0
+    assert capsys.readouterr().out == f"1 valid, 0 invalid SLO files in {shipped}\n"
+    bad = tmp_path / "bad.yml"
+    bad.write_text(shipped.read_text().replace("target: 0.995", "target: 99.5"))
+    assert main(["validate", str(bad)]) == 1
+    assert "did you mean 0.995?" in capsys.readouterr().err
+
+
+def test_validate_a_state_directory_reads_its_slos_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """workers.yml and alerts.yml sit beside the SLO files: they are not SLO files."""
+    for path in (ROOT / "state", ROOT / "state" / "controller"):
+        assert main(["validate", str(path)]) == 0
+        captured = capsys.readouterr()
+        assert captured.err == ""
+        slos = ROOT / "state" / "controller" / "slos"
+        assert captured.out == f"3 valid, 0 invalid SLO files in {slos}\n"
+
+
+def test_sloguard_alone_prints_its_commands_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    help_text = capsys.readouterr().err
+    assert help_text.startswith("usage: sloguard")
+    assert "validate" in help_text
 
 
 def sloguard(*args: str) -> subprocess.Popen[str]:
@@ -176,17 +216,18 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
             base + "/route",
             json={"verb": "classify", "capability": "email", "request_payload": {"x": 1}},
         )
-        missing = httpx.post(base + "/route", json={"verb": "classify", "capability": "email"})
+        missing = httpx.post(base + "/route", json={"verb": "classify"})
         metrics = httpx.get(base + "/metrics/").text
         slo = httpx.get(base + "/slo").json()
 
     assert first_line.startswith(f"sloguard serve: listening on {base} with 3 SLOs")
     assert "3 workers" in first_line
+    assert first_line.rstrip().endswith("; API token off")  # no SLOGUARD_API_TOKEN here
     assert response.status_code == 200
     assert response.json()["capability"] == "convert:document_to_pdf"
     assert seed.status_code == 200
     assert missing.status_code == 400
-    assert missing.json()["detail"] == "request_payload: field required"
+    assert missing.json()["detail"] == "capability: field required"
     labels = 'capability="convert:document_to_pdf",outcome="ok",priority="normal"'
     assert f"sloguard_requests_total{{{labels}}} 1.0" in metrics
     assert {c["capability"] for c in slo["capabilities"]} == {
@@ -394,3 +435,11 @@ def test_check_refuses_an_unknown_report_format(
         check(tmp_path, MEASURED, "--format", "html")
     assert exit_info.value.code == 2
     assert "invalid choice: 'html'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_serve_refuses_a_bad_breach_timing(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--open-after", value])
+    assert exited.value.code == 2
+    assert "--open-after" in capsys.readouterr().err

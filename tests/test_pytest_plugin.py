@@ -187,7 +187,7 @@ def test_marked_tests_are_timed_as_one_request_each(project: pytest.Pytester) ->
         def test_ok():
             pass
 
-        @pytest.mark.capability("summarize:text")
+        @pytest.mark.slo("summarize:text")  # the seed's name for the marker
         def test_broken():
             assert False
 
@@ -199,7 +199,7 @@ def test_marked_tests_are_timed_as_one_request_each(project: pytest.Pytester) ->
             pass
         """
     )
-    result = project.runpytest("--metrics-output", "results/metrics.yml")
+    result = project.runpytest("--strict-markers", "--metrics-output", "results/metrics.yml")
     result.assert_outcomes(passed=2, failed=1, skipped=1)
     written = read_metrics_file(project.path / "results" / "metrics.yml")
     assert list(written) == ["summarize:text"]

@@ -3,7 +3,7 @@
 First match wins (DESIGN.md): the operator's route table, the path
 ``/route/{verb}/{name}``, the ``X-Capability`` header, then the body of a
 seed-form ``POST /route`` (JSON ``{"verb", "capability", "priority"?,
-"idempotency_key"?, "request_payload"}``).
+"idempotency_key"?, "request_payload"?}``).
 """
 
 from __future__ import annotations

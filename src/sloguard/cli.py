@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sloguard.slo.schema import SLOFile
 
 logger = logging.getLogger("sloguard.cli")
+TOKEN_ENV = "SLOGUARD_API_TOKEN"
 
 
 def add_serve(subparsers: Any) -> None:
@@ -48,7 +49,32 @@ def add_serve(subparsers: Any) -> None:
         help="where SLO history, breaches and alerts are kept: a SQLite file or a "
         "postgresql:// URL (default: STATE/history.sqlite3)",
     )
+    parser.add_argument(
+        "--open-after",
+        type=_seconds,
+        default=55.0,
+        metavar="SECONDS",
+        help="violating evaluations needed, unbroken, to open a breach (default: 55, "
+        "which opens one within 60 s of the first)",
+    )
+    parser.add_argument(
+        "--resolve-after",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="compliant evaluations needed, unbroken, to resolve it (default: 60)",
+    )
     parser.set_defaults(handler=serve)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -71,6 +97,8 @@ def serve(args: argparse.Namespace) -> int:
             manager,
             history=_open_history(args.history or str(state / "history.sqlite3")),
             alerts=state / "controller" / "alerts.yml",
+            open_after_s=args.open_after,
+            resolve_after_s=args.resolve_after,
         )
         app = create_controller_app(
             state,
@@ -91,7 +119,7 @@ def serve(args: argparse.Namespace) -> int:
     print(
         f"sloguard serve: listening on http://{_url_host(args.host)}:{args.port} "
         f"with {len(manager.capabilities)} SLOs from {slo_dir} and "
-        f"{len(registry)} workers{kind}",
+        f"{len(registry)} workers{kind}; API token {'on' if os.getenv(TOKEN_ENV) else 'off'}",
         file=sys.stderr,
         flush=True,
     )
@@ -220,24 +248,52 @@ def add_validate(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "validate",
         help="check SLO files",
-        description="Validate the SLO files of DIR; print each error with its file and "
-        "field; exit 1 if any.",
+        description="Validate an SLO file, or the SLO files of a directory: PATH/controller/"
+        "slos/ of a state directory (as `serve --state` reads it), else PATH/slos/, else "
+        "PATH's own *.yml / *.yaml. Print each error with its file and field. Exit 0 when "
+        "all are valid, 1 when one is invalid, 2 on bad input (no such path, no SLO file).",
     )
-    parser.add_argument("directory", metavar="DIR", help="directory of *.yml / *.yaml SLO files")
+    parser.add_argument("path", metavar="PATH", help="an SLO file, or a directory of them")
     parser.set_defaults(handler=validate)
 
 
+def slo_files_of(path: Path) -> tuple[Path, list[Path]]:
+    """Where ``validate PATH`` looks, and the SLO files it finds there.
+
+    A file is itself. A directory is a state directory (``controller/slos/``), a
+    directory holding ``slos/``, or a directory of SLO files; other YAML files
+    beside them (``workers.yml``, ``alerts.yml``) are never read as SLO files.
+    Raises :class:`ConfigurationError` when ``path`` does not exist.
+    """
+    from sloguard.slo.loader import slo_file_paths
+
+    if path.is_file():
+        return path, [path]
+    if not path.is_dir():
+        raise ConfigurationError(f"no such file or directory: {path}")
+    for where in (path / "controller" / "slos", path / "slos"):
+        if where.is_dir():
+            return where, slo_file_paths(where)
+    return path, slo_file_paths(path)
+
+
 def validate(args: argparse.Namespace) -> int:
-    from sloguard.slo.loader import load_slo_dir
+    from sloguard.slo.loader import read_slo_files, resolve_claims
 
     try:
-        loaded, errors = load_slo_dir(args.directory)
+        where, paths = slo_files_of(Path(args.path))
     except ConfigurationError as exc:
         print(f"sloguard validate: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    if not paths:
+        print(f"sloguard validate: no SLO files (*.yml, *.yaml) in {where}", file=sys.stderr)
+        return 2
+    parsed, errors = read_slo_files(paths)
+    loaded, duplicates = resolve_claims(parsed)
+    errors += duplicates
     for error in errors:
         print(error, file=sys.stderr)
-    print(f"{len(loaded)} valid, {len(errors)} invalid SLO files in {args.directory}")
+    print(f"{len(loaded)} valid, {len(errors)} invalid SLO files in {where}")
     return 1 if errors else 0
 
 
@@ -437,9 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
+    if handler is None:  # `sloguard` alone: what it can do, and a failure for scripts
+        parser.print_help(sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("sloguard").setLevel(logging.INFO)
     return handler(args)

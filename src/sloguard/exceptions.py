@@ -60,6 +60,11 @@ class SLOFileError(FileError):
     """An SLO file could not be loaded: unreadable, not YAML, or invalid."""
 
 
+class TiersFileError(SLOFileError):
+    """``tiers.yml`` (the SLA tiers SLO files may name) is unreadable or invalid
+    (fields like ``tiers.gold.slo.latency.p99_ms``)."""
+
+
 class WorkersFileError(FileError):
     """``state/workers.yml`` is unreadable or invalid (fields like ``workers[0].url``)."""
 

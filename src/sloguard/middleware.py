@@ -42,6 +42,7 @@ from sloguard.outcomes import (
     add_request_observer,
     remove_request_observer,
 )
+from sloguard.reporting.breaches import DEFAULT_OPEN_AFTER_S, DEFAULT_RESOLVE_AFTER_S
 from sloguard.reporting.events import AlertCallback, BreachCallback
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
@@ -97,6 +98,8 @@ class SLOGuard:
         reporter: Reporter | None = None,
         history: HistoryRepository | str | os.PathLike[str] | None = None,
         alerts: AlertsConfig | str | os.PathLike[str] | None = None,
+        open_after_s: float | None = None,
+        resolve_after_s: float | None = None,
     ) -> None:
         if reload_every_s is not None and reload_every_s <= 0:
             raise ConfigurationError(f"reload_every_s must be positive, got {reload_every_s!r}")
@@ -106,8 +109,32 @@ class SLOGuard:
         self.tracing = tracing
         self.metrics: MetricsSink = _metrics(metrics, manager)
 
+        self.admission = Admission(
+            manager,
+            shed_status=shed_status,
+            evaluate_every_s=evaluate_every_s,
+            clock=clock,
+            random_source=random_source,
+            metrics=self.metrics,
+        )
+        self.outcomes = OutcomeRecorder(manager, self.metrics, clock=clock)
+        self.reporter = _reporter(
+            reporter,
+            history,
+            alerts,
+            manager,
+            self.admission,
+            self.metrics,
+            open_after_s=open_after_s,
+            resolve_after_s=resolve_after_s,
+        )
         counted = tracing or not isinstance(self.metrics, NoMetrics)
-        self.gate = _gate(idempotency, store, self._idempotency_event if counted else None)
+        self.gate = _gate(
+            idempotency,
+            store,
+            self._idempotency_event if counted else None,
+            self.reporter.idempotency.count,
+        )
         self.classifier = Classifier(
             clock=clock,
             route_table=RouteTable(route_table),
@@ -118,17 +145,8 @@ class SLOGuard:
             if isinstance(trust_capability_header, bool)
             else list(trust_capability_header),
         )
-        self.admission = Admission(
-            manager,
-            shed_status=shed_status,
-            evaluate_every_s=evaluate_every_s,
-            clock=clock,
-            random_source=random_source,
-            metrics=self.metrics,
-        )
-        self.outcomes = OutcomeRecorder(manager, self.metrics, clock=clock)
-        self.metrics.watch(manager, None if self.gate is None else self.gate.store)
-        self.reporter = _reporter(reporter, history, alerts, manager, self.admission, self.metrics)
+        store = None if self.gate is None else self.gate.store
+        self.metrics.watch(manager, store, self.admission.concurrency)
         self._owns_reporter = False
         self._watch: asyncio.Task[None] | None = None
         # With tracing on, OpenTelemetry's ASGI middleware opens the request's span
@@ -296,6 +314,7 @@ def _gate(
     idempotency: Mapping[str, Any] | bool,
     store: Store | None,
     on_event: Callable[[str], None] | None,
+    on_decision: Callable[[str | None, str], None],
 ) -> IdempotencyGate | None:
     if idempotency is False:
         if store is not None:
@@ -306,6 +325,7 @@ def _gate(
         options["store"] = store
     if on_event is not None:
         options.setdefault("on_event", on_event)
+    options.setdefault("on_decision", on_decision)
     return IdempotencyGate(**options)
 
 
@@ -316,15 +336,27 @@ def _reporter(
     manager: SLOManager,
     admission: Admission,
     metrics: MetricsSink,
+    *,
+    open_after_s: float | None,
+    resolve_after_s: float | None,
 ) -> Reporter:
     if reporter is None:
         # A missing alerts file is the default configuration (everything to the log).
         alerts = DEFAULT_ALERTS_FILE if alerts is None else alerts
         return Reporter(
-            manager, history=history, alerts=alerts, admission=admission, metrics=metrics
+            manager,
+            history=history,
+            alerts=alerts,
+            admission=admission,
+            metrics=metrics,
+            open_after_s=DEFAULT_OPEN_AFTER_S if open_after_s is None else open_after_s,
+            resolve_after_s=DEFAULT_RESOLVE_AFTER_S if resolve_after_s is None else resolve_after_s,
         )
-    if history is not None or alerts is not None:
-        raise ConfigurationError("pass history and alerts to the Reporter, not to SLOGuard")
+    if any(option is not None for option in (history, alerts, open_after_s, resolve_after_s)):
+        raise ConfigurationError(
+            "pass history, alerts, open_after_s and resolve_after_s to the Reporter, "
+            "not to SLOGuard"
+        )
     if reporter.manager is not manager:
         raise ConfigurationError("the reporter reports on another SLOManager than this guard's")
     reporter.report_admission(admission, metrics)

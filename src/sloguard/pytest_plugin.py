@@ -1,7 +1,8 @@
 """The pytest plugin: measure each capability during a test session, and gate on its SLO.
 
 Registered through the ``pytest11`` entry point, so installing sloguard is
-enough. Without its options it only registers the ``capability`` marker:
+enough. Without its options it only registers the ``capability`` marker (and
+``slo``, its alias):
 nothing is recorded and no outcome changes.
 
 - ``--metrics-output FILE`` records every request any SLOGuard serves during
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 _WORKER_OUTPUT_KEY = "sloguard_samples"
 _MARKER = "capability"
+_MARKERS = (_MARKER, "slo")
+"""``@pytest.mark.slo("verb:name")`` is the seed's name for the same marker."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_MARKER}(name): this test exercises capability name (verb:name); sloguard's "
         "--metrics-output times its call phase as one request of it",
     )
+    config.addinivalue_line("markers", f"slo(name): the same as {_MARKER}(name)")
     output: str | None = config.getoption("metrics_output")
     slo_dir: str | None = config.getoption("slo_dir")
     enforce: bool = config.getoption("slo_enforce")
@@ -153,14 +157,14 @@ class SessionRecorder:
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         bad = [
-            f"{item.nodeid}: {_MARKER}({', '.join(map(repr, marker.args))})"
+            f"{item.nodeid}: {marker.name}({', '.join(map(repr, marker.args))})"
             for item in items
-            if (marker := item.get_closest_marker(_MARKER)) is not None
-            and _marked_capability(marker) is None
+            if (marker := _closest_marker(item)) is not None and _marked_capability(marker) is None
         ]
         if bad:
             raise pytest.UsageError(
-                f"@pytest.mark.{_MARKER} takes one capability, verb:name:\n" + "\n".join(bad)
+                f"@pytest.mark.{_MARKER} (or slo) takes one capability, verb:name:\n"
+                + "\n".join(bad)
             )
 
     @pytest.hookimpl(wrapper=True)
@@ -169,7 +173,7 @@ class SessionRecorder:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if call.when == "call" and not report.skipped:
-            marker = item.get_closest_marker(_MARKER)
+            marker = _closest_marker(item)
             capability = None if marker is None else _marked_capability(marker)
             if capability is not None:
                 self.observe(capability, call.duration, report.passed)
@@ -232,6 +236,14 @@ class SessionRecorder:
                 capability: Measured.from_samples(latencies, self.errors[capability])
                 for capability, latencies in self.latencies.items()
             }
+
+
+def _closest_marker(item: pytest.Item) -> pytest.Mark | None:
+    """The ``capability`` (or ``slo``) marker closest to ``item``, if any."""
+    for marker in item.iter_markers():
+        if marker.name in _MARKERS:
+            return marker
+    return None
 
 
 def _marked_capability(marker: pytest.Mark) -> str | None:

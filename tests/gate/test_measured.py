@@ -53,7 +53,6 @@ def test_no_samples_measure_nothing() -> None:
         ({"requests": 3, "p95_ms": -1}, "p95_ms"),
         ({"requests": 3, "availability": 1.5}, "availability"),
         ({"requests": 3, "latency": 1}, "latency"),
-        ({"p95_ms": 1}, "requests"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(fields: dict[str, object], where: str) -> None:
@@ -78,5 +77,5 @@ def test_the_documented_json_schema_is_the_one_the_code_validates_with() -> None
     documented = json.loads((DOCS / "metrics.schema.json").read_text(encoding="utf-8"))
     assert documented == metrics_json_schema()
     entry = documented["$defs"]["Measured"]
-    assert entry["required"] == ["requests"]
+    assert "required" not in entry  # the seed's files give no request count
     assert set(entry["properties"]) == set(Measured.model_fields)

@@ -75,3 +75,21 @@ def test_a_capability_without_an_slo_file_is_unchecked_not_failed(slos: list[SLO
     }
     assert report.passed
     assert [v.capability for v in report.verdicts] == sorted(verdicts)
+
+
+def test_a_seed_file_without_a_request_count_is_insufficient_data(
+    tmp_path: Path, slos: list[SLOFile]
+) -> None:
+    from sloguard.gate import read_metrics_file
+    from sloguard.gate.report import render_text
+
+    path = tmp_path / "seed.json"
+    path.write_text('{"classify:email": {"p95_ms": 900, "availability": 0.5}}', encoding="utf-8")
+    report = judge(slos, read_metrics_file(path))
+    verdict = {v.capability: v for v in report.verdicts}["classify:email"]
+    assert verdict.status == "insufficient data"
+    assert verdict.measured is not None
+    assert verdict.measured.requests is None
+    assert "the file gives no request count" in render_text(report)
+    assert report.passed
+    assert not judge(slos, read_metrics_file(path), fail_on_insufficient_data=True).passed

@@ -180,28 +180,48 @@ def test_a_breach_fires_an_alert_and_its_resolution_resolves_it(slo: SLOFile) ->
     tracker, engine = BreachTracker(open_after_s=0, resolve_after_s=0), AlertEngine()
     bad = make_status(slo, p95=150.0)
     events = tracker.observe(bad, slo, NOW)
-    [opened] = engine.evaluate(bad, slo, events, now=NOW)
+    warned, opened = engine.evaluate(bad, slo, events, now=NOW)
+    assert (warned.kind, warned.channel) == ("warning", "warning")
     breach = events[-1].data["breach"]
     assert (opened.id, opened.kind, opened.channel) == (breach.id, "breach", "breach")
     assert opened.summary == "convert:document_to_pdf: SLO breach: p95 latency 150ms > target 100ms"
     assert opened.resolves is None
     good = make_status(slo)
     events = tracker.observe(good, slo, NOW + 90)
-    [resolved] = engine.evaluate(good, slo, events, now=NOW + 90)
+    warning_over, resolved = engine.evaluate(good, slo, events, now=NOW + 90)
+    assert warning_over.resolves == warned.id
     assert resolved.resolves == breach.id
     assert resolved.id == f"{breach.id}:resolved"
     assert resolved.summary == "convert:document_to_pdf: SLO breach resolved after 90s"
 
 
-def test_warnings_do_not_alert_and_breach_alerts_can_be_off(slo: SLOFile) -> None:
-    tracker = BreachTracker(open_after_s=0, resolve_after_s=0)
+def test_a_warning_alerts_the_warning_channel_once_per_breach(slo: SLOFile) -> None:
+    tracker, engine = BreachTracker(open_after_s=0, resolve_after_s=0), AlertEngine()
     near = make_status(slo, p95=97.0)
     events = tracker.observe(near, slo, NOW)
     assert [e.type for e in events] == ["warning"]
-    assert AlertEngine().evaluate(near, slo, events, now=NOW) == []
+    [warning] = engine.evaluate(near, slo, events, now=NOW)
+    breach = events[0].data["breach"]
+    assert (warning.id, warning.kind, warning.channel, warning.severity) == (
+        f"{breach.id}:warning",
+        "warning",
+        "warning",
+        "info",
+    )
+    assert warning.summary.startswith("convert:document_to_pdf: SLO warning, within 5%")
+    assert "p95_ms 97" in warning.summary
+    # Still near: no second warning for the same breach.
+    assert engine.evaluate(near, slo, tracker.observe(near, slo, NOW + 5), now=NOW + 5) == []
     ended = tracker.observe(make_status(slo), slo, NOW + 10)
-    assert [e.type for e in ended] == ["resolved"]  # a warning ending: not a resolution
-    assert AlertEngine().evaluate(make_status(slo), slo, ended, now=NOW) == []
+    assert [e.type for e in ended] == ["resolved"]
+    [over] = engine.evaluate(make_status(slo), slo, ended, now=NOW + 10)
+    assert (over.resolves, over.channel) == (warning.id, "warning")  # a near miss: no breach
+
+
+def test_warning_and_breach_alerts_can_be_off(slo: SLOFile) -> None:
     bad = make_status(slo, p95=150.0)
     opened = BreachTracker(open_after_s=0).observe(bad, slo, NOW)
-    assert AlertEngine(breach_alerts=False).evaluate(bad, slo, opened, now=NOW) == []
+    quiet = AlertEngine(breach_alerts=False, warning_alerts=False)
+    assert quiet.evaluate(bad, slo, opened, now=NOW) == []
+    [warning] = AlertEngine(breach_alerts=False).evaluate(bad, slo, opened, now=NOW)
+    assert warning.kind == "warning"

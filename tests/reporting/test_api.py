@@ -50,9 +50,11 @@ def store(tmp_path: Path) -> SQLiteHistory:
             JAN10 + 150,
             ("availability 50.00% < target 99.00%",),
             {"availability": 0.5, "p95_ms": 90.0},
+            severity="critical",
+            credit_pct=10.0,
         )
     )
-    repository.save_breach(Breach("b-2", CAP, "open", JAN10 + 600, None, ("x",)))
+    repository.save_breach(Breach("b-2", CAP, "open", JAN10 + 600, None, ("x",), severity="minor"))
     repository.save_alert(Alert("a-1", CAP, "burn", "pager", "critical", "burning 50x", JAN10 + 60))
     return repository
 
@@ -100,9 +102,16 @@ async def test_live_status_of_every_capability_and_of_one(
 
 
 async def test_an_unknown_capability_is_a_404_naming_it(client: httpx.AsyncClient) -> None:
-    for name in ("convert:nothing", "no-colon"):
-        body = assert_problem(await client.get(f"/slo/{name}"), 404, error="unknown_capability")
-        assert body["capability"] == name
+    body = assert_problem(await client.get("/slo/convert:nothing"), 404, error="unknown_capability")
+    assert body["capability"] == "convert:nothing"
+
+
+async def test_a_path_that_is_no_capability_is_a_404_naming_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("no-colon", "ui", "ws", "histroy"):
+        body = assert_problem(await client.get(f"/slo/{name}"), 404, error="not_found")
+        assert f"/slo/{name} is no /slo endpoint" in body["detail"]
 
 
 async def test_history_points(client: httpx.AsyncClient) -> None:
@@ -171,6 +180,49 @@ async def test_breaches_filtered_by_capability_and_status(client: httpx.AsyncCli
     assert_problem(bad, 400, parameter="status")
 
 
+@pytest.mark.parametrize(
+    ("params", "ids"),
+    [
+        ({"since": str(JAN10 + 31)}, ["b-2"]),
+        ({"until": "2025-01-10T00:10:00Z"}, ["b-1"]),  # b-2 starts at 00:10: excluded
+        ({"since": "2025-01-10T00:00:00Z", "until": str(JAN10 + 601)}, ["b-1", "b-2"]),
+        ({"severity": "critical"}, ["b-1"]),
+        ({"severity": "major,critical"}, ["b-1"]),
+        ({"severity": "minor", "status": "open"}, ["b-2"]),
+        ({"severity": "warning"}, []),
+    ],
+)
+async def test_breaches_filtered_by_time_and_severity(
+    client: httpx.AsyncClient, params: dict[str, str], ids: list[str]
+) -> None:
+    found = (await client.get("/slo/breaches", params=params)).json()["breaches"]
+    assert [b["id"] for b in found] == ids
+
+
+async def test_a_breach_shows_its_severity_and_credit(client: httpx.AsyncClient) -> None:
+    first = (await client.get("/slo/breaches")).json()["breaches"][0]
+    assert (first["severity"], first["credit_pct"], first["escalation"]) == ("critical", 10.0, None)
+    report = (await client.get("/slo/breaches/b-1/report")).text
+    assert "- **Severity:** critical" in report
+    assert "- **Service credit:** 10%\n" in report
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"severity": "huge"}, "severity"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2025-13-01T00:00:00Z"}, "until"),
+        ({"since": str(JAN10 + 10), "until": str(JAN10)}, "since"),
+    ],
+)
+async def test_bad_breach_filters_are_400s(
+    client: httpx.AsyncClient, params: dict[str, str], parameter: str
+) -> None:
+    response = await client.get("/slo/breaches", params=params)
+    assert_problem(response, 400, error="invalid_parameter", parameter=parameter)
+
+
 async def test_the_incident_report_is_markdown_with_timeline_and_impact(
     client: httpx.AsyncClient,
 ) -> None:
@@ -229,10 +281,28 @@ async def test_bad_compliance_ranges_are_400s(
     assert_problem(response, 400, error="invalid_parameter", parameter=parameter)
 
 
-async def test_ninety_days_is_allowed(client: httpx.AsyncClient) -> None:
-    params = {"capability": CAP, "from_date": "2024-10-13", "to_date": "2025-01-10"}
+async def test_ninety_days_back_is_allowed_as_the_seed_counts_it(
+    client: httpx.AsyncClient,
+) -> None:
+    params = {"capability": CAP, "from_date": "2024-10-12", "to_date": "2025-01-10"}
     [report] = (await client.get("/slo/compliance", params=params)).json()["reports"]
-    assert len(report["records"]) == 90
+    assert len(report["records"]) == 91  # today-90 to today
+    params["from_date"] = "2024-10-11"
+    refused = await client.get("/slo/compliance", params=params)
+    assert_problem(refused, 400, error="invalid_parameter", parameter="to_date")
+
+
+async def test_compliance_dates_may_be_iso_8601_date_times(client: httpx.AsyncClient) -> None:
+    params = {
+        "capability": CAP,
+        "from_date": "2025-01-10T00:00:00Z",  # the seed's own example form
+        "to_date": "2025-01-11T01:30:00+02:00",  # 2025-01-10T23:30Z: a UTC date of 01-10
+    }
+    body = (await client.get("/slo/compliance", params=params)).json()
+    assert (body["from_date"], body["to_date"]) == ("2025-01-10", "2025-01-10")
+    assert body["reports"][0]["records"][0]["uptime_minutes"] == 8
+    bad = await client.get("/slo/compliance", params={"from_date": "2025-01-10Tnoon"})
+    assert_problem(bad, 400, error="invalid_parameter", parameter="from_date")
 
 
 async def test_monthly_compliance_with_credits(client: httpx.AsyncClient) -> None:
@@ -326,3 +396,25 @@ def test_without_a_token_the_controller_stays_open(
     with serving(app) as url:
         assert httpx.post(url + "/workers", json=spec).status_code == 201
         assert httpx.get(url + "/slo").status_code == 200
+
+
+async def test_status_shows_the_tier_and_every_target(tmp_path: Path) -> None:
+    slos = tmp_path / "tiered"
+    slos.mkdir()
+    (slos / "pdf.yml").write_text(
+        "capability: {verb: convert, name: pdf}\ntier: gold\nslo: {latency: {p95_ms: 120}}\n",
+        encoding="utf-8",
+    )
+    manager = SLOManager(slos, clock=ManualClock(1000.0))
+    async with client_for(slo_api(manager, token="", clock=lambda: NOW)) as client:
+        body = (await client.get(f"/slo/{CAP}")).json()
+    assert body["tier"] == "gold"
+    assert body["targets"] == {
+        "p50_ms": None,
+        "p95_ms": 120,
+        "p99_ms": 200,
+        "availability": 0.999,
+        "error_rate_pct": 0.1,
+        "throughput_min_rps": 100,
+    }
+    assert (body["throughput_rps"], body["demand_rps"]) == (None, None)  # no requests yet

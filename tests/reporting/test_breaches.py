@@ -74,12 +74,12 @@ def test_within_5_percent_of_a_target_is_a_warning_at_once(slo: SLOFile) -> None
     assert tracker.current(slo.key) == warning
 
 
-def test_a_breach_opens_after_60_s_of_violation_not_before(slo: SLOFile) -> None:
+def test_a_breach_opens_within_60_s_of_the_first_violating_evaluation(slo: SLOFile) -> None:
     feed = Feed(BreachTracker(), slo)
-    first = feed(60, **BAD)  # observations at 0, 5, ..., 55 s
+    first = feed(55, **BAD)  # observations at 0, 5, ..., 50 s
     assert [e.type for e in first] == ["warning"]
     assert breach_of(first[0]).violations == ("p95 latency 150ms > target 100ms",)
-    [opened] = feed(5, **BAD)  # the one at 60 s
+    [opened] = feed(5, **BAD)  # the one at 55 s: with 5 s ticks, within 60 s of the first
     assert opened.type == "breach"
     breach = breach_of(opened)
     assert breach.id == breach_of(first[0]).id  # one record, upserted as it evolves
@@ -91,6 +91,9 @@ def test_a_breach_opens_after_60_s_of_violation_not_before(slo: SLOFile) -> None
 def test_open_after_is_configurable(slo: SLOFile) -> None:
     feed = Feed(BreachTracker(open_after_s=0), slo)
     assert [e.type for e in feed(5, **BAD)] == ["warning", "breach"]
+    slow = Feed(BreachTracker(open_after_s=120), slo)
+    assert [e.type for e in slow(120, **BAD)] == ["warning"]
+    assert [e.type for e in slow(5, **BAD)] == ["breach"]
 
 
 def test_a_breach_started_by_a_warning_starts_when_the_violation_did(slo: SLOFile) -> None:

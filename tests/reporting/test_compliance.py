@@ -9,7 +9,12 @@ import pytest
 
 from sloguard.exceptions import SLOFileError
 from sloguard.reporting._sql import SQLHistory
-from sloguard.reporting.compliance import credit_owed, daily_compliance, monthly_compliance
+from sloguard.reporting.compliance import (
+    breach_credit,
+    credit_owed,
+    daily_compliance,
+    monthly_compliance,
+)
 from sloguard.reporting.records import Breach, MinuteAggregate
 from sloguard.slo.loader import load_slo_file
 from sloguard.slo.schema import CreditBracket, SLOFile
@@ -42,13 +47,15 @@ def history(repository: SQLHistory) -> SQLHistory:
     # Jan 11: nothing recorded. Jan 12: 1,000 compliant minutes.
     rows += [minute(JAN12, i) for i in range(1000)]
     repository.write_minutes(rows)
-    for breach_id, state, at in [
-        ("b1", "resolved", JAN10 + 60),
-        ("b2", "open", JAN10 + 7200),
-        ("w1", "warning", JAN10 + 9000),  # a near miss, not an SLA breach
-        ("b3", "resolved", JAN12 + 60),
+    for breach_id, state, at, credit in [
+        ("b1", "resolved", JAN10 + 60, 10.0),
+        ("b2", "open", JAN10 + 7200, None),
+        ("w1", "warning", JAN10 + 9000, None),  # a near miss, not an SLA breach
+        ("b3", "resolved", JAN12 + 60, 25.0),
     ]:
-        repository.save_breach(Breach(breach_id, CAP, state, at, None, ()))  # type: ignore[arg-type]
+        repository.save_breach(
+            Breach(breach_id, CAP, state, at, None, (), credit_pct=credit)  # type: ignore[arg-type]
+        )
     return repository
 
 
@@ -107,6 +114,7 @@ def test_monthly_summary_with_credits(history: SQLHistory, slo: SLOFile) -> None
             "downtime_minutes": 4,
             "sla_breaches": 3,
             "credit_percentage": 10.0,  # below 99.9%, not below 99%
+            "breach_credit_percentage": 35.0,  # b1's 10% and b3's 25%
         },
         {
             "month": "2025-02",
@@ -116,8 +124,55 @@ def test_monthly_summary_with_credits(history: SQLHistory, slo: SLOFile) -> None
             "downtime_minutes": 0,
             "sla_breaches": 0,
             "credit_percentage": None,
+            "breach_credit_percentage": 0.0,
         },
     ]
+
+
+def test_the_months_breach_credits_are_capped(history: SQLHistory, tmp_path: Path) -> None:
+    capped = load_slo_file(write_slo(tmp_path / "capped", extra=CREDITS + "max_credit_pct: 30\n"))
+    [january] = monthly_compliance(history, capped, dt.date(2025, 1, 1), dt.date(2025, 1, 1))
+    assert january.breach_credit_percentage == 30.0  # 35 owed, capped
+
+
+@pytest.mark.parametrize(
+    ("duration_s", "cap", "credit"),
+    [
+        (2_400, None, 0.0),  # 40 min of 31 days: 99.9104%, above every bracket
+        (2_700, None, 10.0),  # 45 min: 100 * (1 - 2,700 / 2,678,400) = 99.8992% < 99.9
+        (28_800, None, 25.0),  # 8 h: 98.9247% < 99
+        (28_800, 20, 20.0),  # ... capped by max_credit_pct
+    ],
+)
+def test_a_breach_earns_the_credit_of_its_own_downtime_in_its_month(
+    tmp_path: Path, duration_s: float, cap: float | None, credit: float
+) -> None:
+    extra = CREDITS + ("" if cap is None else f"max_credit_pct: {cap}\n")
+    slo = load_slo_file(write_slo(tmp_path, extra=extra))
+    assert breach_credit(slo, JAN10, JAN10 + duration_s) == credit
+
+
+def test_no_brackets_no_credit(tmp_path: Path) -> None:
+    slo = load_slo_file(write_slo(tmp_path))
+    assert breach_credit(slo, JAN10, JAN10 + 86_400) is None
+
+
+def test_a_resolved_breach_carries_its_credit_and_severity(tmp_path: Path) -> None:
+    from sloguard.reporting.breaches import BreachTracker
+    from tests.reporting.statuses import make_status
+
+    slo = load_slo_file(write_slo(tmp_path, extra=CREDITS + "max_credit_pct: 20\n"))
+    tracker = BreachTracker(open_after_s=0, resolve_after_s=60)
+    bad = make_status(slo, p95=250.0, now=JAN10)  # 2.5x the 100 ms target
+    tracker.observe(bad, slo, JAN10)
+    for at in range(JAN10 + 60, JAN10 + 8 * 3_600, 60):  # 8 h of violation
+        tracker.observe(bad, slo, at)
+    ended = JAN10 + 8 * 3_600
+    tracker.observe(make_status(slo, now=ended), slo, ended)
+    [event] = tracker.observe(make_status(slo, now=ended + 60), slo, ended + 60)
+    breach = event.data["breach"]
+    assert (breach.state, breach.ended_at, breach.severity) == ("resolved", ended, "critical")
+    assert breach.credit_pct == 20.0  # 25% owed for 8 h, capped at 20%
 
 
 def test_credit_brackets() -> None:

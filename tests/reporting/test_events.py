@@ -18,6 +18,7 @@ from sloguard.reporting import (
     alert_event,
     event_json,
 )
+from sloguard.reporting.incident import iso
 from tests.reporting.statuses import NOW
 
 BREACH = Breach(
@@ -152,16 +153,18 @@ def test_events_as_json() -> None:
     assert breach == {
         "type": "resolved",
         "capability": "convert:document_to_pdf",
-        "at": NOW,
+        "at": iso(NOW),  # ISO 8601, as the REST API writes every instant
         "data": {
             "breach": {
                 "id": "convert:document_to_pdf@1764000000",
                 "capability": "convert:document_to_pdf",
                 "state": "resolved",
-                "started_at": NOW,
-                "ended_at": NOW + 90,
+                "started_at": iso(NOW),
+                "ended_at": iso(NOW + 90),
                 "violations": ["p95 latency 150ms > target 100ms"],
                 "worst": {"p95_ms": 150.0},
+                "severity": None,
+                "credit_pct": None,
                 "duration_s": 90.0,
             }
         },
@@ -169,6 +172,7 @@ def test_events_as_json() -> None:
     alert = event_json(alert_event(ALERT))
     assert alert["type"] == "alert"
     assert alert["data"]["alert"]["id"] == "a1"
+    assert alert["at"] == alert["data"]["alert"]["fired_at"] == iso(ALERT.fired_at)
     assert json.loads(json.dumps(alert)) == alert  # plain JSON all the way down
 
 

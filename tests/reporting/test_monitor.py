@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sloguard.reporting import (
     Notifier,
     ReportEvent,
     SLOMonitor,
+    Subscription,
 )
 from sloguard.slo import SLOManager
 from tests.reporting.receivers import Receiver
@@ -45,7 +47,10 @@ async def test_a_breach_is_saved_published_called_back_and_alerted(
     clock = ManualClock(start=NOW)
     manager = SLOManager(tmp_path, clock=clock)
     config = AlertsConfig.model_validate(
-        {"sinks": {"hook": {"type": "webhook", "url": url}}, "channels": {"breach": ["hook"]}}
+        {
+            "sinks": {"hook": {"type": "webhook", "url": url}},
+            "channels": {"breach": ["hook"], "warning": ["hook"]},
+        }
     )
     saved: list[Breach] = []
     called: list[Breach | Alert] = []
@@ -67,13 +72,20 @@ async def test_a_breach_is_saved_published_called_back_and_alerted(
 
     assert [b.state for b in saved] == ["warning", "open"]
     assert saved[0].id == saved[1].id
-    [body] = app.bodies()
-    assert (body["id"], body["kind"], body["channel"]) == (saved[1].id, "breach", "breach")
-    assert [type(x).__name__ for x in called] == ["Breach", "Breach", "Alert"]
+    # The warning reached its sink once (not at every tick it stayed on), then the breach.
+    warning, breach = app.bodies()
+    assert (warning["id"], warning["kind"], warning["channel"], warning["severity"]) == (
+        f"{saved[0].id}:warning",
+        "warning",
+        "warning",
+        "info",
+    )
+    assert (breach["id"], breach["kind"], breach["channel"]) == (saved[1].id, "breach", "breach")
+    assert [type(x).__name__ for x in called] == ["Breach", "Alert", "Breach", "Alert"]
     events: list[ReportEvent] = []
     while (event := subscription.get_nowait()) is not None:
         events.append(event)
-    assert [e.type for e in events] == ["warning", "breach", "alert"]
+    assert [e.type for e in events] == ["warning", "alert", "breach", "alert"]
 
 
 async def test_a_removed_capability_is_forgotten(tmp_path: Path) -> None:
@@ -113,3 +125,74 @@ async def test_a_failing_save_is_logged_and_the_rest_goes_on(
     event = subscription.get_nowait()
     assert event is not None
     assert event.type == "warning"
+
+
+async def test_a_tick_over_many_capabilities_lets_other_tasks_run_between_slices(
+    tmp_path: Path,
+) -> None:
+    for i in range(20):
+        (tmp_path / f"c{i}.yml").write_text(
+            SLO.replace("document_to_pdf", f"c{i}").replace(
+                ", alerts: [{threshold: 0.5, channel: slack}]", ""
+            ),
+            encoding="utf-8",
+        )
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    for capability in manager.capabilities:
+        for _ in range(30):
+            manager.record(capability, latency_s=0.3)  # every one violates its p95
+    monitor = SLOMonitor(manager, clock=clock, slice_s=0.0)  # hand back after each capability
+    seen_by_other: list[int] = []  # events published so far, each time the other task ran
+
+    async def other(subscription: Subscription) -> None:
+        published = 0
+        while True:
+            while subscription.get_nowait() is not None:
+                published += 1
+            seen_by_other.append(published)
+            await asyncio.sleep(0)
+
+    with monitor.hub.subscribe() as subscription:
+        task = asyncio.create_task(other(subscription))
+        events, _ = await monitor.tick()
+        task.cancel()
+    assert sorted(e.capability for e in events) == sorted(manager.capabilities)  # all judged
+    # The other task ran in the middle of the tick, not only before and after it.
+    assert [n for n in seen_by_other if 0 < n < len(events)]
+
+
+THROUGHPUT_SLO = SLO.replace(
+    "  error_budget:", "  throughput: {min_rps: 1}\n  error_budget:"
+)  # a floor of 1 request a second
+
+
+@pytest.mark.parametrize("refused_per_tick", [0, 5])
+async def test_a_throughput_floor_counts_refusals_as_demand(
+    tmp_path: Path, refused_per_tick: int
+) -> None:
+    (tmp_path / "pdf.yml").write_text(THROUGHPUT_SLO, encoding="utf-8")
+    clock = ManualClock(start=NOW)
+    manager = SLOManager(tmp_path, clock=clock)
+    refused = {"convert:document_to_pdf": 0}
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, refusals=refused.__getitem__, clock=clock)
+        for _ in range(24):  # 2 minutes, a tick every 5 s: the 60 s window fills, then slides
+            for _ in range(2):  # ... served: 0.4 a second
+                manager.record("convert:document_to_pdf", latency_s=0.01)
+            refused["convert:document_to_pdf"] += refused_per_tick  # refused: 1 a second
+            clock.advance(5.0)
+            await monitor.tick()
+    current = monitor.tracker.current("convert:document_to_pdf")
+    status = manager.status("convert:document_to_pdf")
+    assert status is not None
+    assert status.compliant  # the live status (what shedding reads) never judges throughput
+    if not refused_per_tick:
+        assert current is None  # 0.4 rps asked and served: below the floor, not judged
+        return
+    assert current is not None
+    assert current.state == "open"  # a shortfall is a breach
+    [violation] = current.violations
+    assert violation.startswith("throughput 0.")
+    assert violation.endswith(" rps < target 1.0 rps")
+    assert current.worst["throughput_rps"] < 1.0 <= current.worst["demand_rps"]

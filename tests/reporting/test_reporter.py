@@ -156,3 +156,46 @@ def test_reporting_options_are_checked(tmp_path: Path) -> None:
     assert guard.reporter.manager is manager
     assert guard.reporter.repository is None
     assert guard.on_breach(print) is print
+
+
+def test_breach_detection_is_tuned_through_the_reporter_and_slo_guard(tmp_path: Path) -> None:
+    write_slo(tmp_path / "slos")
+    manager = SLOManager(tmp_path / "slos")
+    default = Reporter(manager).monitor.tracker
+    assert (default.open_after_s, default.resolve_after_s) == (55.0, 60.0)
+    tuned = Reporter(manager, open_after_s=20, resolve_after_s=90).monitor.tracker
+    assert (tuned.open_after_s, tuned.resolve_after_s) == (20, 90)
+    guard = SLOGuard(Starlette(), manager=manager, metrics=False, open_after_s=5)
+    tracker = guard.reporter.monitor.tracker
+    assert (tracker.open_after_s, tracker.resolve_after_s) == (5, 60.0)
+    with pytest.raises(ConfigurationError, match="open_after_s"):
+        SLOGuard(Starlette(), manager=manager, reporter=Reporter(manager), resolve_after_s=5)
+    with pytest.raises(ConfigurationError, match="open_after_s must be a finite number >= 0"):
+        Reporter(manager, open_after_s=-1)
+
+
+async def test_by_default_a_breach_opens_within_60_s_of_the_first_violating_evaluation(
+    tmp_path: Path,
+) -> None:
+    write_slo(tmp_path / "slos")
+    clock, wall = ManualClock(), ManualClock(WALL_START)
+    manager = SLOManager(tmp_path / "slos", clock=clock)
+    reporter = Reporter(manager, wall_clock=wall, monotonic_clock=clock)
+    first_bad = opened = None
+    for _ in range(20):  # the monitor's default: an evaluation every 5 s
+        for _ in range(25):
+            manager.record(CAP, latency_s=0.3)  # every request over the 100 ms p95 target
+        events, _ = await reporter.monitor.tick()
+        types = [e.type for e in events]
+        if "warning" in types:
+            first_bad = wall()
+        if "breach" in types:
+            opened = wall()
+            break
+        # The run loop sleeps 5 s after each tick, so ticks drift a little later each time.
+        clock.advance(5.01)
+        wall.advance(5.01)
+    await reporter.stop()
+    assert first_bad == WALL_START
+    assert opened is not None
+    assert opened - first_bad <= 60.0

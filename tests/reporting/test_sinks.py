@@ -315,3 +315,35 @@ def test_a_secret_missing_from_the_environment_is_caught_at_construction() -> No
     cfg = config({"type": "pagerduty", "routing_key_env": "PD_KEY"})
     with pytest.raises(ConfigurationError, match="alert sink 'it': environment variable PD_KEY"):
         Notifier(cfg, env={})
+
+
+def test_every_error_of_the_file_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yml"
+    path.write_text(
+        "sinks:\n"
+        "  a: {type: slack, url: 'ftp://h'}\n"
+        "  b: {type: pagerduty, routing_key_env: PD_KEY}\n"
+        "channels: {slack: [nowhere], pagerduty: [a, elsewhere]}\n"
+        "delivery: {max_attempts: 0}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(AlertsFileError) as caught:
+        load_alerts_file(path, env={})
+    fields = sorted(field for field, _ in caught.value.problems)
+    assert fields == [
+        "channels.pagerduty",
+        "channels.slack",
+        "delivery.max_attempts",
+        "sinks.a.url",
+        "sinks.b.routing_key_env",
+    ]
+    assert len(str(caught.value).splitlines()) >= 5  # one line per problem
+
+
+def test_a_key_given_twice_is_an_error_naming_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yml"
+    path.write_text("default: [log]\ndefault: [log]\n", encoding="utf-8")
+    with pytest.raises(
+        AlertsFileError, match=r"default: duplicate key \(line 2, first on line 1\)"
+    ):
+        load_alerts_file(path)

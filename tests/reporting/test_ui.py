@@ -21,14 +21,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sloguard import SLOGuard, SLOManager
 from sloguard.observability.metrics import Metrics
-from sloguard.reporting.records import Breach
+from sloguard.reporting.records import Breach, Escalation
 from sloguard.reporting.reporter import Reporter
+from sloguard.reporting.sinks import AlertsConfig
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.reporting.ui import CONTENT_SECURITY_POLICY, dashboard_routes
 from sloguard.routing import create_controller_app
@@ -57,7 +58,12 @@ def controller(state_dir: Path, **options: Any) -> SLOGuard:
     """What ``sloguard serve`` runs (a shared Reporter: /slo/ws and the shedding figures);
     every request re-reads the live status (no 0.5 s wait)."""
     manager = SLOManager(state_dir / "controller" / "slos")
-    reporter = Reporter(manager, history=options.pop("history", None), monitor_every_s=0.05)
+    reporter = Reporter(
+        manager,
+        history=options.pop("history", None),
+        alerts=options.pop("alerts", None),
+        monitor_every_s=0.05,
+    )
     app = create_controller_app(
         state_dir, manager=manager, reporter=reporter, health_interval_s=None, **options
     )
@@ -170,6 +176,15 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
     history.save_breach(
         Breach("b-1", "convert:document_to_pdf", "open", time.time() - 60, None, ("x",))
     )
+    # The SLO-window loop alone, so that slow requests at low load shed low priority.
+    email = state_dir / "controller" / "slos" / "classify_email.yml"
+    email.write_text(
+        email.read_text(encoding="utf-8").replace(
+            "shed_priorities: [low, normal]}",
+            'shed_priorities: [low, normal], concurrency: {mode: "off"}}',
+        ),
+        encoding="utf-8",
+    )
     try:
         with serving(controller(state_dir, api_token="", history=history)) as url:
             browser.get(url + "/slo/ui")
@@ -203,6 +218,51 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
             )
             shot = screenshot(browser, tmp_path / "dashboard.png")
             assert shot.read_bytes().startswith(b"\x89PNG")
+    finally:
+        history.close()
+
+
+def test_the_page_shows_the_tier_and_acknowledges_an_escalating_breach(
+    browser: Any, state_dir: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    pdf = state_dir / "controller" / "slos" / "convert_document_to_pdf.yml"
+    pdf.write_text("tier: gold\n" + pdf.read_text(encoding="utf-8"), encoding="utf-8")
+    history = SQLiteHistory(tmp_path / "history.sqlite3")
+    history.migrate()
+    started = time.time() - 600
+    history.save_breach(Breach("b-1", "convert:document_to_pdf", "open", started, None, ("x",)))
+    history.start_escalation(
+        Escalation("b-1", "convert:document_to_pdf", "standard", "breach", started, level=1)
+    )
+    try:
+        policy = {"levels": [{"after_minutes": 60, "sinks": ["log"]}]}
+        alerts = AlertsConfig.model_validate({"escalation": {"policies": {"standard": policy}}})
+        app = controller(state_dir, api_token="s3cret", history=history, alerts=alerts)
+        with serving(app) as url:
+            browser.get(url + "/slo/ui?token=s3cret")
+            wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+            pdf_card = card(browser, "convert:document_to_pdf")
+            wait_until(browser, lambda d: field(d, "convert:document_to_pdf", "tier"), "the tier")
+            assert field(browser, "convert:document_to_pdf", "tier") == "tier gold"
+            assert field(browser, "classify:email", "tier") == ""
+            button = wait_until(
+                browser,
+                lambda d: (
+                    (b := pdf_card.find_element(By.CSS_SELECTOR, "button.ack")).is_displayed() and b
+                ),
+                "the acknowledge button",
+            )
+            assert (
+                not card(browser, "classify:email")
+                .find_element(By.CSS_SELECTOR, "button.ack")
+                .is_displayed()
+            )
+            button.click()
+            wait_until(browser, lambda d: not button.is_displayed(), "the button gone")
+            [escalation] = history.escalations()
+            assert escalation.state == "acknowledged"
     finally:
         history.close()
 
@@ -326,3 +386,190 @@ def test_with_a_websocket_the_page_is_live_and_shows_the_fields_it_will_get(
 
         close_socket.set()
         wait_until(browser, lambda d: connection(d) == "polling", "polling after the close")
+
+
+# -- the layout, the 30 days, Events at open, one capability's page ---------------------
+
+
+def status_of(capability: str, **changes: Any) -> dict[str, Any]:
+    [one] = STATUS["capabilities"]
+    return {**one, "capability": capability, **changes}
+
+
+def thirty_days(capability: str) -> dict[str, Any]:
+    """Daily records as /slo/compliance gives them: a bad day, a day without traffic."""
+    records = []
+    for day in range(30):
+        value = None if day == 3 else (99.2 if day == 20 else 99.95)
+        records.append(
+            {
+                "date": f"2025-01-{day + 1:02d}",
+                "compliance_percentage": value,
+                "target_percentage": 99.9,
+                "uptime_minutes": 1439,
+                "downtime_minutes": 1,
+                "sla_breaches": 0,
+                "requests": 1000,
+                "errors": 0,
+            }
+        )
+    return {"capability": capability, "records": records}
+
+
+OPEN_BREACH = {
+    "id": "convert:pdf@1736500000",
+    "capability": "convert:pdf",
+    "state": "open",
+    "started_at": "2025-01-10T09:06:40Z",
+    "ended_at": None,
+    "duration_s": None,
+    "violations": ["p95 latency 250ms > target 100ms"],
+    "worst": {"p95_ms": 250.0},
+    "report": "/slo/breaches/convert:pdf@1736500000/report",
+}
+LONG_NAMES = ("convert:pdf", "classify:email_attachments", "summarize:quarterly_report")
+
+
+def seeded_server(first_status: threading.Event) -> Starlette:
+    """/slo (waiting for ``first_status`` before its first answer), breaches, 30 days and a
+    report: what the page reads from a server that keeps history."""
+
+    async def status(request: Request) -> JSONResponse:
+        await anyio.to_thread.run_sync(first_status.wait)
+        capabilities = [
+            status_of(LONG_NAMES[0]),
+            status_of(LONG_NAMES[1], shedding={"active": False}, idempotency=None),
+            status_of(LONG_NAMES[2], compliant=True, violations=[]),
+        ]
+        idempotency = {"hits": 7, "misses": 93, "hit_rate": 0.07}
+        return JSONResponse({**STATUS, "capabilities": capabilities, "idempotency": idempotency})
+
+    async def breaches(request: Request) -> JSONResponse:
+        wanted = request.query_params.get("capability")
+        return JSONResponse({"breaches": [OPEN_BREACH] if wanted in (None, "convert:pdf") else []})
+
+    async def compliance(request: Request) -> JSONResponse:
+        return JSONResponse({"reports": [thirty_days(c) for c in LONG_NAMES]})
+
+    async def report(request: Request) -> Response:
+        return Response("# Incident report: convert:pdf\n", media_type="text/markdown")
+
+    return Starlette(
+        routes=[
+            *dashboard_routes(),
+            Route("/slo", status),
+            Route("/slo/breaches", breaches),
+            Route("/slo/compliance", compliance),
+            Route("/slo/breaches/{breach_id}/report", report),
+        ]
+    )
+
+
+def layout_problems(driver: Any) -> list[str]:
+    """What a person would see wrong: an empty column, a value cut or wrapped."""
+    return list(
+        driver.execute_script(
+            """
+            const problems = [];
+            const grid = document.getElementById("cards").getBoundingClientRect();
+            const cards = [...document.querySelectorAll("article.card")];
+            const right = Math.max(...cards.map((c) => c.getBoundingClientRect().right));
+            if (grid.right - right > 2) problems.push("empty right of the cards: " + grid.right);
+            const values = document.querySelectorAll("article.card dd, table.latency td");
+            for (const node of values) {
+              const text = node.textContent;
+              if (node.scrollWidth > node.clientWidth + 1) problems.push("cut: " + text);
+              const line = parseFloat(getComputedStyle(node).lineHeight);
+              const height = node.getBoundingClientRect().height;
+              if (height > line * 1.6) problems.push("wrapped: " + text);
+            }
+            return problems;
+            """
+        )
+    )
+
+
+@pytest.mark.parametrize("width", [1280, 1400, 1920])
+def test_the_page_loads_then_fills_the_width_without_cutting_a_value(
+    browser: Any, tmp_path: Path, width: int
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    first_status = threading.Event()
+    browser.set_window_size(width, 1000)
+    with serving(seeded_server(first_status)) as url:
+        browser.get(url + "/slo/ui")
+        loading = wait_until(
+            browser, lambda d: d.find_element(By.ID, "loading").is_displayed(), "loading"
+        )
+        assert loading
+        assert "Loading" in browser.find_element(By.ID, "loading").text
+        assert cards_shown(browser) == []
+        first_status.set()
+        wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+        wait_until(
+            browser,
+            lambda d: field(d, LONG_NAMES[2], "compliance").endswith("over 29 days"),
+            "the 30 days",
+        )
+        assert not browser.find_elements(By.ID, "loading")
+        tops = {card(browser, c).rect["y"] for c in LONG_NAMES}
+        assert len(tops) == 1  # one row of three at 1280 px and wider
+        assert layout_problems(browser) == []
+        chart = card(browser, LONG_NAMES[0]).find_element(By.CSS_SELECTOR, "svg.compliance")
+        assert chart.get_attribute("data-days") == "29"  # the day without traffic is a gap
+        assert chart.find_elements(By.CSS_SELECTOR, "path.area")
+        assert chart.find_elements(By.CSS_SELECTOR, "line.target")
+        # The process's hit rate once, in the header; a card shows only its own.
+        assert browser.find_element(By.ID, "idempotency-all").text == (
+            "idempotency hit rate, all capabilities: 7.0% (7 hits, 93 misses)"
+        )
+        assert field(browser, LONG_NAMES[0], "idempotency") == "25.0% (5 hits, 15 misses)"
+        assert field(browser, LONG_NAMES[1], "idempotency") == "—"
+        # The breach open before the page opened is under Events.
+        event = browser.find_element(By.CSS_SELECTOR, '#events li[data-type="breach"]')
+        assert "convert:pdf" in event.text
+        assert "already open: p95 latency 250ms > target 100ms" in event.text
+        shot = screenshot(browser, tmp_path / f"dashboard-{width}.png")
+        assert shot.read_bytes().startswith(b"\x89PNG")
+    browser.set_window_size(1280, 900)
+
+
+def test_each_capability_has_a_page_with_its_breaches_and_reports(
+    browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    first_status = threading.Event()
+    first_status.set()
+    with serving(seeded_server(first_status)) as url:
+        browser.get(url + "/slo/ui")
+        wait_until(browser, lambda d: len(cards_shown(d)) == 3, "3 cards")
+        card(browser, "convert:pdf").find_element(By.CSS_SELECTOR, "h2 a").click()
+        row = wait_until(
+            browser,
+            lambda d: d.find_element(By.CSS_SELECTOR, "#detail-breaches tr[data-breach]"),
+            "the breach",
+        )
+        assert browser.current_url.endswith("#/capability/convert%3Apdf")
+        assert [c for c in LONG_NAMES if card(browser, c).is_displayed()] == ["convert:pdf"]
+        assert "p95 latency 250ms" in row.text
+        assert "open" in row.text
+        detail = browser.find_element(By.ID, "detail-compliance")
+        assert detail.find_element(By.CSS_SELECTOR, "svg.compliance").get_attribute("data-days")
+        row.find_element(By.CSS_SELECTOR, "button").click()
+        report = wait_until(
+            browser,
+            lambda d: (
+                "Incident report" in d.find_element(By.ID, "detail-report").text
+                and d.find_element(By.ID, "detail-report")
+            ),
+            "the incident report",
+        )
+        assert report.is_displayed()
+        screenshot(browser, tmp_path / "dashboard-capability.png")
+        browser.find_element(By.CSS_SELECTOR, "#crumbs a").click()
+        wait_until(
+            browser, lambda d: all(card(d, c).is_displayed() for c in LONG_NAMES), "all cards"
+        )
+        assert not browser.find_element(By.ID, "detail").is_displayed()

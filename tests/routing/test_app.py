@@ -95,6 +95,18 @@ def test_the_seed_form_forwards_its_payload_key_and_priority() -> None:
     assert got.headers["x-priority"] == "low"
 
 
+def test_a_seed_body_without_request_payload_forwards_an_empty_object() -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry) as url:
+        registry.register("w1", worker_url, ["classify:email"])
+        response = httpx.post(url + "/route", json={"verb": "classify", "capability": "email"})
+
+    assert response.status_code == 200
+    [got] = worker.received
+    assert (got.path, got.body) == ("/classify/email", b"{}")
+
+
 async def test_power_of_two_choices_spreads_concurrent_requests_evenly() -> None:
     # With two workers P2C always compares both, so each request goes to the one
     # with fewer outstanding: held requests split evenly.
@@ -273,9 +285,9 @@ def test_unknown_capability_is_a_404_and_one_with_an_slo_but_no_worker_a_503() -
         (b'{"verb": "classify"', "invalid_json", "the body is not valid JSON"),
         (b"[1, 2]", "invalid_route_request", "the body must be a JSON object, got list"),
         (
-            b'{"verb": "classify", "capability": "email"}',
+            b'{"verb": "classify"}',
             "invalid_route_request",
-            "request_payload: field required",
+            "capability: field required",
         ),
         (
             b'{"verb": 3, "request_payload": {}}',

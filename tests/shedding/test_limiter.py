@@ -397,6 +397,21 @@ def test_limiter_for_reads_the_slo_file(tmp_path: Path, clock: ManualClock) -> N
     assert limiter_for(load_slo_file(path), clock=clock) is None
 
 
+def test_a_file_without_the_deadlines_percentile_uses_its_loosest_target(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "pdf.yml"
+    # A p95-only SLA (latency targets are each optional): the p99 deadline falls back to it.
+    path.write_text(SLO.replace("p50_ms: 50, p95_ms: 100, p99_ms: 250", "p95_ms: 100"))
+    limiter = limiter_for(load_slo_file(path), clock=clock)
+    assert limiter is not None
+    assert limiter.budget_s == pytest.approx(0.100)
+    path.write_text(f"{SLO.splitlines()[0]}\ntier: gold\n", encoding="utf-8")  # gold: p99 only
+    tiered = limiter_for(load_slo_file(path), clock=clock)
+    assert tiered is not None
+    assert tiered.budget_s == pytest.approx(0.200)
+
+
 def test_bad_arguments_are_refused(clock: ManualClock) -> None:
     with pytest.raises(ValueError, match="queue_size"):
         PriorityLimiter(FixedLimit(1), queue_size=-1)

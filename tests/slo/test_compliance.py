@@ -68,3 +68,56 @@ def test_target_with_more_digits_keeps_them(state_slos: Path, tmp_path: Path) ->
         False,
         ["availability 99.990% < target 99.995%"],
     )
+
+
+SLA = """\
+capability: {verb: convert, name: pdf}
+slo:
+  latency: {p95_ms: 100}
+  availability: {target: 0.99}
+  error_rate: {max_pct: 0.5}
+  throughput: {min_rps: 100}
+"""
+
+
+@pytest.fixture
+def sla(tmp_path: Path) -> SLOFile:
+    path = tmp_path / "sla.yml"
+    path.write_text(SLA, encoding="utf-8")
+    return load_slo_file(path)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "violations"),
+    [
+        # p95 only: p50 and p99 have no target, so no value of theirs is a violation.
+        ({"p50_ms": 10_000, "p95_ms": 100, "p99_ms": 10_000}, []),
+        ({"p95_ms": 101}, ["p95 latency 101ms > target 100ms"]),
+        # The error rate's own ceiling, tighter here than availability's 1%.
+        ({"availability": 0.995}, []),
+        ({"availability": 0.994}, ["error rate 0.60% > target 0.50%"]),
+        ({"error_rate": 0.006}, ["error rate 0.60% > target 0.50%"]),
+        (
+            {"availability": 0.98},
+            ["availability 98.00% < target 99.00%", "error rate 2.00% > target 0.50%"],
+        ),
+        # Throughput: a floor while demand reaches it; not judged below that demand.
+        ({"throughput_rps": 100, "demand_rps": 150}, []),
+        ({"throughput_rps": 80, "demand_rps": 150}, ["throughput 80.0 rps < target 100.0 rps"]),
+        ({"throughput_rps": 80, "demand_rps": 99}, []),
+        ({"throughput_rps": 80}, []),
+    ],
+)
+def test_each_new_target_met_and_violated(
+    sla: SLOFile, metrics: dict[str, float], violations: list[str]
+) -> None:
+    assert check_compliance(sla, metrics) == (not violations, violations)
+
+
+def test_severity_counts_the_new_targets(sla: SLOFile) -> None:
+    from sloguard.slo.compliance import severity
+
+    assert severity(sla, {"p95_ms": 50}) == 0.5
+    assert severity(sla, {"error_rate": 0.01}) == pytest.approx(2.0)
+    assert severity(sla, {"throughput_rps": 50, "demand_rps": 200}) == 2.0
+    assert severity(sla, {"throughput_rps": 50, "demand_rps": 60}) == 0.0  # not judged

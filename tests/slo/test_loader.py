@@ -101,6 +101,32 @@ def test_own_validator_messages_read_plainly(write: WriteFile, slo_text: SLOText
     )
 
 
+def test_a_bad_name_is_explained_in_words_not_by_its_pattern(write: WriteFile) -> None:
+    path = write("c.yml", BLOCK_STYLE.replace("name: document_to_pdf", "name: document to pdf"))
+    with pytest.raises(SLOFileError) as info:
+        load_slo_file(path)
+    assert str(info.value) == (
+        f"{path}: capability.name: 'document to pdf' is not a valid name: use letters, digits, "
+        "'_', '.' and '-' (no spaces or ':'), starting with a letter, a digit or '_'"
+    )
+    assert "[A-Za-z" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"), [("99.9", "0.999"), ("99.95", "0.9995"), ("95", "0.95")]
+)
+def test_a_target_written_as_a_percentage_hints_the_fraction(
+    write: WriteFile, given: str, meant: str
+) -> None:
+    path = write("c.yml", BLOCK_STYLE.replace("target: 0.999", f"target: {given}"))
+    with pytest.raises(SLOFileError) as info:
+        load_slo_file(path)
+    assert str(info.value) == (
+        f"{path}: slo.availability.target: {given} is a percentage; the target is a fraction "
+        f"between 0 and 1: did you mean {meant}?"
+    )
+
+
 BLOCK_STYLE = """\
 capability:
   verb: convert

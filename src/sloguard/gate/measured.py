@@ -36,14 +36,15 @@ class Measured(BaseModel):
     """99th percentile latency in milliseconds."""
     availability: Share | None = None
     """The share of requests that succeeded (status below 500), from 0 to 1."""
-    requests: Count
-    """Requests measured; a verdict needs the SLO's minimum (20 by default)."""
+    requests: Count | None = None
+    """Requests measured; a verdict needs the SLO's minimum (20 by default). A file
+    without it (the seed's form) is judged as insufficient data."""
     errors: Count | None = None
     """Requests that failed; optional (availability is what is checked)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Measured:
-        if self.errors is not None and self.errors > self.requests:
+        if self.errors is not None and self.requests is not None and self.errors > self.requests:
             raise ValueError(f"errors={self.errors} exceeds requests={self.requests}")
         if self.requests == 0 and any(v is not None for v in self.as_metrics().values()):
             raise ValueError("requests is 0 but latencies or availability are given")

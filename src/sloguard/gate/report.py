@@ -49,7 +49,8 @@ def _line(row: tuple[str, ...], widths: list[int]) -> str:
 
 def _row(verdict: Verdict) -> tuple[str, ...]:
     measured, slo = verdict.measured, verdict.slo
-    requests = "0" if measured is None else str(measured.requests)
+    count = None if measured is None else measured.requests
+    requests = "0" if measured is None else "-" if count is None else str(count)
     latencies = tuple(_latency_cell(measured, slo, key) for key in _LATENCY_KEYS)
     return (
         verdict.capability,
@@ -65,7 +66,8 @@ def _latency_cell(measured: Measured | None, slo: SLOFile | None, key: str) -> s
     shown = "-" if value is None else f"{value:.1f}"
     if slo is None:
         return shown
-    return f"{shown}/{getattr(slo.slo.latency, key):g}"
+    target = getattr(slo.slo.latency, key)
+    return shown if target is None else f"{shown}/{target:g}"
 
 
 def _availability_cell(measured: Measured | None, slo: SLOFile | None) -> str:
@@ -80,6 +82,8 @@ def _status(verdict: Verdict) -> str:
     if verdict.status == "violated":
         return "VIOLATED"
     if verdict.status == "insufficient data":
+        if verdict.measured is not None and verdict.measured.requests is None:
+            return "insufficient data (the file gives no request count)"
         return f"insufficient data ({_requests(verdict)} < {verdict.min_requests} requests)"
     if verdict.status == "unchecked":
         return "unchecked (no SLO file)"
@@ -87,7 +91,7 @@ def _status(verdict: Verdict) -> str:
 
 
 def _requests(verdict: Verdict) -> int:
-    return 0 if verdict.measured is None else verdict.measured.requests
+    return 0 if verdict.measured is None else verdict.measured.requests or 0
 
 
 def render_json(report: CheckReport) -> str:

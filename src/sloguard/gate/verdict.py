@@ -25,7 +25,8 @@ class Verdict:
     ``ok``: every measured value meets its target. ``violated``: one or more
     does not (``violations`` says which, in the SLO manager's words).
     ``insufficient data``: fewer than ``min_requests`` requests (or none) were
-    measured. ``unchecked``: measured, but no SLO file defines the capability.
+    measured, or the file does not say how many. ``unchecked``: measured, but no SLO
+    file defines the capability.
     """
 
     capability: str
@@ -85,7 +86,7 @@ def judge(
             verdicts.append(Verdict(capability, "unchecked", found, None))
             continue
         needed = slo.shedding.min_samples if min_requests is None else min_requests
-        if found is None or found.requests < max(needed, 1):
+        if found is None or found.requests is None or found.requests < max(needed, 1):
             verdicts.append(Verdict(capability, "insufficient data", found, slo, (), needed))
             continue
         compliant, violations = check_compliance(slo, found.as_metrics())

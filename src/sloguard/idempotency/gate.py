@@ -62,6 +62,9 @@ Principal = Callable[[Scope], str]
 EventHook = Callable[[str], None]
 """Told each keyed request's outcomes: ``hit``, ``miss``, ``conflict``, ``mismatch``,
 ``released``, ``stored``, ``too_large`` (metrics use it; it must not raise)."""
+DecisionHook = Callable[[str | None, str], None]
+"""Told the request's capability and each decision :meth:`IdempotencyGate.begin`
+makes (``hit``, ``miss``, ``conflict``, ``mismatch``); the /slo API counts them."""
 
 DEFAULT_METHODS = frozenset({"POST", "PATCH"})
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -96,6 +99,7 @@ class IdempotencyGate:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         release_on_server_error: bool = True,
         on_event: EventHook | None = None,
+        on_decision: DecisionHook | None = None,
     ) -> None:
         if isinstance(methods, str):
             raise ConfigurationError(
@@ -121,6 +125,7 @@ class IdempotencyGate:
         self.max_body_bytes = max_body_bytes
         self.release_on_server_error = release_on_server_error
         self.on_event = on_event
+        self.on_decision = on_decision
         self._principal = principal
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
 
@@ -137,6 +142,11 @@ class IdempotencyGate:
     def _event(self, event: str) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+    def _decide(self, event: str, request: GuardedRequest) -> None:
+        self._event(event)
+        if self.on_decision is not None:
+            self.on_decision(request.capability, event)
 
     async def begin(self, request: GuardedRequest) -> Reply | Lease:
         """Replay, refuse, or lease the key of a request the gate :meth:`wants`.
@@ -195,7 +205,7 @@ class IdempotencyGate:
             return Lease(self, key, None, 0, fingerprint)  # fail open: run, store nothing
 
         if claim.fingerprint != fingerprint:
-            self._event("mismatch")
+            self._decide("mismatch", request)
             return problem_reply(
                 422,
                 "idempotency_key_reused",
@@ -205,11 +215,11 @@ class IdempotencyGate:
             )
         if claim.status is COMPLETED:
             assert claim.response is not None
-            self._event("hit")
+            self._decide("hit", request)
             response = claim.response
             return Reply(response.status, [*response.headers, *self._replay_headers], response.body)
         if claim.status is IN_FLIGHT:
-            self._event("conflict")
+            self._decide("conflict", request)
             return problem_reply(
                 409,
                 "idempotency_request_in_flight",
@@ -218,7 +228,7 @@ class IdempotencyGate:
                 "retry later to receive its response.",
                 headers=_RETRY_AFTER_1,
             )
-        self._event("miss")
+        self._decide("miss", request)
         return Lease(self, key, store_key, claim.token, fingerprint)
 
     def _bad_key(self, reason: str) -> Reply:

@@ -133,18 +133,21 @@ def capability_panels(slo: SLOFile, layout: _Layout) -> list[Panel]:
     """The panels of one capability's row."""
     cap = _quote(slo.key)
     latency = slo.slo.latency
-    targets_ms = {"p50": latency.p50_ms, "p95": latency.p95_ms, "p99": latency.p99_ms}
+    targets_ms = {
+        name.removesuffix("_ms"): ms for name, ms in latency.targets().items() if ms is not None
+    }
     availability = slo.slo.availability.target
 
     buckets = f"sum by (le) (rate({REQUEST_DURATION_SECONDS}_bucket{{capability={cap}}}[{RATE}]))"
     quantiles = [
         _target(
             f"histogram_quantile({q}, {buckets})",
-            f"{name} (target {targets_ms[name]:g} ms)",
+            f"{name} (target {targets_ms[name]:g} ms)" if name in targets_ms else name,
             chr(ord("A") + i),
         )
         for i, (name, q) in enumerate(_QUANTILES)
     ]
+    shown = ", ".join(f"{name} {ms:g} ms" for name, ms in targets_ms.items())
     steps = sorted({ms / 1000.0 for ms in targets_ms.values()})
     latency_thresholds = _thresholds(
         ("green", None), *((_COLOURS[i + 1], s) for i, s in enumerate(steps))
@@ -152,6 +155,7 @@ def capability_panels(slo: SLOFile, layout: _Layout) -> list[Panel]:
     ok = f'sum(rate({REQUESTS_TOTAL}{{capability={cap},outcome="ok"}}[{RATE}]))'
     total = f"sum(rate({REQUESTS_TOTAL}{{capability={cap}}}[{RATE}]))"
     return [
+        *_target_panels(slo, layout),
         _timeseries(
             layout,
             "Latency quantiles vs targets",
@@ -159,8 +163,7 @@ def capability_panels(slo: SLOFile, layout: _Layout) -> list[Panel]:
             unit="s",
             description=(
                 "p50/p95/p99 from the latency histogram; dashed lines are the SLO's targets "
-                f"(p50 {latency.p50_ms:g} ms, p95 {latency.p95_ms:g} ms, "
-                f"p99 {latency.p99_ms:g} ms)."
+                f"({shown})."
             ),
             thresholds=latency_thresholds,
             minimum=0,
@@ -248,6 +251,54 @@ def capability_panels(slo: SLOFile, layout: _Layout) -> list[Panel]:
     ]
 
 
+def _target_panels(slo: SLOFile, layout: _Layout) -> list[Panel]:
+    """Panels for the optional targets the file sets: error rate, throughput."""
+    cap = _quote(slo.key)
+    panels: list[Panel] = []
+    if slo.slo.error_rate is not None:
+        ceiling = slo.slo.error_rate.max_pct / 100
+        errors = f'sum(rate({REQUESTS_TOTAL}{{capability={cap},outcome="error"}}[{RATE}]))'
+        total = f"sum(rate({REQUESTS_TOTAL}{{capability={cap}}}[{RATE}]))"
+        panels.append(
+            _timeseries(
+                layout,
+                "Error rate",
+                [_target(f"{errors}\n/\n{total}", "error rate", "A")],
+                unit="percentunit",
+                description=(
+                    "Share of requests that reached the app and failed; the dashed line is "
+                    f"the error_rate target ({ceiling:g})."
+                ),
+                thresholds=_thresholds(("green", None), ("red", ceiling)),
+                minimum=0,
+            )
+        )
+    if slo.slo.throughput is not None:
+        floor = slo.slo.throughput.min_rps
+        ok = f'sum(rate({REQUESTS_TOTAL}{{capability={cap},outcome="ok"}}[{RATE}]))'
+        arrived = f"sum(rate({REQUESTS_TOTAL}{{capability={cap}}}[{RATE}]))"
+        refused = f'sum(rate({SHED_TOTAL}{{capability={cap},dry_run="false"}}[{RATE}]))'
+        panels.append(
+            _timeseries(
+                layout,
+                "Throughput vs demand",
+                [
+                    _target(ok, "throughput (successful)", "A"),
+                    _target(f"({arrived}\n+\n{refused})\nor\n{arrived}", "demand", "B"),
+                ],
+                unit="reqps",
+                description=(
+                    "Successful requests per second, and requests asked of the capability "
+                    f"(refusals included); the dashed line is the throughput floor ({floor:g} "
+                    "rps), judged only while demand reaches it."
+                ),
+                thresholds=_thresholds(("red", None), ("green", floor)),
+                minimum=0,
+            )
+        )
+    return panels
+
+
 def idempotency_panels(layout: _Layout) -> list[Panel]:
     """The idempotency row: hit rate, events by kind, store size."""
     events = IDEMPOTENCY_EVENTS_TOTAL
@@ -293,7 +344,7 @@ def build_dashboard(slos: Iterable[SLOFile], title: str = "sloguard") -> dict[st
     layout = _Layout()
     panels: list[Panel] = []
     for slo in sorted(slos, key=lambda s: s.key):
-        panels.append(layout.row(slo.key))
+        panels.append(layout.row(slo.key if slo.tier is None else f"{slo.key} (tier {slo.tier})"))
         panels.extend(capability_panels(slo, layout))
     panels.append(layout.row("Idempotency"))
     panels.extend(idempotency_panels(layout))

@@ -68,8 +68,13 @@ def latency_buckets(slos: Iterable[SLOFile]) -> tuple[float, ...]:
     edges = set(BASE_BUCKETS)
     for slo in slos:
         latency = slo.slo.latency
-        edges.update(ms / 1000.0 for ms in (latency.p50_ms, latency.p95_ms, latency.p99_ms))
+        edges.update(ms / 1000.0 for ms in latency.targets().values() if ms is not None)
     return tuple(sorted(edges))
+
+
+Concurrency = Callable[[str], "dict[str, Any] | None"]
+"""A capability's concurrency-limit state: ``{limit, inflight, queued, refused:
+{reason: {priority: count}}}``, None when no limit applies (``Admission.concurrency``)."""
 
 
 class CapabilitySeries(Protocol):
@@ -97,8 +102,14 @@ class MetricsSink(Protocol):
         """Idempotency outcomes so far in this process, by event; None when not counted."""
         ...
 
-    def watch(self, manager: SLOManager, store: object | None = None) -> None:
-        """Report ``manager``'s SLO gauges (and ``store``'s size) when scraped."""
+    def watch(
+        self,
+        manager: SLOManager,
+        store: object | None = None,
+        concurrency: Concurrency | None = None,
+    ) -> None:
+        """Report ``manager``'s SLO gauges (``store``'s size, each capability's
+        ``concurrency`` limit, in flight, queued and refusals) when scraped."""
 
 
 class _NoSeries:
@@ -125,7 +136,12 @@ class NoMetrics:
     def idempotency_counts(self) -> dict[str, int] | None:
         return None
 
-    def watch(self, manager: SLOManager, store: object | None = None) -> None:
+    def watch(
+        self,
+        manager: SLOManager,
+        store: object | None = None,
+        concurrency: Concurrency | None = None,
+    ) -> None:
         pass
 
 
@@ -297,10 +313,17 @@ class Metrics:
         assert self._client is not None
         self._client.events[event].inc()
 
-    def watch(self, manager: SLOManager, store: object | None = None) -> None:
-        """Report ``manager``'s SLO gauges (and ``store``'s size, when it has one) at scrape."""
+    def watch(
+        self,
+        manager: SLOManager,
+        store: object | None = None,
+        concurrency: Concurrency | None = None,
+    ) -> None:
+        """Report ``manager``'s SLO gauges (``store``'s size, when it has one, and each
+        capability's ``concurrency`` state) at scrape."""
         self._state.manager = manager
         self._state.store = store
+        self._state.concurrency = concurrency
 
 
 class _SeriesCollector(Collector):
@@ -349,6 +372,7 @@ class _StateCollector(Collector):
     def __init__(self) -> None:
         self.manager: SLOManager | None = None
         self.store: object | None = None
+        self.concurrency: Concurrency | None = None
 
     def describe(self) -> Iterable[Metric]:
         return ()  # computed at scrape; nothing to check against other collectors
@@ -391,6 +415,8 @@ class _StateCollector(Collector):
                 ):
                     burn.add_metric([capability, window], rate)
         yield from (compliant, shedding, remaining, burn)
+        if manager is not None and self.concurrency is not None:
+            yield from _concurrency_families(manager, self.concurrency)
         store = self.store
         if store is not None and hasattr(store, "__len__") and hasattr(store, "nbytes"):
             yield GaugeMetricFamily(
@@ -403,6 +429,39 @@ class _StateCollector(Collector):
                 "Approximate bytes held by the idempotency store's responses.",
                 value=store.nbytes,
             )
+
+
+def _concurrency_families(manager: SLOManager, concurrency: Concurrency) -> Iterator[Metric]:
+    """The concurrency limiter's state per capability (the inner loop of admission)."""
+    limit = GaugeMetricFamily(
+        "sloguard_concurrency_limit",
+        "The capability's concurrency limit now.",
+        labels=["capability"],
+    )
+    inflight = GaugeMetricFamily(
+        "sloguard_inflight",
+        "Requests of the capability admitted and running.",
+        labels=["capability"],
+    )
+    queued = GaugeMetricFamily(
+        "sloguard_queued", "Requests waiting at the concurrency limit.", labels=["capability"]
+    )
+    refused = CounterMetricFamily(
+        "sloguard_concurrency_refused",
+        "Requests refused at the concurrency limit, by reason and priority.",
+        labels=["capability", "reason", "priority"],
+    )
+    for capability in manager.capabilities:
+        state = concurrency(capability)
+        if state is None:
+            continue
+        limit.add_metric([capability], state["limit"])
+        inflight.add_metric([capability], state["inflight"])
+        queued.add_metric([capability], state["queued"])
+        for reason, by_priority in state["refused"].items():
+            for priority, count in by_priority.items():
+                refused.add_metric([capability, reason, priority], count)
+    yield from (limit, inflight, queued, refused)
 
 
 _default: Metrics | None = None

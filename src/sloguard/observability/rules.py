@@ -5,11 +5,14 @@ into ratios over the windows the alerts need:
 
 - ``sloguard:error_ratio:rate<W>``: share of requests that failed;
 - ``sloguard:latency_over_p95:rate<W>`` / ``..._p99``: share of requests slower
-  than the file's p95 / p99 target, read from the histogram bucket whose ``le``
-  is that target (the metrics add every target to the buckets).
+  than the file's p95 / p99 target (when it sets one), read from the histogram
+  bucket whose ``le`` is that target (the metrics add every target to the buckets).
 
 for ``W`` in 5m, 30m, 1h, 2h, 6h, 1d, 3d, plus ``sloguard:error_ratio:rate30d``
-for the month's error budget. Each series carries the ``capability`` label.
+for the month's error budget; and with a ``throughput`` floor,
+``sloguard:throughput:rate5m`` (successful requests per second) and
+``sloguard:demand:rate5m`` (requests arriving, enforced refusals included).
+Each series carries the ``capability`` label.
 
 Alerts follow the SRE workbook's multi-window, multi-burn-rate recipe. A
 *burn rate* is the observed bad share divided by the share the SLO allows:
@@ -26,6 +29,10 @@ factor   long window   short window severity
 3        1d            2h           ticket
 1        3d            6h           ticket
 ======== ============= ============ ==========
+
+An ``error_rate`` target alerts when the error ratio stays above it for 5
+minutes (over 5m windows); a ``throughput`` floor when, for 5 minutes, demand
+reaches the floor and throughput stays below it (``SloguardThroughputBelowTarget``).
 
 Error-budget alerts fire once the share of the month's budget spent over the
 last 30 days reaches each of the file's ``error_budget.alerts`` thresholds,
@@ -45,7 +52,7 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.observability.names import REQUEST_DURATION_SECONDS, REQUESTS_TOTAL
+from sloguard.observability.names import REQUEST_DURATION_SECONDS, REQUESTS_TOTAL, SHED_TOTAL
 from sloguard.slo.loader import load_slo_dir
 from sloguard.slo.schema import SLOFile
 
@@ -82,11 +89,15 @@ LATENCY_QUANTILES: tuple[tuple[str, float], ...] = (("p95", 0.05), ("p99", 0.01)
 
 ERROR_RATIO = "sloguard:error_ratio:rate{window}"
 LATENCY_OVER = "sloguard:latency_over_{quantile}:rate{window}"
+THROUGHPUT = "sloguard:throughput:rate5m"
+DEMAND = "sloguard:demand:rate5m"
 
 AVAILABILITY_ALERT = "SloguardAvailabilityBurnRate"
 LATENCY_ALERT = "SloguardLatency{Quantile}BurnRate"
 BUDGET_ALERT = "SloguardErrorBudgetConsumed"
 MISSING_BUCKET_ALERT = "SloguardLatencyTargetBucketMissing"
+ERROR_RATE_ALERT = "SloguardErrorRateAboveTarget"
+THROUGHPUT_ALERT = "SloguardThroughputBelowTarget"
 
 
 def _number(value: float) -> str:
@@ -132,9 +143,8 @@ def recording_rules(slo: SLOFile) -> list[Rule]:
                 "labels": {"capability": cap},
             }
         )
-    latency = slo.slo.latency
-    targets = {"p95": latency.p95_ms, "p99": latency.p99_ms}
-    for quantile, _ in LATENCY_QUANTILES:
+    targets = _latency_targets(slo)
+    for quantile in targets:
         le = _le(targets[quantile])
         for window in RATE_WINDOWS:
             fast = _sum_rate(f"{REQUEST_DURATION_SECONDS}_bucket{_selector(cap, le=le)}", window)
@@ -146,7 +156,27 @@ def recording_rules(slo: SLOFile) -> list[Rule]:
                     "labels": {"capability": cap},
                 }
             )
+    if slo.slo.throughput is not None:
+        served = _sum_rate(REQUESTS_TOTAL + _selector(cap, outcome="ok"), "5m")
+        arrived = _sum_rate(REQUESTS_TOTAL + _selector(cap), "5m")
+        refused = _sum_rate(SHED_TOTAL + _selector(cap, dry_run="false"), "5m")
+        rules += [
+            {"record": THROUGHPUT, "expr": served, "labels": {"capability": cap}},
+            # A capability never refused has no shed series: `or` keeps the arrivals alone.
+            {
+                "record": DEMAND,
+                "expr": f"(\n{arrived}\n+\n{refused}\n)\nor\n{arrived}",
+                "labels": {"capability": cap},
+            },
+        ]
     return rules
+
+
+def _latency_targets(slo: SLOFile) -> dict[str, float]:
+    """The alerted quantiles (p95, p99) the file sets a target for, in milliseconds."""
+    latency = slo.slo.latency
+    targets = {"p95": latency.p95_ms, "p99": latency.p99_ms}
+    return {quantile: ms for quantile, ms in targets.items() if ms is not None}
 
 
 def _burn_alert(
@@ -187,16 +217,17 @@ def alerting_rules(slo: SLOFile) -> list[Rule]:
         _burn_alert(AVAILABILITY_ALERT, ERROR_RATIO, cap, budget, window, "error ratio")
         for window in BURN_RATE_WINDOWS
     ]
-    latency = slo.slo.latency
-    targets = {"p95": latency.p95_ms, "p99": latency.p99_ms}
+    targets = _latency_targets(slo)
     for quantile, allowed in LATENCY_QUANTILES:
+        if quantile not in targets:
+            continue
         series = LATENCY_OVER.replace("{quantile}", quantile)
         what = f"share of requests over the {quantile} target ({targets[quantile]:g} ms)"
         name = LATENCY_ALERT.format(Quantile=quantile.upper())
         rules.extend(
             _burn_alert(name, series, cap, allowed, window, what) for window in BURN_RATE_WINDOWS
         )
-    for quantile, _ in LATENCY_QUANTILES:
+    for quantile in targets:
         le = _le(targets[quantile])
         count = f"{REQUEST_DURATION_SECONDS}_count{_selector(cap)}"
         bucket = f"{REQUEST_DURATION_SECONDS}_bucket{_selector(cap, le=le)}"
@@ -220,6 +251,7 @@ def alerting_rules(slo: SLOFile) -> list[Rule]:
                 },
             }
         )
+    rules += _error_rate_and_throughput_alerts(slo)
     spent = f"{ERROR_RATIO.format(window=BUDGET_WINDOW)}{_selector(cap)} / {_number(budget)}"
     # A threshold listed twice for one channel would be one alert twice (promtool refuses).
     for alert in dict.fromkeys(slo.slo.error_budget.alerts):
@@ -243,6 +275,50 @@ def alerting_rules(slo: SLOFile) -> list[Rule]:
                         f"The SLO allows {_human(budget * 100)}% of requests to fail over "
                         f"{BUDGET_WINDOW}; the share failed, divided by that, has reached "
                         f"{_number(alert.threshold)}."
+                    ),
+                },
+            }
+        )
+    return rules
+
+
+def _error_rate_and_throughput_alerts(slo: SLOFile) -> list[Rule]:
+    cap = slo.key
+    rules: list[Rule] = []
+    if slo.slo.error_rate is not None:
+        ceiling = slo.slo.error_rate.max_pct / 100
+        ratio = ERROR_RATIO.format(window="5m") + _selector(cap)
+        rules.append(
+            {
+                "alert": ERROR_RATE_ALERT,
+                "expr": f"{ratio} > {_number(ceiling)}",
+                "for": "5m",
+                "labels": {"capability": cap, "severity": "ticket"},
+                "annotations": {
+                    "summary": f"{cap}: error rate above its {_human(ceiling * 100)}% target",
+                    "description": (
+                        f"{cap} failed {{{{ $value | humanizePercentage }}}} of its requests "
+                        f"over 5m for 5 minutes; its error_rate target is "
+                        f"{_human(ceiling * 100)}%."
+                    ),
+                },
+            }
+        )
+    if slo.slo.throughput is not None:
+        floor = _number(slo.slo.throughput.min_rps)
+        served, asked = THROUGHPUT + _selector(cap), DEMAND + _selector(cap)
+        rules.append(
+            {
+                "alert": THROUGHPUT_ALERT,
+                "expr": f"{served} < {floor}\nand\n{asked} >= {floor}",
+                "for": "5m",
+                "labels": {"capability": cap, "severity": "ticket"},
+                "annotations": {
+                    "summary": f"{cap}: throughput below its {floor} rps floor",
+                    "description": (
+                        f"{cap} served {{{{ $value | humanize }}}} successful requests per "
+                        f"second over 5m while at least {floor} were asked of it (refusals "
+                        f"included): below its throughput floor of {floor} rps."
                     ),
                 },
             }

@@ -9,8 +9,10 @@ from sloguard.reporting.alerts import (
 from sloguard.reporting.breaches import BreachTracker
 from sloguard.reporting.events import EventHub, Subscription, alert_event, event_json
 from sloguard.reporting.monitor import SLOMonitor
+from sloguard.reporting.mount import SLOApp
 from sloguard.reporting.notifier import Notifier, NotifierStats
 from sloguard.reporting.records import Alert, Breach, BreachState, MinuteAggregate, ReportEvent
+from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "Notifier",
     "NotifierStats",
     "ReportEvent",
+    "Reporter",
+    "SLOApp",
     "SLOMonitor",
     "Subscription",
     "alert_event",

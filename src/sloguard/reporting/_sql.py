@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.reporting.records import Alert, Breach, BreachState, MinuteAggregate
+from sloguard.reporting.records import Alert, Breach, BreachState, Escalation, MinuteAggregate
 from sloguard.reporting.repository import (
     DAY_SECONDS,
     DEFAULT_RETENTION_DAYS,
@@ -51,6 +51,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             channel TEXT NOT NULL, severity TEXT NOT NULL, summary TEXT NOT NULL,
             fired_at {real} NOT NULL, details TEXT NOT NULL)""",
         "CREATE INDEX sloguard_alerts_by_time ON sloguard_alerts (fired_at)",
+    ),
+    (
+        "ALTER TABLE sloguard_breaches ADD COLUMN severity TEXT",
+        "ALTER TABLE sloguard_breaches ADD COLUMN credit_pct {real}",
+        """CREATE TABLE sloguard_escalations (
+            alert_id TEXT PRIMARY KEY, capability TEXT NOT NULL, policy TEXT NOT NULL,
+            summary TEXT NOT NULL, started_at {real} NOT NULL, level {int} NOT NULL,
+            acked_at {real}, acked_by TEXT, stopped_at {real}, stop_reason TEXT)""",
+        "CREATE INDEX sloguard_escalations_by_stop ON sloguard_escalations (stopped_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -109,7 +118,13 @@ _ROLLUP = (
     + ", uptime_minutes = sloguard_days.uptime_minutes + excluded.uptime_minutes, "
     "downtime_minutes = sloguard_days.downtime_minutes + excluded.downtime_minutes"
 )
-_BREACH_COLUMNS = "id, capability, state, started_at, ended_at, violations, worst"
+_BREACH_COLUMNS = (
+    "id, capability, state, started_at, ended_at, violations, worst, severity, credit_pct"
+)
+_ESCALATION_COLUMNS = (
+    "alert_id, capability, policy, summary, started_at, level, acked_at, acked_by, "
+    "stopped_at, stop_reason"
+)
 _ALERT_COLUMNS = "id, capability, kind, channel, severity, summary, fired_at, details"
 
 
@@ -262,11 +277,13 @@ class SQLHistory(ABC):
     def save_breach(self, breach: Breach) -> None:
         with self.transaction() as tx:
             tx.execute(
-                f"INSERT INTO sloguard_breaches ({_BREACH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO sloguard_breaches ({_BREACH_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET capability = excluded.capability, "
                 "state = excluded.state, started_at = excluded.started_at, "
                 "ended_at = excluded.ended_at, violations = excluded.violations, "
-                "worst = excluded.worst",
+                "worst = excluded.worst, severity = excluded.severity, "
+                "credit_pct = excluded.credit_pct",
                 (
                     breach.id,
                     breach.capability,
@@ -275,6 +292,8 @@ class SQLHistory(ABC):
                     breach.ended_at,
                     json.dumps(list(breach.violations)),
                     json.dumps(breach.worst),
+                    breach.severity,
+                    breach.credit_pct,
                 ),
             )
 
@@ -291,12 +310,14 @@ class SQLHistory(ABC):
         state: BreachState | None = None,
         since: float | None = None,
         until: float | None = None,
+        severities: Sequence[str] | None = None,
     ) -> list[Breach]:
         where, params = _filters(
             ("capability = ?", capability),
             ("state = ?", state),
             ("started_at >= ?", since),
             ("started_at < ?", until),
+            (_in("severity", severities), severities),
         )
         with self.transaction() as tx:
             rows = tx.fetch(
@@ -347,6 +368,62 @@ class SQLHistory(ABC):
             for r in rows
         ]
 
+    # -- escalations -------------------------------------------------------------
+
+    def start_escalation(self, escalation: Escalation) -> bool:
+        with self.transaction() as tx:
+            changed = tx.execute(
+                f"INSERT INTO sloguard_escalations ({_ESCALATION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING",
+                _escalation_row(escalation),
+            )
+        return changed == 1
+
+    def escalations(
+        self, alert_ids: Sequence[str] | None = None, *, active: bool = False
+    ) -> list[Escalation]:
+        where, params = _filters((_in("alert_id", alert_ids), alert_ids))
+        if active:
+            where += (" AND" if where else " WHERE") + " acked_at IS NULL AND stopped_at IS NULL"
+        with self.transaction() as tx:
+            rows = tx.fetch(
+                f"SELECT {_ESCALATION_COLUMNS} FROM sloguard_escalations{where} "
+                "ORDER BY started_at, alert_id",
+                params,
+            )
+        return [_escalation(row) for row in rows]
+
+    def claim_level(self, alert_id: str, level: int) -> bool:
+        with self.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE sloguard_escalations SET level = ? WHERE alert_id = ? AND level = ? "
+                "AND acked_at IS NULL AND stopped_at IS NULL",
+                (level, alert_id, level - 1),
+            )
+        return changed == 1
+
+    def ack_escalation(self, alert_id: str, at: float, by: str | None) -> Escalation | None:
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE sloguard_escalations SET acked_at = ?, acked_by = ? "
+                "WHERE alert_id = ? AND acked_at IS NULL",
+                (at, by, alert_id),
+            )
+            rows = tx.fetch(
+                f"SELECT {_ESCALATION_COLUMNS} FROM sloguard_escalations WHERE alert_id = ?",
+                (alert_id,),
+            )
+        return _escalation(rows[0]) if rows else None
+
+    def stop_escalation(self, alert_id: str, at: float, reason: str) -> bool:
+        with self.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE sloguard_escalations SET stopped_at = ?, stop_reason = ? "
+                "WHERE alert_id = ? AND stopped_at IS NULL",
+                (at, reason, alert_id),
+            )
+        return changed == 1
+
     # -- retention ---------------------------------------------------------------
 
     def prune(self, now: float) -> PruneResult:
@@ -363,6 +440,7 @@ class SQLHistory(ABC):
                 (keep_from,),
             )
             alerts = tx.execute("DELETE FROM sloguard_alerts WHERE fired_at < ?", (keep_from,))
+            tx.execute("DELETE FROM sloguard_escalations WHERE started_at < ?", (keep_from,))
         return PruneResult(rolled, days, breaches, alerts)
 
 
@@ -412,11 +490,55 @@ def _breach(row: Row) -> Breach:
         ended_at=_float(row[4]),
         violations=tuple(json.loads(row[5])),
         worst={k: float(v) for k, v in json.loads(row[6]).items()},
+        severity=row[7],
+        credit_pct=_float(row[8]),
     )
 
 
+def _escalation_row(e: Escalation) -> tuple[Any, ...]:
+    return (
+        e.alert_id,
+        e.capability,
+        e.policy,
+        e.summary,
+        e.started_at,
+        e.level,
+        e.acked_at,
+        e.acked_by,
+        e.stopped_at,
+        e.stop_reason,
+    )
+
+
+def _escalation(row: Row) -> Escalation:
+    return Escalation(
+        alert_id=str(row[0]),
+        capability=str(row[1]),
+        policy=str(row[2]),
+        summary=str(row[3]),
+        started_at=float(row[4]),
+        level=int(row[5]),
+        acked_at=_float(row[6]),
+        acked_by=None if row[7] is None else str(row[7]),
+        stopped_at=_float(row[8]),
+        stop_reason=None if row[9] is None else str(row[9]),
+    )
+
+
+def _in(column: str, values: Sequence[str] | None) -> str:
+    """``column IN (?, ?, ...)``; never empty SQL (an empty list matches nothing)."""
+    if values is not None and not values:
+        return "1 = 0"
+    return f"{column} IN ({', '.join('?' * len(values or ()))})"
+
+
 def _filters(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE`` and the parameters of the conditions whose value is not None (a list
+    value gives one parameter per item: an ``IN``)."""
     clauses = [(sql, value) for sql, value in conditions if value is not None]
     if not clauses:
         return "", []
-    return " WHERE " + " AND ".join(sql for sql, _ in clauses), [v for _, v in clauses]
+    params: list[Any] = []
+    for _, value in clauses:
+        params += list(value) if isinstance(value, list | tuple) else [value]
+    return " WHERE " + " AND ".join(sql for sql, _ in clauses), params

@@ -24,6 +24,11 @@ a second replica fires the *same* id for the same event; a shared store
   slow one) are noted but not sent, as Alertmanager's inhibition would do.
 - **Breach** (optional, on by default): a breach opening fires an alert whose
   id is the breach's id; its resolution fires one with ``resolves`` set to it.
+- **Warning** (optional, on by default): a breach record starting (the 5%
+  warning buffer, or the first bad evaluation) fires one alert on the channel
+  ``warning``, id ``{breach id}:warning``, severity ``info``: once per breach,
+  however long it lasts. When the record ends (resolved, or a near miss that
+  never opened) a resolution with ``resolves`` set to it follows.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ DEFAULT_BURN_CHANNEL = "burn_rate"
 """Where burn-rate alerts go unless told otherwise; map it to sinks in alerts.yml."""
 DEFAULT_BREACH_CHANNEL = "breach"
 """Where breach alerts go unless told otherwise."""
+DEFAULT_WARNING_CHANNEL = "warning"
+"""Where warnings go unless told otherwise (unmapped in alerts.yml: the log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,8 @@ class AlertEngine:
         burn_channel: str = DEFAULT_BURN_CHANNEL,
         breach_channel: str = DEFAULT_BREACH_CHANNEL,
         breach_alerts: bool = True,
+        warning_channel: str = DEFAULT_WARNING_CHANNEL,
+        warning_alerts: bool = True,
         min_samples: int | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -152,6 +161,8 @@ class AlertEngine:
         self.burn_channel = burn_channel
         self.breach_channel = breach_channel
         self.breach_alerts = breach_alerts
+        self.warning_channel = warning_channel
+        self.warning_alerts = warning_alerts
         self.min_samples = min_samples
         self._clock = clock
         self._fired = RecentIds()
@@ -169,6 +180,7 @@ class AlertEngine:
         candidates = [
             *self._budget_alerts(status, at),
             *self._burn_alerts(status, slo, at),
+            *self._warning_alerts(events, at),
             *self._breach_alerts(events, at),
         ]
         return [alert for alert in candidates if self._fired.add(alert.id)]
@@ -241,6 +253,41 @@ class AlertEngine:
                 },
             )
 
+    def _warning_alerts(self, events: Iterable[ReportEvent], at: float) -> Iterable[Alert]:
+        if not self.warning_alerts:
+            return
+        for event in events:
+            breach = event.data.get("breach")
+            if not isinstance(breach, Breach) or event.type not in ("warning", "resolved"):
+                continue
+            warning_id = f"{breach.id}:warning"
+            if event.type == "warning":
+                yield Alert(
+                    id=warning_id,
+                    capability=breach.capability,
+                    kind="warning",
+                    channel=self.warning_channel,
+                    severity="info",
+                    summary=(
+                        f"{breach.capability}: SLO warning, within 5% of a target or past "
+                        f"one: {'; '.join(breach.violations) or _near(breach)}"
+                    ),
+                    fired_at=at,
+                    details=_breach_details(breach),
+                )
+            else:
+                yield Alert(
+                    id=f"{warning_id}:resolved",
+                    capability=breach.capability,
+                    kind="warning",
+                    channel=self.warning_channel,
+                    severity="info",
+                    summary=f"{breach.capability}: SLO warning over ({breach.state})",
+                    fired_at=at,
+                    details=_breach_details(breach),
+                    resolves=warning_id,
+                )
+
     def _breach_alerts(self, events: Iterable[ReportEvent], at: float) -> Iterable[Alert]:
         if not self.breach_alerts:
             return
@@ -283,4 +330,12 @@ def _breach_details(breach: Breach) -> dict[str, object]:
         "ended_at": breach.ended_at,
         "violations": list(breach.violations),
         "worst": dict(breach.worst),
+        "severity": breach.severity,
+        "credit_pct": breach.credit_pct,
     }
+
+
+def _near(breach: Breach) -> str:
+    """The worst values of a warning that has not missed a target yet."""
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(breach.worst.items()))
+    return f"near its targets ({shown})" if shown else "near its targets"

@@ -2,9 +2,11 @@
 
 ``slo_routes(manager, repository)`` gives Starlette routes to add to any app
 (the controller mounts them); ``slo_api(...)`` wraps them in an app of their
-own. Every error is RFC 9457 problem+json: an unknown capability or breach is
-a 404 naming it, a bad query parameter a 400 naming the parameter, a missing
-or wrong bearer token (when one is configured) a 401.
+own. Every error is RFC 9457 problem+json: an unknown capability, breach or
+escalating alert is a 404 naming it, a bad query parameter or body a 400
+naming it, a missing or wrong bearer token (when one is configured) a 401.
+``POST /slo/alerts/{id}/ack`` acknowledges an escalating alert (body optional:
+``{"by": "alice"}``).
 
 The live endpoints read the in-process :class:`SLOManager`; the others read
 the history repository in a worker thread, and answer 503 when there is none.
@@ -15,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import json
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, overload
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,9 +40,12 @@ from sloguard.reporting.compliance import (
     daily_compliance,
     monthly_compliance,
 )
+from sloguard.reporting.escalation import Escalator
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.incident import incident_report, iso
-from sloguard.reporting.records import Breach
+from sloguard.reporting.records import BREACH_SEVERITIES, Breach, Escalation
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.slicing import in_slices
 from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import SLOFile
@@ -121,10 +127,14 @@ class SLOApi:
         *,
         admission: Admission | Callable[[], Admission | None] | None = None,
         metrics: Callable[[], MetricsSink | None] | None = None,
+        escalator: Escalator | None = None,
         clock: Clock = time.time,
+        idempotency: IdempotencyCounts | None = None,
     ) -> None:
         self.manager = manager
         self.repository = repository
+        self.idempotency = idempotency
+        self.escalator = escalator
         # Or functions giving them, looked up per request: they may come after the routes.
         self._admission: Callable[[], Admission | None] = (
             admission if callable(admission) else lambda: admission
@@ -174,8 +184,17 @@ class SLOApi:
     def _status_json(self, status: SLOStatus) -> dict[str, Any]:
         slo = self._slo(status.capability)
         budget = status.budget
+        targets: dict[str, Any] = {
+            **slo.slo.latency.model_dump(),
+            "availability": slo.slo.availability.target,
+        }
+        if slo.slo.error_rate is not None:
+            targets["error_rate_pct"] = slo.slo.error_rate.max_pct
+        if slo.slo.throughput is not None:
+            targets["throughput_min_rps"] = slo.slo.throughput.min_rps
         out: dict[str, Any] = {
             "capability": status.capability,
+            "tier": slo.tier,
             "compliant": status.compliant,
             "violations": list(status.violations),
             "window_seconds": status.window_seconds,
@@ -185,10 +204,9 @@ class SLOApi:
             "p50_ms": status.p50_ms,
             "p95_ms": status.p95_ms,
             "p99_ms": status.p99_ms,
-            "targets": {
-                **slo.slo.latency.model_dump(),
-                "availability": slo.slo.availability.target,
-            },
+            "throughput_rps": status.throughput_rps,
+            "demand_rps": status.demand_rps,
+            "targets": targets,
             "budget": {
                 "budget": budget.budget,
                 "consumed": budget.consumed,
@@ -204,20 +222,28 @@ class SLOApi:
             },
             "shedding": {"active": status.shedding},
         }
+        idempotency = None if self.idempotency is None else self.idempotency.json(status.capability)
+        if idempotency is not None:
+            out["idempotency"] = idempotency
         admission = self.admission
         if admission is not None:
             out["shedding"]["rejection_ratios"] = admission.rejection_ratios(status.capability)
             out["shedding"]["shed"] = dict(admission.shed_counts(status.capability))
+            concurrency = admission.concurrency(status.capability)
+            if concurrency is not None:
+                out["shedding"]["concurrency"] = concurrency
         return out
 
     # -- live --------------------------------------------------------------------
 
     async def all_status(self, request: Request) -> Response:
-        statuses = (self.manager.status(c) for c in self.manager.capabilities)
-        body: dict[str, Any] = {
-            "at": iso(self.clock()),
-            "capabilities": [self._status_json(s) for s in statuses if s is not None],
-        }
+        # In slices, as the monitor reads them: 10,000 statuses would stall the loop.
+        statuses = [
+            self._status_json(status)
+            async for capability in in_slices(self.manager.capabilities)
+            if (status := self.manager.status(capability)) is not None
+        ]
+        body: dict[str, Any] = {"at": iso(self.clock()), "capabilities": statuses}
         metrics = self._metrics()
         counts = None if metrics is None else metrics.idempotency_counts()
         if counts is not None:
@@ -231,6 +257,15 @@ class SLOApi:
 
     async def one_status(self, request: Request) -> Response:
         capability = request.path_params["capability"]
+        if not is_capability(capability):
+            # /slo/ui, /slo/ws over HTTP, a typo of /slo/history: a path, not a capability.
+            raise Problem(
+                404,
+                "not_found",
+                "Not found",
+                f"{request.url.path} is no /slo endpoint, and {capability!r} is not a "
+                "capability (verb:name)",
+            )
         self._slo(capability)
         status = self.manager.status(capability)
         assert status is not None  # _slo() found the file
@@ -273,16 +308,49 @@ class SLOApi:
 
     async def breaches(self, request: Request) -> Response:
         slo = self._capability_param(request, required=False)
-        state = request.query_params.get("status") or None
+        params = request.query_params
+        state = params.get("status") or None
         if state is not None and state not in _BREACH_STATES:
             raise bad_parameter("status", f"{state!r} is not one of {', '.join(_BREACH_STATES)}")
+        since = _instant(params, "since", default=None)
+        until = _instant(params, "until", default=None)
+        if since is not None and until is not None and since >= until:
+            raise bad_parameter("since", f"must be before until ({iso(since)} >= {iso(until)})")
+        severities = _severities(params.get("severity"))
         store = self._store()
         found = await asyncio.to_thread(
             store.breaches,
             None if slo is None else slo.key,
             state,  # type: ignore[arg-type]  # checked against _BREACH_STATES above
+            since,
+            until,
+            severities,
         )
-        return JSONResponse({"breaches": [_breach_json(b, request) for b in found]})
+        escalations: dict[str, Escalation] = {}
+        if self.escalator is not None and found:
+            ids = [b.id for b in found]
+            rows = await asyncio.to_thread(self.escalator.store.escalations, ids)
+            escalations = {e.alert_id: e for e in rows}
+        return JSONResponse(
+            {"breaches": [_breach_json(b, request, escalations.get(b.id)) for b in found]}
+        )
+
+    async def ack(self, request: Request) -> Response:
+        alert_id = request.path_params["alert_id"]
+        by = await _ack_by(request)
+        escalation = None
+        if self.escalator is not None:
+            escalation = await self.escalator.ack(alert_id, by)
+        if escalation is None:
+            raise Problem(
+                404,
+                "unknown_alert",
+                "Unknown alert",
+                f"no escalating alert with id {alert_id!r} (only alerts with an escalation "
+                "policy in alerts.yml can be acknowledged)",
+                alert_id=alert_id,
+            )
+        return JSONResponse(escalation_json(escalation))
 
     async def breach_report(self, request: Request) -> Response:
         breach_id = request.path_params["breach_id"]
@@ -310,10 +378,13 @@ class SLOApi:
         from_date = _date(params, "from_date", default=to_date - dt.timedelta(days=29))
         if from_date > to_date:
             raise bad_parameter("from_date", f"{from_date} is after to_date {to_date}")
-        days = (to_date - from_date).days + 1
+        # Counted as the seed counts it: today-90 to today is allowed (91 daily records).
+        days = (to_date - from_date).days
         if days > MAX_DAILY_RANGE_DAYS:
             raise bad_parameter(
-                "to_date", f"the range is {days} days; at most {MAX_DAILY_RANGE_DAYS} are allowed"
+                "to_date",
+                f"from_date is {days} days before to_date; at most {MAX_DAILY_RANGE_DAYS} "
+                "are allowed",
             )
         store = self._store()
         reports = []
@@ -365,21 +436,85 @@ class SLOApi:
         return [s for s in map(self.manager.get_slo, self.manager.capabilities) if s is not None]
 
 
-def _breach_json(breach: Breach, request: Request) -> dict[str, Any]:
+def _breach_json(
+    breach: Breach, request: Request, escalation: Escalation | None = None
+) -> dict[str, Any]:
     return {
         "id": breach.id,
         "capability": breach.capability,
         "state": breach.state,
+        "severity": breach.severity,
         "started_at": iso(breach.started_at),
         "ended_at": None if breach.ended_at is None else iso(breach.ended_at),
         "duration_s": breach.duration_s,
         "violations": list(breach.violations),
         "worst": breach.worst,
+        "credit_pct": breach.credit_pct,
+        "escalation": None if escalation is None else escalation_json(escalation),
         "report": str(request.url_for("slo_breach_report", breach_id=breach.id).path),
     }
 
 
-def _instant(params: Any, name: str, *, default: float) -> float:
+def escalation_json(escalation: Escalation) -> dict[str, Any]:
+    """An escalation as the API shows it (times in ISO 8601)."""
+    return {
+        "alert_id": escalation.alert_id,
+        "capability": escalation.capability,
+        "policy": escalation.policy,
+        "state": escalation.state,
+        "level": escalation.level,
+        "started_at": iso(escalation.started_at),
+        "acknowledged_at": None if escalation.acked_at is None else iso(escalation.acked_at),
+        "acknowledged_by": escalation.acked_by,
+        "stopped_at": None if escalation.stopped_at is None else iso(escalation.stopped_at),
+        "stop_reason": escalation.stop_reason,
+    }
+
+
+async def _ack_by(request: Request) -> str | None:
+    """Who acknowledges: the optional JSON body's ``by`` (at most 200 characters)."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise Problem(400, "invalid_json", "Invalid JSON", "the body is not valid JSON") from None
+    by = document.get("by") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or (by is not None and not isinstance(by, str)):
+        raise Problem(
+            400,
+            "invalid_ack",
+            "Invalid acknowledgement",
+            'the body must be a JSON object like {"by": "alice"} (by: a string)',
+        )
+    if by is not None and len(by) > 200:
+        raise Problem(400, "invalid_ack", "Invalid acknowledgement", "by: at most 200 characters")
+    return by
+
+
+def _severities(value: str | None) -> list[str] | None:
+    """``severity=major,critical``: breaches of any of these severities."""
+    if not value:
+        return None
+    wanted = [part.strip() for part in value.split(",")]
+    unknown = [w for w in wanted if w not in BREACH_SEVERITIES]
+    if unknown:
+        raise bad_parameter(
+            "severity", f"{unknown[0]!r} is not one of {', '.join(BREACH_SEVERITIES)}"
+        )
+    return wanted
+
+
+@overload
+def _instant(params: Any, name: str, *, default: float) -> float: ...
+
+
+@overload
+def _instant(params: Any, name: str, *, default: None) -> float | None: ...
+
+
+def _instant(params: Any, name: str, *, default: float | None) -> float | None:
     """Unix seconds, or ISO 8601 (``2025-01-31T12:00:00Z``; no zone means UTC)."""
     value = params.get(name)
     if not value:
@@ -413,15 +548,21 @@ def _step(value: str | None) -> int:
 
 
 def _date(params: Any, name: str, *, default: dt.date) -> dt.date:
+    """A date (``2025-10-08``), or the UTC date of an ISO 8601 date-time
+    (``2025-10-08T00:00:00Z``, the seed's form; no zone means UTC)."""
     value = params.get(name)
     if not value:
         return default
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return dt.date.fromisoformat(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", value):
             raise ValueError(value)
-        return dt.date.fromisoformat(value)
+        return dt.datetime.fromtimestamp(_parse_iso(value), dt.UTC).date()
     except ValueError:
-        raise bad_parameter(name, f"{value!r} is not a date (YYYY-MM-DD)") from None
+        raise bad_parameter(
+            name, f"{value!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 date-time"
+        ) from None
 
 
 def _month(params: Any, name: str, *, default: dt.date) -> dt.date:
@@ -450,29 +591,45 @@ def slo_routes(
     token: str | None = None,
     clock: Clock = time.time,
     prefix: str = "/slo",
+    idempotency: IdempotencyCounts | None = None,
+    escalator: Escalator | None = None,
 ) -> list[BaseRoute]:
     """The /slo routes, each behind the bearer ``token`` when one is given.
 
     ``token=None`` reads ``$SLOGUARD_API_TOKEN``; an empty token means no protection.
     ``clock`` is the wall clock (Unix seconds) that default dates are computed from.
+    The capability route comes last and answers only ``verb:name`` (anything else is a
+    404 naming the path), so no fixed path can fall into it.
+    ``escalator``: whose escalations ``POST /slo/alerts/{id}/ack`` acknowledges.
     """
-    api = SLOApi(manager, repository, admission=admission, metrics=metrics, clock=clock)
+    api = SLOApi(
+        manager,
+        repository,
+        admission=admission,
+        metrics=metrics,
+        clock=clock,
+        idempotency=idempotency,
+        escalator=escalator,
+    )
     token = api_token(token)
 
-    def route(path: str, handler: Endpoint, name: str) -> Route:
+    def route(path: str, handler: Endpoint, name: str, method: str = "GET") -> Route:
         async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except Problem as problem:
                 return problem.response()
 
-        return Route(prefix + path, require_token(token, answer), methods=["GET"], name=name)
+        # Mounted (prefix ""), the status of every capability is the mount point's "/".
+        full = prefix + path or "/"
+        return Route(full, require_token(token, answer), methods=[method], name=name)
 
     return [
         route("", api.all_status, "slo_status"),
         route("/history", api.history, "slo_history"),
         route("/breaches", api.breaches, "slo_breaches"),
         route("/breaches/{breach_id}/report", api.breach_report, "slo_breach_report"),
+        route("/alerts/{alert_id}/ack", api.ack, "slo_alert_ack", method="POST"),
         route("/compliance", api.compliance, "slo_compliance"),
         route("/compliance/monthly", api.monthly, "slo_compliance_monthly"),
         route("/{capability}", api.one_status, "slo_capability"),
@@ -486,7 +643,10 @@ def slo_api(
     admission: Admission | None = None,
     token: str | None = None,
     clock: Clock = time.time,
+    escalator: Escalator | None = None,
 ) -> Starlette:
     """A Starlette app serving only the /slo routes (at ``/slo...``)."""
-    routes = slo_routes(manager, repository, admission=admission, token=token, clock=clock)
+    routes = slo_routes(
+        manager, repository, admission=admission, token=token, clock=clock, escalator=escalator
+    )
     return Starlette(routes=routes)

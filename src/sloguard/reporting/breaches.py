@@ -15,14 +15,20 @@ capability. Each observation is one of:
 
 A near or bad observation starts a **warning** (a :class:`Breach` record with
 ``state="warning"``). Bad observations without a break for ``open_after_s``
-(60 s) turn it into an **open** breach; its ``started_at`` becomes the start of
-that bad run. An open breach **resolves** once observations have been clear
+(55 s: evaluated every 5 s, a breach opens within 60 s of the first violating
+evaluation) turn it into an **open** breach; its ``started_at`` becomes the
+start of that bad run. An open breach **resolves** once observations have been clear
 (compliant or quiet) without a break for ``resolve_after_s``; its ``ended_at``
 is when that clear run began. A warning that never opens ends after
 ``resolve_after_s`` of good (or quiet) observations: it keeps
 ``state="warning"`` and gets an ``ended_at`` (a near miss; reports of breaches
 leave those out). Either way the record's id never changes, so it can be
 upserted as it evolves.
+
+Each record carries a *severity* from its worst values (:func:`breach_severity`:
+``minor`` up to 1.5x a target, ``major`` up to 2x, ``critical`` beyond; a
+warning that never went past a target is ``warning``), and a resolved breach
+its service credit (:func:`~sloguard.reporting.compliance.breach_credit`).
 
 Both durations need an unbroken run, so input that flaps around a target
 cannot open and close breaches over and over: flapping keeps a warning on
@@ -38,15 +44,38 @@ from typing import Literal
 
 from sloguard._clock import Clock
 from sloguard.exceptions import ConfigurationError
-from sloguard.reporting.records import Breach, BreachState, ReportEvent
+from sloguard.reporting.compliance import breach_credit
+from sloguard.reporting.records import Breach, BreachSeverity, BreachState, ReportEvent
 from sloguard.shedding.policy import severity
-from sloguard.slo.compliance import check_compliance
+from sloguard.slo.compliance import Metrics, check_compliance
+from sloguard.slo.compliance import severity as severity_of
 from sloguard.slo.manager import SLOStatus
 from sloguard.slo.schema import SLOFile
 
 Observation = Literal["quiet", "bad", "near", "good"]
 
 _LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+
+DEFAULT_OPEN_AFTER_S = 55.0
+"""Bad observations needed, unbroken, to open a breach (with the monitor's 5 s
+evaluations, a breach opens within 60 s of the first violating one)."""
+DEFAULT_RESOLVE_AFTER_S = 60.0
+"""Clear observations needed, unbroken, to resolve one."""
+
+
+def breach_severity(slo: SLOFile, worst: Metrics) -> BreachSeverity:
+    """``warning`` (no target missed), ``minor`` (the worst measure up to 1.5x its
+    target), ``major`` (up to 2x) or ``critical`` (beyond), by the shedding severity:
+    ``observed / target`` for latency, ``errors / allowed`` for availability and error
+    rate, ``floor / observed`` for throughput."""
+    ratio = severity_of(slo, worst)
+    if ratio <= 1.0:
+        return "warning"
+    if ratio <= 1.5:
+        return "minor"
+    if ratio <= 2.0:
+        return "major"
+    return "critical"
 
 
 @dataclass(slots=True)
@@ -71,8 +100,8 @@ class BreachTracker:
     def __init__(
         self,
         *,
-        open_after_s: float = 60.0,
-        resolve_after_s: float = 60.0,
+        open_after_s: float = DEFAULT_OPEN_AFTER_S,
+        resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S,
         warning_margin: float = 0.05,
         min_samples: int | None = None,
         clock: Clock = time.time,
@@ -160,7 +189,10 @@ class BreachTracker:
             track.clear_since = at
         if at - track.clear_since >= self.resolve_after_s:
             state: BreachState = "resolved" if opened else "warning"
-            track.record = replace(record, state=state, ended_at=track.clear_since)
+            credit = breach_credit(slo, record.started_at, track.clear_since) if opened else None
+            track.record = replace(
+                record, state=state, ended_at=track.clear_since, credit_pct=credit
+            )
             events.append(self._event("resolved", track, at))
             track.record = track.bad_since = track.clear_since = None
             track.worst = {}
@@ -183,11 +215,14 @@ class BreachTracker:
     def _fold(track: _Track, status: SLOStatus, slo: SLOFile) -> None:
         """Fold ``status`` into the record's worst values, and its violations into words."""
         assert track.record is not None
-        if _keep_worst(track.worst, status):
+        if _keep_worst(track.worst, status, slo):
             # One message per measure, for its worst value: bounded, and the figure that matters.
             _, violations = check_compliance(slo, track.worst)
             track.record = replace(
-                track.record, violations=tuple(violations), worst=dict(track.worst)
+                track.record,
+                violations=tuple(violations),
+                worst=dict(track.worst),
+                severity=breach_severity(slo, track.worst),
             )
 
     @staticmethod
@@ -198,8 +233,9 @@ class BreachTracker:
         return ReportEvent(kind, track.record.capability, at, {"breach": track.record})
 
 
-def _keep_worst(worst: dict[str, float], status: SLOStatus) -> bool:
-    """Fold ``status`` into ``worst`` (highest latencies, lowest availability); say if it moved."""
+def _keep_worst(worst: dict[str, float], status: SLOStatus, slo: SLOFile) -> bool:
+    """Fold ``status`` into ``worst`` (highest latencies, lowest availability and
+    throughput); say if it moved."""
     moved = False
     for key in _LATENCIES:
         value: float | None = getattr(status, key)
@@ -209,5 +245,17 @@ def _keep_worst(worst: dict[str, float], status: SLOStatus) -> bool:
     availability = status.availability
     if availability is not None and availability < worst.get("availability", math.inf):
         worst["availability"] = availability
+        moved = True
+    # The lowest throughput judged (its demand reached the floor), with that demand.
+    throughput, demand = status.throughput_rps, status.demand_rps
+    floor = slo.slo.throughput
+    if (
+        floor is not None
+        and throughput is not None
+        and demand is not None
+        and demand >= floor.min_rps
+        and throughput < worst.get("throughput_rps", math.inf)
+    ):
+        worst["throughput_rps"], worst["demand_rps"] = throughput, demand
         moved = True
     return moved

@@ -63,6 +63,9 @@ class MonthlyCompliance:
     credit_percentage: float | None
     """The credit owed for the month under the SLO's ``credits`` brackets: 0 when the
     month is above every bracket; None when the SLO has no brackets or the month no data."""
+    breach_credit_percentage: float | None = None
+    """The credits of the breaches that started in the month, summed and capped by
+    ``max_credit_pct``; None when the SLO has no brackets."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class MonthlyCompliance:
             "downtime_minutes": self.downtime_minutes,
             "sla_breaches": self.sla_breaches,
             "credit_percentage": self.credit_percentage,
+            "breach_credit_percentage": self.breach_credit_percentage,
         }
 
 
@@ -88,6 +92,29 @@ def credit_owed(compliance: float | None, brackets: tuple[CreditBracket, ...]) -
         return None
     owed = [b.credit_pct for b in brackets if compliance < b.below_pct]
     return max(owed, default=0.0)
+
+
+def breach_credit(slo: SLOFile, started_at: float, ended_at: float) -> float | None:
+    """The credit one breach earns: the ``credits`` bracket its own downtime falls into,
+    capped by ``max_credit_pct``; None when the SLO has no brackets.
+
+    The affected period is the breach's calendar month (UTC, the one it started in):
+    the breach is judged as if it were that month's only downtime, so its compliance
+    is ``100 * (1 - duration / length of the month)``. A 45-minute breach in a
+    30-day month is 99.896%: under brackets ``below 99.9: 10%``, it earns 10%.
+    """
+    if not slo.credits:
+        return None
+    start = dt.datetime.fromtimestamp(started_at, dt.UTC).date()
+    first, last = month_bounds(start)
+    month_s = (last - first).days * DAY_SECONDS + DAY_SECONDS
+    compliance = 100.0 * max(0.0, 1.0 - max(0.0, ended_at - started_at) / month_s)
+    owed = credit_owed(round(compliance, 6), slo.credits)
+    return _capped(owed, slo.max_credit_pct)
+
+
+def _capped(credit: float | None, cap: float | None) -> float | None:
+    return credit if credit is None or cap is None else min(credit, cap)
 
 
 def _epoch(day: dt.date) -> int:
@@ -145,6 +172,12 @@ def monthly_compliance(
     by_month: dict[str, list[DailyCompliance]] = {}
     for record in daily_compliance(repository, slo, first, last):
         by_month.setdefault(record.date.strftime("%Y-%m"), []).append(record)
+    credits: dict[str, float] = {}
+    since, until = _epoch(first), _epoch(last) + DAY_SECONDS
+    for breach in repository.breaches(slo.key, since=since, until=until):
+        if breach.credit_pct is not None:
+            month = dt.datetime.fromtimestamp(breach.started_at, dt.UTC).strftime("%Y-%m")
+            credits[month] = credits.get(month, 0.0) + breach.credit_pct
     out = []
     for month, days in by_month.items():
         up = sum(d.uptime_minutes for d in days)
@@ -159,6 +192,11 @@ def monthly_compliance(
                 downtime_minutes=down,
                 sla_breaches=sum(d.sla_breaches for d in days),
                 credit_percentage=credit_owed(compliance, slo.credits),
+                breach_credit_percentage=(
+                    _capped(round(credits.get(month, 0.0), 6), slo.max_credit_pct)
+                    if slo.credits
+                    else None
+                ),
             )
         )
     return out

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sloguard.exceptions import ConfigurationError
+from sloguard.reporting.incident import iso
 from sloguard.reporting.records import Alert, Breach, ReportEvent
 
 logger = logging.getLogger("sloguard.reporting")
@@ -38,11 +39,12 @@ def alert_event(alert: Alert) -> ReportEvent:
 
 
 def event_json(event: ReportEvent) -> dict[str, Any]:
-    """``event`` as JSON-ready data: records become objects (a breach with ``duration_s``)."""
+    """``event`` as JSON-ready data: records become objects (a breach with ``duration_s``),
+    and every instant (``at``, ``*_at``) is ISO 8601 UTC, as the REST API writes it."""
     return {
         "type": event.type,
         "capability": event.capability,
-        "at": event.at,
+        "at": iso(event.at),
         "data": {key: _jsonable(value) for key, value in event.data.items()},
     }
 
@@ -53,10 +55,17 @@ def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _instant(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _instant(key: str, value: Any) -> Any:
+    """``value`` made JSON-ready; an instant (a number under a ``*_at`` key) as ISO 8601."""
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return iso(value)
+    return _jsonable(value)
 
 
 class Subscription:

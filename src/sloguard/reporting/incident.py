@@ -18,6 +18,23 @@ def iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def targets_text(slo: SLOFile) -> str:
+    """``p95 ≤ 100 ms, p99 ≤ 200 ms, availability ≥ 99.9%, ...``: every target the SLO sets."""
+    spec = slo.slo
+    parts = [
+        f"{key.removesuffix('_ms')} ≤ {ms:g} ms"
+        for key, ms in spec.latency.targets().items()
+        if ms is not None
+    ]
+    parts.append(f"availability ≥ {spec.availability.target * 100:g}%")
+    if spec.error_rate is not None:
+        parts.append(f"error rate ≤ {spec.error_rate.max_pct:g}%")
+    if spec.throughput is not None:
+        parts.append(f"throughput ≥ {spec.throughput.min_rps:g} rps")
+    tier = "" if slo.tier is None else f" (tier {slo.tier})"
+    return ", ".join(parts) + tier
+
+
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -58,13 +75,14 @@ def incident_report(
         f"- **Duration:** {_duration(end - breach.started_at)}"
         + ("" if breach.ended_at is not None else " so far"),
     ]
+    if breach.severity is not None:
+        lines.append(f"- **Severity:** {breach.severity}")
     if slo is not None:
-        latency = slo.slo.latency
-        lines.append(
-            f"- **SLO:** p50 ≤ {latency.p50_ms:g} ms, p95 ≤ {latency.p95_ms:g} ms, "
-            f"p99 ≤ {latency.p99_ms:g} ms, availability ≥ "
-            f"{slo.slo.availability.target * 100:g}%"
-        )
+        lines.append(f"- **SLO:** {targets_text(slo)}")
+    if breach.credit_pct is not None:
+        cap = None if slo is None else slo.max_credit_pct
+        limit = "" if cap is None else f" (at most {cap:g}% a breach)"
+        lines.append(f"- **Service credit:** {breach.credit_pct:g}%{limit}")
     lines += ["", "## Violations", ""]
     lines += [f"- {v}" for v in breach.violations] or ["- none recorded"]
     if breach.worst:

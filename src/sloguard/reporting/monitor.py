@@ -5,7 +5,14 @@ the :class:`SLOManager`, feeds the :class:`BreachTracker`, asks the
 :class:`AlertEngine` what is new, then saves breach records (``save_breach``,
 e.g. the history repository's upsert), queues alerts on the
 :class:`Notifier` and publishes every event on the :class:`EventHub`
-(WebSocket subscribers, ``on_breach`` / ``on_alert`` callbacks).
+(WebSocket subscribers, ``on_breach`` / ``on_alert`` callbacks); then the
+:class:`Escalator` starts, stops and advances escalations.
+
+A ``throughput`` floor is judged here, not in the live status (which drives
+shedding: refusing requests would only lower throughput further). Demand is the
+window's requests plus the ones admission refused over the same span
+(``refusals``: a capability's enforced refusals so far, e.g. SLOGuard's
+``shed_counts``), so a capability that sheds below its floor is in breach.
 """
 
 from __future__ import annotations
@@ -14,19 +21,47 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from sloguard._clock import Clock
 from sloguard.reporting.alerts import AlertEngine
 from sloguard.reporting.breaches import BreachTracker
+from sloguard.reporting.escalation import Escalator
 from sloguard.reporting.events import EventHub, alert_event
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.records import Alert, Breach, ReportEvent
-from sloguard.slo.manager import SLOManager
+from sloguard.reporting.slicing import in_slices
+from sloguard.slo.compliance import check_compliance
+from sloguard.slo.manager import SLOManager, SLOStatus
+from sloguard.slo.schema import SLOFile
 
 logger = logging.getLogger("sloguard.reporting")
 
 SaveBreach = Callable[[Breach], Awaitable[None] | None]
+Refusals = Callable[[str], int]
+"""A capability's requests refused by admission so far (a running total)."""
+
+
+class RefusalRate:
+    """Refusals per second over a span, from successive readings of a running total."""
+
+    def __init__(self, total: Refusals) -> None:
+        self._total = total
+        self._seen: dict[str, deque[tuple[float, int]]] = {}
+
+    def rate(self, capability: str, at: float, span_s: float) -> float:
+        total = self._total(capability)
+        seen = self._seen.setdefault(capability, deque())
+        seen.append((at, total))
+        # Keep the newest reading at or before the span's start: the baseline.
+        while len(seen) > 1 and seen[1][0] <= at - span_s:
+            seen.popleft()
+        return max(0, total - seen[0][1]) / span_s
+
+    def forget(self, capability: str) -> None:
+        self._seen.pop(capability, None)
 
 
 class SLOMonitor:
@@ -45,7 +80,10 @@ class SLOMonitor:
         notifier: Notifier | None = None,
         hub: EventHub | None = None,
         save_breach: SaveBreach | None = None,
+        escalator: Escalator | None = None,
+        refusals: Refusals | None = None,
         clock: Clock = time.time,
+        slice_s: float | None = None,
     ) -> None:
         self.manager = manager
         self.tracker = tracker if tracker is not None else BreachTracker(clock=clock)
@@ -53,23 +91,33 @@ class SLOMonitor:
         self.notifier = notifier if notifier is not None else Notifier()
         self.hub = hub if hub is not None else EventHub()
         self._save_breach = save_breach
+        self.escalator = escalator
+        self._refusals = None if refusals is None else RefusalRate(refusals)
         self._clock = clock
+        self.slice_s = slice_s
+        """Hand the event loop back after this much work in a tick (default ``SLICE_S``)."""
         self._known: set[str] = set()
 
     async def tick(self, now: float | None = None) -> tuple[list[ReportEvent], list[Alert]]:
-        """Look at every capability once; return the events published and the alerts queued."""
+        """Look at every capability once; return the events published and the alerts queued.
+
+        The pass is cut into slices (:func:`in_slices`): requests are served between them.
+        """
         at = self._clock() if now is None else now
         all_events: list[ReportEvent] = []
         all_alerts: list[Alert] = []
         capabilities = set(self.manager.capabilities)
         for gone in self._known - capabilities:
             self.tracker.forget(gone)
+            if self._refusals is not None:
+                self._refusals.forget(gone)
         self._known = capabilities
-        for capability in sorted(capabilities):
+        async for capability in in_slices(sorted(capabilities), slice_s=self.slice_s):
             slo = self.manager.get_slo(capability)
             status = self.manager.status(capability)
             if slo is None or status is None:
                 continue  # removed by a reload between the two calls
+            status = self._judge_throughput(status, slo, at)
             events = self.tracker.observe(status, slo, at)
             alerts = self.engine.evaluate(status, slo, events, at)
             for event in events:
@@ -80,9 +128,41 @@ class SLOMonitor:
             for alert in alerts:
                 self.notifier.notify(alert)
                 self.hub.publish(alert_event(alert))
+                await self._escalate(alert)
             all_events += events
             all_alerts += alerts
+        if self.escalator is not None:
+            try:
+                all_alerts += await self.escalator.tick(at)
+            except Exception:
+                logger.exception("advancing escalations failed")
         return all_events, all_alerts
+
+    def _judge_throughput(self, status: SLOStatus, slo: SLOFile, at: float) -> SLOStatus:
+        """``status`` with refusals added to its demand and a throughput shortfall, if
+        any, among its violations (see the module docs)."""
+        if slo.slo.throughput is None:
+            return status
+        refused = 0.0
+        if self._refusals is not None:
+            refused = self._refusals.rate(status.capability, at, status.window_seconds)
+        demand = (status.demand_rps or 0.0) + refused
+        throughput = status.throughput_rps
+        if throughput is None and demand > 0:
+            throughput = 0.0  # everything refused
+        status = replace(status, demand_rps=demand, throughput_rps=throughput)
+        _, shortfall = check_compliance(slo, {"throughput_rps": throughput, "demand_rps": demand})
+        if not shortfall:
+            return status
+        return replace(status, compliant=False, violations=(*status.violations, *shortfall))
+
+    async def _escalate(self, alert: Alert) -> None:
+        if self.escalator is None:
+            return
+        try:
+            await self.escalator.observe(alert)
+        except Exception:
+            logger.exception("starting or stopping the escalation of alert %s failed", alert.id)
 
     async def run(self, interval_s: float = 5.0) -> None:
         """``tick`` every ``interval_s`` seconds, forever (run it as a task); errors are logged."""

@@ -5,11 +5,16 @@ against the ids already taken, and puts the alert on a bounded queue (full:
 dropped, logged and counted). Worker tasks drain the queue; each alert first
 passes the optional ``record`` gate (the shared history's ``save_alert``:
 False means another process or an earlier run already sent it), then goes to
-every sink of its channel at once. A failed HTTP attempt (connection error,
-timeout, 5xx, 429) is retried after a full-jitter exponential backoff, or the
+every sink of its channel at once (or of the escalation level it was queued
+for). A failed attempt (connection error, timeout, HTTP 5xx or 429, an SMTP
+4xx reply) is retried after a full-jitter exponential backoff, or the
 receiver's ``Retry-After``, each capped at ``max_delay_s``; after
 ``max_attempts`` the notifier gives up (logged, counted). Other 4xx answers
-are not retried: the request itself is wrong.
+and SMTP 5xx replies are not retried: the request itself is wrong.
+
+Email goes through the standard library's ``smtplib`` in a worker thread, one
+connection per message (alerts are rare; a pooled connection would only have
+to be kept alive).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import inspect
 import logging
 import os
 import random as _random
+import smtplib
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,12 +43,15 @@ from sloguard.reporting.records import Alert
 from sloguard.reporting.sinks import (
     AlertmanagerSinkSpec,
     AlertsConfig,
+    EmailSinkSpec,
     LogSinkSpec,
     PagerDutySinkSpec,
     SinkSpec,
     SlackSinkSpec,
     WebhookSinkSpec,
     alertmanager_body,
+    email_message,
+    env_secret,
     pagerduty_body,
     slack_body,
     webhook_body,
@@ -69,6 +79,17 @@ class NotifierStats:
     """Alerts not queued (queue full, notifier closed) or left undelivered at close."""
     duplicates: int = 0
     """Alerts skipped because their id was already taken, here or by ``record``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """How one delivery attempt went."""
+
+    ok: bool
+    reason: str = ""
+    retry: bool = True
+    wait: float | None = None
+    """The receiver's ``Retry-After``, when it gave one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +146,20 @@ class Notifier:
         self._wall_clock = wall_clock
         self._targets = self._resolve(os.environ if env is None else env)
         self._seen = RecentIds()
-        self._queue: asyncio.Queue[Alert] = asyncio.Queue(self._delivery.queue_size)
+        self._queue: asyncio.Queue[tuple[Alert, tuple[str, ...] | None]] = asyncio.Queue(
+            self._delivery.queue_size
+        )
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._closed = False
 
     def _resolve(self, env: Mapping[str, str]) -> dict[str, _Target]:
         targets = {}
-        names = {*self.config.default, *(n for ns in self.config.channels.values() for n in ns)}
+        names = {
+            *self.config.default,
+            *(n for ns in self.config.channels.values() for n in ns),
+            *self.config.escalation_sinks(),
+        }
         for name in sorted(names):
             spec = self.config.sink(name)
             url = secret = ""
@@ -145,6 +172,8 @@ class Notifier:
                     url, secret = spec.url, spec.resolved_key(env)
                 elif isinstance(spec, AlertmanagerSinkSpec):
                     url = spec.url.rstrip("/") + "/api/v2/alerts"
+                elif isinstance(spec, EmailSinkSpec) and spec.password_env is not None:
+                    secret = env_secret(env, spec.password_env)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"alert sink {name!r}: {exc}") from None
             targets[name] = _Target(name, spec, url, secret, headers)
@@ -152,8 +181,9 @@ class Notifier:
 
     # -- the caller's side --------------------------------------------------
 
-    def notify(self, alert: Alert) -> bool:
-        """Queue ``alert`` for delivery; never waits. False if skipped (duplicate) or dropped."""
+    def notify(self, alert: Alert, *, sinks: tuple[str, ...] | None = None) -> bool:
+        """Queue ``alert`` for delivery to its channel's sinks (or to ``sinks``: an
+        escalation level's); never waits. False if skipped (duplicate) or dropped."""
         if self._closed:
             self.stats.dropped += 1
             logger.warning("alert %s dropped: the notifier is closed", alert.id)
@@ -164,7 +194,7 @@ class Notifier:
         if not self._workers:
             self._start()
         try:
-            self._queue.put_nowait(alert)
+            self._queue.put_nowait((alert, sinks))
         except asyncio.QueueFull:
             self._seen.discard(alert.id)  # not sent: a later notify may try again
             self.stats.dropped += 1
@@ -227,22 +257,22 @@ class Notifier:
 
     async def _work(self) -> None:
         while True:
-            alert = await self._queue.get()
+            alert, sinks = await self._queue.get()
             self._in_flight += 1
             try:
-                await self._deliver(alert)
+                await self._deliver(alert, sinks)
             except Exception:
                 logger.exception("alert %s: delivery failed unexpectedly", alert.id)
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
 
-    async def _deliver(self, alert: Alert) -> None:
+    async def _deliver(self, alert: Alert, sinks: tuple[str, ...] | None) -> None:
         if self._record is not None and not await self._first_time(alert):
             self.stats.duplicates += 1
             logger.info("alert %s was already sent (by this or another process)", alert.id)
             return
-        names = self.config.sinks_for(alert.channel)
+        names = self.config.sinks_for(alert.channel) if sinks is None else sinks
         await asyncio.gather(*(self._send(alert, self._targets[name]) for name in names))
 
     async def _first_time(self, alert: Alert) -> bool:
@@ -267,34 +297,23 @@ class Notifier:
             self.stats.delivered += 1
             return
         delivery = self._delivery
-        body = target.body(alert)
+        send = self._smtp if isinstance(target.spec, EmailSinkSpec) else self._post
+        reason = ""
         for attempt in range(1, delivery.max_attempts + 1):
-            wait: float | None = None
-            try:
-                response = await self._http().post(
-                    target.url, json=body, headers=target.headers, timeout=delivery.timeout_s
+            outcome = await send(alert, target)
+            if outcome.ok:
+                self.stats.delivered += 1
+                return
+            reason = outcome.reason
+            if not outcome.retry:
+                self.stats.failed += 1
+                logger.error(
+                    "alert %s to sink %s refused (%s); not retried", alert.id, target.name, reason
                 )
-            except httpx.TransportError as exc:
-                reason = type(exc).__name__  # never str(exc): it may carry the secret URL
-            else:
-                if response.is_success:
-                    self.stats.delivered += 1
-                    return
-                reason = f"HTTP {response.status_code}"
-                if response.status_code != 429 and response.status_code < 500:
-                    self.stats.failed += 1
-                    logger.error(
-                        "alert %s to sink %s refused (%s); not retried",
-                        alert.id,
-                        target.name,
-                        reason,
-                    )
-                    return
-                header = response.headers.get("retry-after")
-                if header is not None:
-                    wait = parse_retry_after(header, self._wall_clock())
+                return
             if attempt == delivery.max_attempts:
                 break
+            wait = outcome.wait
             if wait is None:
                 wait = full_jitter(
                     attempt - 1, delivery.base_delay_s, delivery.max_delay_s, self._random
@@ -318,3 +337,61 @@ class Notifier:
             delivery.max_attempts,
             reason,
         )
+
+    async def _post(self, alert: Alert, target: _Target) -> _Attempt:
+        try:
+            response = await self._http().post(
+                target.url,
+                json=target.body(alert),
+                headers=target.headers,
+                timeout=self._delivery.timeout_s,
+            )
+        except httpx.TransportError as exc:
+            return _Attempt(False, type(exc).__name__)  # never str(exc): it may hold the URL
+        if response.is_success:
+            return _Attempt(True)
+        status = response.status_code
+        if status != 429 and status < 500:
+            return _Attempt(False, f"HTTP {status}", retry=False)
+        header = response.headers.get("retry-after")
+        wait = None if header is None else parse_retry_after(header, self._wall_clock())
+        return _Attempt(False, f"HTTP {status}", wait=wait)
+
+    async def _smtp(self, alert: Alert, target: _Target) -> _Attempt:
+        spec = target.spec
+        assert isinstance(spec, EmailSinkSpec)
+        message = email_message(alert, spec)
+        timeout = self._delivery.timeout_s
+        try:
+            refused = await asyncio.to_thread(_send_mail, spec, target.secret, message, timeout)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            return _Attempt(False, f"SMTP recipients refused {codes}", retry=min(codes) < 500)
+        except smtplib.SMTPResponseException as exc:
+            reason = f"SMTP {exc.smtp_code}"
+            return _Attempt(False, reason, retry=400 <= exc.smtp_code < 500)
+        except (smtplib.SMTPNotSupportedError, ssl.SSLError) as exc:
+            return _Attempt(False, f"{type(exc).__name__}: {exc}", retry=False)
+        except (smtplib.SMTPException, OSError) as exc:
+            return _Attempt(False, type(exc).__name__)
+        if refused:
+            logger.warning("alert %s to sink %s: refused by %s", alert.id, target.name, refused)
+        return _Attempt(True)
+
+
+def _send_mail(
+    spec: EmailSinkSpec, password: str, message: Any, timeout: float
+) -> dict[str, tuple[int, bytes]]:
+    """Send one message (blocking: run it in a thread); the recipients refused, if any."""
+    context = ssl.create_default_context()
+    smtp: smtplib.SMTP = (
+        smtplib.SMTP_SSL(spec.host, spec.port, timeout=timeout, context=context)
+        if spec.ssl
+        else smtplib.SMTP(spec.host, spec.port, timeout=timeout)
+    )
+    with smtp:
+        if spec.starttls:
+            smtp.starttls(context=context)
+        if spec.username is not None:
+            smtp.login(spec.username, password)
+        return smtp.send_message(message)

@@ -40,6 +40,7 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import Metrics, default_metrics
 from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.slicing import in_slices
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.window import FrozenBucket
 
@@ -91,6 +92,7 @@ class HistoryRecorder:
         monotonic_clock: Clock = monotonic,
         wall_clock: Clock = time.time,
         metrics: Metrics | None = None,
+        slice_s: float | None = None,
     ) -> None:
         if not 0 < interval_s < manager.window_seconds:
             raise ConfigurationError(
@@ -108,9 +110,11 @@ class HistoryRecorder:
         self.interval_s = interval_s
         self.prune_every_s = prune_every_s
         self.max_backlog = max_backlog
+        self.slice_s = slice_s
+        """Hand the event loop back after this much work in a pass (default ``SLICE_S``)."""
         self._monotonic = monotonic_clock
         self._wall = wall_clock
-        self.metrics = metrics if metrics is not None else default_metrics()
+        self._metrics = metrics
         self._seen: dict[str, float] = {}  # capability -> start of the last bucket read
         self._width: dict[str, float] = {}
         self._shed_seen: dict[str, int] = {}
@@ -123,21 +127,30 @@ class HistoryRecorder:
         self.dropped_rows = 0
 
     @property
+    def metrics(self) -> Metrics:
+        """Where flush errors and dropped rows are counted (default: the process's
+        metrics, looked up when first needed, so that SLOGuard sets their buckets)."""
+        if self._metrics is None:
+            self._metrics = default_metrics()
+        return self._metrics
+
+    @property
     def backlog(self) -> int:
         """Rows waiting to be retried after a failed write."""
         return len(self._backlog)
 
     # -- collecting (on the event loop, no I/O) ---------------------------------
 
-    def collect(self) -> list[MinuteAggregate]:
+    async def collect(self) -> list[MinuteAggregate]:
         """Read what was closed since the last call; the rows of every minute touched.
 
         A minute stays open (and its row is rewritten) until the wall clock has
-        moved a bucket past its end.
+        moved a bucket past its end. Both passes over the capabilities are cut into
+        slices (:func:`in_slices`): requests are served between them.
         """
         wall, offset = self._offset()
         touched: set[tuple[str, int]] = set()
-        for capability in self.manager.capabilities:
+        async for capability in in_slices(self.manager.capabilities, slice_s=self.slice_s):
             width, buckets = self.manager.closed_buckets(capability)
             last = self._seen.get(capability, -float("inf"))
             for bucket in buckets:
@@ -157,7 +170,10 @@ class HistoryRecorder:
                 key = (capability, int(wall // 60) * 60)
                 self._minutes.setdefault(key, _Minute()).shed += shed
                 touched.add(key)
-        rows = [self._row(capability, minute) for capability, minute in sorted(touched)]
+        rows = [
+            self._row(capability, minute)
+            async for capability, minute in in_slices(sorted(touched), slice_s=self.slice_s)
+        ]
         # Every bucket of a minute has closed (and been read) once the clock is a bucket
         # width past the minute's end; a second of margin absorbs clock jitter.
         horizon = wall - 61.0 - max(self._width.values(), default=0.0)
@@ -211,7 +227,7 @@ class HistoryRecorder:
 
     async def flush(self) -> int:
         """Collect and write; the number of rows written (0 when the write failed)."""
-        for row in self.collect():
+        for row in await self.collect():
             self._backlog[row.capability, row.minute] = row  # newer rows replace older
         self._bound_backlog()
         if not self._backlog:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BreachState = Literal["warning", "open", "resolved"]
+BreachSeverity = Literal["warning", "minor", "major", "critical"]
+"""How far a breach's worst measure went past its target (:func:`breach_severity`)."""
+BREACH_SEVERITIES: tuple[BreachSeverity, ...] = ("warning", "minor", "major", "critical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,13 @@ class Breach:
     violations: tuple[str, ...]
     """Every distinct violation seen while it lasted (``"p95 latency 300ms > target 100ms"``)."""
     worst: dict[str, float] = field(default_factory=dict)
-    """Worst value seen per measure: ``p50_ms``, ``p95_ms``, ``p99_ms``, ``availability``."""
+    """Worst value seen per measure: ``p50_ms``, ``p95_ms``, ``p99_ms``, ``availability``,
+    and the lowest judged ``throughput_rps`` (with the ``demand_rps`` it was judged at)."""
+    severity: BreachSeverity | None = None
+    credit_pct: float | None = None
+    """The service credit this breach earned, set when it resolves (None: the SLO has no
+    ``credits``, or it has not resolved); see
+    :func:`~sloguard.reporting.compliance.breach_credit`."""
 
     @property
     def duration_s(self) -> float | None:
@@ -56,7 +65,7 @@ class Alert:
     id: str
     """Deduplication key: the same alert fired twice has the same id."""
     capability: str
-    kind: Literal["budget", "burn", "breach"]
+    kind: Literal["budget", "burn", "breach", "warning", "escalation"]
     channel: str
     severity: Literal["info", "warning", "critical"]
     summary: str
@@ -74,3 +83,36 @@ class ReportEvent:
     capability: str
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """An alert moving up its escalation policy's levels until acknowledged or resolved.
+
+    ``level`` is the number of levels notified so far (0: none yet). Kept in the
+    history store, so a restart or another replica picks it up where it was.
+    """
+
+    alert_id: str
+    capability: str
+    policy: str
+    summary: str
+    started_at: float
+    level: int = 0
+    acked_at: float | None = None
+    acked_by: str | None = None
+    stopped_at: float | None = None
+    stop_reason: str | None = None
+    """``resolved`` (its alert resolved), ``exhausted`` (every level notified) or
+    ``policy removed`` (alerts.yml no longer has its policy)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether a later level may still be notified."""
+        return self.acked_at is None and self.stopped_at is None
+
+    @property
+    def state(self) -> Literal["escalating", "acknowledged", "stopped"]:
+        if self.acked_at is not None:
+            return "acknowledged"
+        return "escalating" if self.stopped_at is None else "stopped"

@@ -7,7 +7,12 @@
   everything to the log);
 - with a ``history`` store: a :class:`HistoryRecorder` flushing minute
   aggregates, breaches saved with ``save_breach`` and alerts deduplicated with
-  ``save_alert`` (across restarts and replicas).
+  ``save_alert`` (across restarts and replicas);
+- an :class:`Escalator` for the escalation policies of ``alerts``, its state in
+  the history store (in memory without one).
+
+``open_after_s`` and ``resolve_after_s`` tune breach detection (the
+:class:`BreachTracker`'s; default 55 s and 60 s).
 
 SLOGuard creates one (``SLOGuard(app, history=..., alerts=...)``), or takes
 yours (``SLOGuard(app, reporter=...)``), and starts and stops it with the
@@ -33,7 +38,14 @@ from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
+from sloguard.reporting.breaches import (
+    DEFAULT_OPEN_AFTER_S,
+    DEFAULT_RESOLVE_AFTER_S,
+    BreachTracker,
+)
+from sloguard.reporting.escalation import EscalationStore, Escalator, MemoryEscalations
 from sloguard.reporting.events import EventHub, event_json
+from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
@@ -61,6 +73,8 @@ class Reporter:
         monitor_every_s: float | None = 5.0,
         flush_every_s: float = DEFAULT_INTERVAL_S,
         replica: str | None = None,
+        open_after_s: float = DEFAULT_OPEN_AFTER_S,
+        resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S,
         wall_clock: Clock = time.time,
         monotonic_clock: Clock = monotonic,
         admission: Admission | None = None,
@@ -75,12 +89,29 @@ class Reporter:
         config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
         repository = self.repository
         self.hub = EventHub()
+        self.idempotency = IdempotencyCounts()
+        """Per-capability idempotency hits and misses, counted by the request path."""
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
+        store: EscalationStore = (
+            repository if isinstance(repository, EscalationStore) else MemoryEscalations()
+        )
+        self.escalator = Escalator(
+            self.notifier.config.escalation,
+            store,
+            self.notifier,
+            tier_of=self._tier_of,
+            clock=wall_clock,
+        )
         self.monitor = SLOMonitor(
             manager,
+            tracker=BreachTracker(
+                open_after_s=open_after_s, resolve_after_s=resolve_after_s, clock=wall_clock
+            ),
             notifier=self.notifier,
             hub=self.hub,
             save_breach=None if repository is None else self._save_breach,
+            escalator=self.escalator,
+            refusals=self._refusals,
             clock=wall_clock,
         )
         self.monitor_every_s = monitor_every_s
@@ -112,6 +143,14 @@ class Reporter:
         self.metrics = metrics
         if self.recorder is not None:
             self.recorder.guard = admission
+
+    def _tier_of(self, capability: str) -> str | None:
+        slo = self.manager.get_slo(capability)
+        return None if slo is None else slo.tier
+
+    def _refusals(self, capability: str) -> int:
+        admission = self.admission
+        return 0 if admission is None else sum(admission.shed_counts(capability).values())
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -164,6 +203,9 @@ class Reporter:
             admission=lambda: self.admission,
             metrics=lambda: self.metrics,
             token=token,
+            prefix=prefix,
+            idempotency=self.idempotency,
+            escalator=self.escalator,
         )
         return [stream, *routes]
 

@@ -114,8 +114,10 @@ class HistoryRepository(Protocol):
         state: BreachState | None = None,
         since: float | None = None,
         until: float | None = None,
+        severities: Sequence[str] | None = None,
     ) -> list[Breach]:
-        """Breaches, oldest first, filtered by capability, state and start in ``[since, until)``."""
+        """Breaches, oldest first, filtered by capability, state, start in ``[since, until)``
+        and severity (any of ``severities``)."""
         ...
 
     def save_alert(self, alert: Alert) -> bool:

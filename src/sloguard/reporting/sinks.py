@@ -9,12 +9,24 @@ channels to *sinks* in a small YAML file (``state/controller/alerts.yml``)::
       oncall: {type: pagerduty, routing_key_env: PAGERDUTY_ROUTING_KEY}
       am: {type: alertmanager, url: http://alertmanager:9093}
       audit: {type: webhook, url: https://example.com/hooks/slo, headers: {X-Token: abc}}
+      mail: {type: email, host: smtp.example.com, port: 587, from: slo@example.com,
+             to: [oncall@example.com], username: slo, password_env: SMTP_PASSWORD}
     channels:
       slack: [team-slack]
       pagerduty: [oncall, am]
       burn_rate: [oncall]
+      warning: [team-slack]
     default: [log]          # channels not listed above
     delivery: {max_attempts: 5, base_delay_s: 0.5, max_delay_s: 30}
+    escalation:
+      policies:
+        standard:           # notified while nobody acknowledges (seed: L1 5, L2 15, L3 30 min)
+          levels:
+            - {after_minutes: 5, sinks: [team-slack]}
+            - {after_minutes: 15, sinks: [oncall]}
+            - {after_minutes: 30, sinks: [mail]}
+      channels: {breach: standard}      # alerts of these channels escalate
+      tiers: {platinum: standard}       # and every alert of these tiers' capabilities
 
 The ``log`` sink always exists (it writes to the ``sloguard.alerts`` logger).
 Secrets (webhook URLs, routing keys) may be given inline or as the name of an
@@ -28,13 +40,16 @@ is tested byte for byte against real HTTP receivers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -47,6 +62,7 @@ from pydantic import (
 
 from sloguard.exceptions import AlertsFileError, ConfigurationError
 from sloguard.reporting.records import Alert
+from sloguard.slo.loader import YAMLDocumentError, parse_yaml
 
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 LOG_SINK = "log"
@@ -85,7 +101,7 @@ class _Secret(_Model):
         if self.url is not None:
             return self.url.get_secret_value()
         assert self.url_env is not None
-        return _from_env(env, self.url_env)
+        return env_secret(env, self.url_env)
 
 
 class LogSinkSpec(_Model):
@@ -126,7 +142,7 @@ class PagerDutySinkSpec(_Model):
         if self.routing_key is not None:
             return self.routing_key.get_secret_value()
         assert self.routing_key_env is not None
-        return _from_env(env, self.routing_key_env)
+        return env_secret(env, self.routing_key_env)
 
 
 class AlertmanagerSinkSpec(_Model):
@@ -136,11 +152,48 @@ class AlertmanagerSinkSpec(_Model):
     url: Annotated[str, Field(pattern=r"^https?://")]
 
 
+EmailAddress = Annotated[str, Field(strict=True, pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
+
+
+class EmailSinkSpec(_Model):
+    """Email through an SMTP server (the standard library's ``smtplib``, in a thread).
+
+    ``starttls`` (default on) upgrades the connection before logging in; ``ssl`` uses
+    implicit TLS (port 465) instead. The password comes from ``password_env``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    type: Literal["email"]
+    host: Annotated[str, Field(strict=True, min_length=1)]
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 587
+    sender: EmailAddress = Field(alias="from")
+    to: Annotated[tuple[EmailAddress, ...], Field(min_length=1)]
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password_env: EnvName | None = None
+    subject_prefix: str = "[sloguard]"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailSinkSpec:
+        if self.ssl and self.starttls:
+            raise ValueError("give ssl (implicit TLS) or starttls, not both")
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("give username and password_env together, or neither")
+        return self
+
+
 SinkSpec = Annotated[
-    LogSinkSpec | WebhookSinkSpec | SlackSinkSpec | PagerDutySinkSpec | AlertmanagerSinkSpec,
+    LogSinkSpec
+    | WebhookSinkSpec
+    | SlackSinkSpec
+    | PagerDutySinkSpec
+    | AlertmanagerSinkSpec
+    | EmailSinkSpec,
     Field(discriminator="type"),
 ]
-SINK_TYPES = ("log", "webhook", "slack", "pagerduty", "alertmanager")
+SINK_TYPES = ("log", "webhook", "slack", "pagerduty", "alertmanager", "email")
 
 
 class DeliverySpec(_Model):
@@ -160,14 +213,47 @@ class DeliverySpec(_Model):
     """Alerts delivered at once."""
 
 
+class EscalationLevel(_Model):
+    """Notify ``sinks`` once the alert has gone ``after_minutes`` unacknowledged."""
+
+    after_minutes: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+    sinks: Annotated[tuple[SinkName, ...], Field(min_length=1)]
+
+
+class EscalationPolicy(_Model):
+    """Levels, in order of ``after_minutes`` (L1 first)."""
+
+    levels: Annotated[tuple[EscalationLevel, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _increasing(self) -> EscalationPolicy:
+        for index in range(1, len(self.levels)):
+            before, level = self.levels[index - 1], self.levels[index]
+            if level.after_minutes <= before.after_minutes:
+                raise ValueError(
+                    f"levels[{index}].after_minutes={level.after_minutes:g} must be after "
+                    f"levels[{index - 1}]'s {before.after_minutes:g}"
+                )
+        return self
+
+
+class EscalationSpec(_Model):
+    """Named policies, attached per channel (first) or per SLA tier of the capability."""
+
+    policies: dict[SinkName, EscalationPolicy] = {}
+    channels: dict[Annotated[str, Field(min_length=1)], SinkName] = {}
+    tiers: dict[SinkName, SinkName] = {}
+
+
 class AlertsConfig(_Model):
-    """Sinks by name, the sinks of each channel, and delivery settings."""
+    """Sinks by name, the sinks of each channel, delivery settings and escalation."""
 
     sinks: dict[SinkName, SinkSpec] = {}
     channels: dict[Annotated[str, Field(min_length=1)], tuple[SinkName, ...]] = {}
     default: tuple[SinkName, ...] = (LOG_SINK,)
     """The sinks of a channel that ``channels`` does not list."""
     delivery: DeliverySpec = DeliverySpec()
+    escalation: EscalationSpec = EscalationSpec()
 
     @model_validator(mode="after")
     def _known_sinks(self) -> AlertsConfig:
@@ -181,7 +267,33 @@ class AlertsConfig(_Model):
                     raise ValueError(
                         f"channels.{channel}: unknown sink {name!r} (sinks: {sorted(known)})"
                     )
+        escalation = self.escalation
+        for policy_name, policy in escalation.policies.items():
+            for index, level in enumerate(policy.levels):
+                for name in level.sinks:
+                    if name not in known:
+                        raise ValueError(
+                            f"escalation.policies.{policy_name}.levels[{index}].sinks: "
+                            f"unknown sink {name!r} (sinks: {sorted(known)})"
+                        )
+        policies = sorted(escalation.policies)
+        for section, attached in (("channels", escalation.channels), ("tiers", escalation.tiers)):
+            for key, policy_name in attached.items():
+                if policy_name not in escalation.policies:
+                    raise ValueError(
+                        f"escalation.{section}.{key}: unknown policy {policy_name!r} "
+                        f"(policies: {policies})"
+                    )
         return self
+
+    def escalation_sinks(self) -> set[str]:
+        """Every sink an escalation level names."""
+        return {
+            name
+            for policy in self.escalation.policies.values()
+            for level in policy.levels
+            for name in level.sinks
+        }
 
     def sink(self, name: str) -> SinkSpec:
         """The sink called ``name``; ``log`` exists even when not listed."""
@@ -196,53 +308,68 @@ class AlertsConfig(_Model):
         """The sink names alerts on ``channel`` go to."""
         return self.channels.get(channel, self.default)
 
-    def missing_env(self, env: Mapping[str, str]) -> list[tuple[str, str]]:
-        """``(field, message)`` for each ``*_env`` that names an unset variable."""
-        problems = []
-        for name, spec in self.sinks.items():
-            if isinstance(spec, WebhookSinkSpec | SlackSinkSpec) and spec.url_env:
-                variable, field = spec.url_env, "url_env"
-            elif isinstance(spec, PagerDutySinkSpec) and spec.routing_key_env:
-                variable, field = spec.routing_key_env, "routing_key_env"
-            else:
-                continue
-            if not env.get(variable):
-                problems.append(
-                    (f"sinks.{name}.{field}", f"environment variable {variable} is not set")
-                )
-        return problems
-
 
 def load_alerts_file(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> AlertsConfig:
     """Read and validate an alerts file; a missing file is the default (everything to log).
 
-    Raises :class:`AlertsFileError` naming the file and each bad field, also
-    when a ``*_env`` names a variable that ``env`` (default ``os.environ``) lacks.
+    Raises :class:`AlertsFileError` naming the file and every bad field (as the SLO
+    loader does: not only the first), also when a ``*_env`` names a variable that
+    ``env`` (default ``os.environ``) lacks.
     """
     path = Path(path)
     if not path.exists():
         return AlertsConfig()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise AlertsFileError(path, (("", f"cannot read file: {exc}"),)) from exc
-    except yaml.YAMLError as exc:
-        raise AlertsFileError(path, (("", f"invalid YAML: {' '.join(str(exc).split())}"),)) from exc
+    except YAMLDocumentError as exc:
+        raise AlertsFileError(path, exc.problems) from exc
     if data is None:
         return AlertsConfig()
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise AlertsFileError(path, (("", f"expected a mapping, got {kind}"),))
+    env = os.environ if env is None else env
+    # The references and secrets are checked on the raw data too: pydantic skips the
+    # cross-field check when a field is bad, and would hide them behind it.
+    problems = _reference_problems(data, env)
     try:
         config = AlertsConfig.model_validate(data)
     except ValidationError as exc:
-        raise AlertsFileError(path, _problems(exc)) from exc
-    missing = config.missing_env(os.environ if env is None else env)
-    if missing:
-        raise AlertsFileError(path, tuple(missing))
+        problems += [p for p in _problems(exc) if p not in problems]
+    if problems:
+        raise AlertsFileError(path, tuple(problems))
     return config
+
+
+def _reference_problems(data: Mapping[str, Any], env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Every unknown sink a channel or ``default`` names, and every unset ``*_env``."""
+    sinks = data.get("sinks")
+    sinks = sinks if isinstance(sinks, dict) else {}
+    known = sorted({LOG_SINK, *map(str, sinks)})
+    problems: list[tuple[str, str]] = []
+    for name, spec in sinks.items():
+        for field in ("url_env", "routing_key_env", "password_env"):
+            variable = spec.get(field) if isinstance(spec, dict) else None
+            if isinstance(variable, str) and variable and not env.get(variable):
+                problems.append(
+                    (f"sinks.{name}.{field}", f"environment variable {variable} is not set")
+                )
+    channels = data.get("channels")
+    named = (
+        [(f"channels.{c}", names) for c, names in channels.items()]
+        if isinstance(channels, dict)
+        else []
+    )
+    named.append(("default", data.get("default", [])))
+    for field, names in named:
+        for name in names if isinstance(names, list) else []:
+            if isinstance(name, str) and name not in known:
+                problems.append((field, f"unknown sink {name!r} (sinks: {known})"))
+    return problems
 
 
 def _problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
@@ -256,13 +383,15 @@ def _problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
         for part in loc:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         message = error["msg"].removeprefix("Value error, ")
-        if ": " in message and message.split(": ", 1)[0].startswith(("channels.", "default")):
+        prefixes = ("channels.", "default", "escalation.")
+        if ": " in message and message.split(": ", 1)[0].startswith(prefixes):
             path, message = message.split(": ", 1)  # our cross-field checks name their field
         out.append((path, message))
     return tuple(out)
 
 
-def _from_env(env: Mapping[str, str], variable: str) -> str:
+def env_secret(env: Mapping[str, str], variable: str) -> str:
+    """The value of ``variable`` in ``env``; ConfigurationError when unset or empty."""
     value = env.get(variable)
     if not value:
         raise ConfigurationError(f"environment variable {variable} is not set")
@@ -353,3 +482,33 @@ def alertmanager_body(alert: Alert) -> list[dict[str, Any]]:
     if alert.resolves is not None:
         item["endsAt"] = iso(alert.fired_at)
     return [item]
+
+
+def email_message(alert: Alert, spec: EmailSinkSpec) -> EmailMessage:
+    """The alert as a plain-text email: subject ``[sloguard] [critical] summary``, the
+    fields one per line, then the details as JSON; ``Message-ID`` from the alert id."""
+    resolved = alert.resolves is not None
+    label = "resolved" if resolved else alert.severity
+    message = EmailMessage()
+    message["Subject"] = " ".join(f"{spec.subject_prefix} [{label}] {alert.summary}".split())[:250]
+    message["From"] = spec.sender
+    message["To"] = ", ".join(spec.to)
+    message["Date"] = formatdate(alert.fired_at, usegmt=True)
+    message["Message-ID"] = make_msgid(idstring=hashlib.sha256(alert.id.encode()).hexdigest()[:16])
+    message["X-Sloguard-Alert-Id"] = alert.id
+    lines = [
+        alert.summary,
+        "",
+        f"alert:      {alert.id}",
+        f"status:     {'resolved' if resolved else 'firing'}",
+        f"capability: {alert.capability}",
+        f"kind:       {alert.kind}",
+        f"severity:   {alert.severity}",
+        f"channel:    {alert.channel}",
+        f"fired at:   {iso(alert.fired_at)}",
+    ]
+    if resolved:
+        lines.append(f"resolves:   {alert.resolves}")
+    lines += ["", "details:", json.dumps(alert.details, indent=2, sort_keys=True, default=str)]
+    message.set_content("\n".join(lines) + "\n")
+    return message

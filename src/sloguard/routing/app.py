@@ -32,9 +32,9 @@ from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
+from sloguard.reporting.mount import slo_site_routes
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
-from sloguard.reporting.ui import dashboard_routes
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
     RETURNED_HEADERS,
@@ -63,7 +63,7 @@ class SeedRoute(BaseModel):
     capability: str
     idempotency_key: str | None = None
     priority: str | None = None
-    request_payload: Any
+    request_payload: Any = {}  # the seed's clients may leave it out; pydantic copies defaults
 
 
 class _Problem(Exception):
@@ -430,8 +430,8 @@ def create_controller_app(
         slo = list(reporter.routes(token=token or ""))
     else:
         slo = [] if manager is None else slo_routes(manager, history, token=token or "")
-    if slo:  # the page first: /slo/{capability} would take /slo/ui
-        slo = [*dashboard_routes(), *slo]
+    if slo:
+        slo = slo_site_routes(slo)
     app = Starlette(
         routes=[
             Route("/route", controller.route_seed, methods=["POST"]),

@@ -36,12 +36,16 @@ class LatencyProfile:
 
     @classmethod
     def for_slo(cls, slo: SLOFile | None) -> LatencyProfile:
-        """Median at half the p50 target, p99 at half the p99 target."""
+        """Median at half the p50 target, p99 at half the p99 target (a missing p50:
+        half the lowest target; a missing p99: the highest)."""
         if slo is None:
             return cls()
         latency = slo.slo.latency
-        median = latency.p50_ms / 2
-        sigma = math.log(max(latency.p99_ms / latency.p50_ms, 1.0)) / _Z99
+        given = [v for v in latency.targets().values() if v is not None]
+        p50 = latency.p50_ms or min(given) / 2
+        p99 = latency.p99_ms or max(given)
+        median = p50 / 2
+        sigma = math.log(max(p99 / p50, 1.0)) / _Z99
         return cls(median, sigma)
 
     def sample_ms(self, rng: random.Random) -> float:

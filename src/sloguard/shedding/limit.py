@@ -175,7 +175,11 @@ class AdaptiveLimit:
     def from_config(cls, config: ConcurrencyConfig, latency: LatencyTarget) -> AdaptiveLimit:
         """The limit an SLO file's ``shedding.concurrency`` and ``slo.latency`` describe."""
         return cls(
-            {0.5: latency.p50_ms / 1000, 0.95: latency.p95_ms / 1000, 0.99: latency.p99_ms / 1000},
+            {  # the percentiles the file sets a target for (at least one)
+                q: ms / 1000
+                for q, ms in ((0.5, latency.p50_ms), (0.95, latency.p95_ms), (0.99, latency.p99_ms))
+                if ms is not None
+            },
             initial=config.initial_limit,
             min_limit=config.min,
             max_limit=config.max,

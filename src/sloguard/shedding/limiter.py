@@ -340,7 +340,10 @@ def limiter_for(slo: SLOFile, *, clock: Clock = monotonic) -> PriorityLimiter | 
     limit = limit_for(config, slo.slo.latency)
     if limit is None:
         return None
-    budget_ms: float = getattr(slo.slo.latency, f"{config.queue.deadline}_ms")
+    # The deadline's percentile, or (the file sets no target for it) the loosest one set.
+    targets = slo.slo.latency.targets()
+    named = targets[f"{config.queue.deadline}_ms"]
+    budget_ms = named if named is not None else max(t for t in targets.values() if t is not None)
     return PriorityLimiter(
         limit,
         clock=clock,

@@ -8,7 +8,8 @@ request is then a dictionary lookup and a random draw: a request of priority
 How the ratios move (docs/shedding.md has the full story):
 
 - *Severity* measures the violation: the worst of ``observed / target`` over
-  the latency percentiles and ``error rate / error budget`` for availability.
+  the latency percentiles, ``error rate / error budget`` for availability, and
+  ``error rate / ceiling`` for an ``error_rate`` target (never throughput).
   A compliant capability, or one with fewer than ``min_samples`` requests in
   its window, is not violating, whatever its severity.
 - Shedding starts when a violating capability reaches severity
@@ -28,6 +29,7 @@ Time comes from the caller, so tests drive it with a manual clock.
 
 from __future__ import annotations
 
+from sloguard.slo.compliance import severity as severity_of
 from sloguard.slo.manager import SLOStatus
 from sloguard.slo.schema import Priority, SheddingConfig, SLOFile
 
@@ -36,19 +38,12 @@ _NEGLIGIBLE = 1e-9  # a ratio decayed to float dust is zero
 
 def severity(slo: SLOFile, status: SLOStatus, *, latency: bool = True) -> float:
     """How far ``status`` is from the objectives of ``slo``: 1.0 is exactly on
-    target, 2.0 twice over; 0.0 with no requests. ``latency`` False: availability only."""
-    targets = slo.slo.latency
-    worst = 0.0
-    for observed, target in (
-        (status.p50_ms, targets.p50_ms),
-        (status.p95_ms, targets.p95_ms),
-        (status.p99_ms, targets.p99_ms),
-    ):
-        if latency and observed is not None and target is not None:
-            worst = max(worst, observed / target)
-    if status.availability is not None:
-        worst = max(worst, (1.0 - status.availability) / slo.budget_fraction)
-    return worst
+    target, 2.0 twice over; 0.0 with no requests. ``latency`` False: errors only
+    (availability and error rate). Throughput never counts: shedding cannot raise it."""
+    measured = {"availability": status.availability}
+    if latency:
+        measured.update(p50_ms=status.p50_ms, p95_ms=status.p95_ms, p99_ms=status.p99_ms)
+    return severity_of(slo, measured)
 
 
 class SheddingPolicy:

@@ -11,6 +11,7 @@ from sloguard.slo.schema import (
     ConcurrencyConfig,
     EnforcementSpec,
     ErrorBudgetSpec,
+    ErrorRateTarget,
     LatencyTarget,
     Metadata,
     Priority,
@@ -18,6 +19,7 @@ from sloguard.slo.schema import (
     SheddingConfig,
     SLOFile,
     SLOSpec,
+    ThroughputTarget,
 )
 from sloguard.slo.window import LatencyWindow, WindowSnapshot
 
@@ -29,6 +31,7 @@ __all__ = [
     "ConcurrencyConfig",
     "EnforcementSpec",
     "ErrorBudgetSpec",
+    "ErrorRateTarget",
     "LatencyTarget",
     "LatencyWindow",
     "Metadata",
@@ -41,6 +44,7 @@ __all__ = [
     "SLOSpec",
     "SLOStatus",
     "SheddingConfig",
+    "ThroughputTarget",
     "WindowSnapshot",
     "budget_status",
     "burn_rate",

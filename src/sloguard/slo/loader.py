@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from sloguard.exceptions import ConfigurationError, SLOFileError
 from sloguard.slo.schema import SLOFile
+from sloguard.slo.tiers import TierTable, read_tiers, tiers_path_for
 
 SLO_FILE_SUFFIXES = (".yml", ".yaml")
 
@@ -76,14 +77,17 @@ def _duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> Iterator[tupl
             yield from _duplicate_keys(value_node, field, seen)
 
 
-def load_slo_file(path: str | os.PathLike[str]) -> SLOFile:
-    """Read and validate one SLO file; raise :class:`SLOFileError` naming each bad field."""
+def load_slo_file(path: str | os.PathLike[str], tiers: TierTable | None = None) -> SLOFile:
+    """Read and validate one SLO file; raise :class:`SLOFileError` naming each bad field.
+
+    ``tiers``: the tiers its ``tier:`` may name (default: the built-in ones).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SLOFileError(path, (("", f"cannot read file: {exc}"),)) from exc
-    return parse_slo_text(text, path)
+    return parse_slo_text(text, path, tiers)
 
 
 class YAMLDocumentError(ValueError):
@@ -111,8 +115,9 @@ def validation_problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:
     return tuple((_field_path(e["loc"]), _message(e["msg"])) for e in exc.errors())
 
 
-def parse_slo_text(text: str, path: Path) -> SLOFile:
-    """Validate the YAML ``text`` of an SLO file; ``path`` is only used in errors."""
+def parse_slo_text(text: str, path: Path, tiers: TierTable | None = None) -> SLOFile:
+    """Validate the YAML ``text`` of an SLO file, its tier (of ``tiers``, default the
+    built-in ones) applied; ``path`` is only used in errors."""
     try:
         data = parse_yaml(text)
     except YAMLDocumentError as exc:
@@ -123,9 +128,28 @@ def parse_slo_text(text: str, path: Path) -> SLOFile:
         kind = type(data).__name__
         raise SLOFileError(path, (("", f"expected a mapping at the top level, got {kind}"),))
     try:
+        data, supplied = (tiers or TierTable()).apply(data)
+    except ValueError as exc:
+        raise SLOFileError(path, (("tier", str(exc)),)) from None
+    try:
         return SLOFile.model_validate(data)
     except ValidationError as exc:
-        raise SLOFileError(path, validation_problems(exc)) from exc
+        problems = validation_problems(exc)
+        if supplied:
+            problems = tuple((f, _with_tier(f, m, data["tier"], supplied)) for f, m in problems)
+        raise SLOFileError(path, problems) from exc
+
+
+def _with_tier(field: str, message: str, tier: str, supplied: Mapping[str, Any]) -> str:
+    """``message``, saying which of the tier's values take part in the bad ``field``."""
+    involved = [
+        f"{path}={value}"
+        for path, value in supplied.items()
+        if path.startswith(field + ".") or path == field or field.startswith(path + ".")
+    ]
+    if not involved:
+        return message
+    return f"{message} (tier {tier} sets {', '.join(involved)})"
 
 
 def slo_file_paths(directory: str | os.PathLike[str]) -> list[Path]:
@@ -154,21 +178,27 @@ def load_slo_dir(
 ) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
     """Load every SLO file of ``directory``; return the good ones by path, and the errors.
 
-    When two files claim one capability, the first in name order keeps it and
-    the other is reported with an error naming both files.
+    Tiers come from ``tiers.yml`` beside the directory (and the built-in ones); an
+    invalid tiers file is one of the errors. When two files claim one capability,
+    the first in name order keeps it and the other is reported with an error
+    naming both files.
     """
-    parsed, errors = read_slo_files(slo_file_paths(directory))
+    paths = slo_file_paths(directory)
+    tiers, tiers_error = read_tiers(tiers_path_for(directory))
+    parsed, errors = read_slo_files(paths, tiers)
     kept, duplicates = resolve_claims(parsed)
-    return kept, errors + duplicates
+    return kept, ([tiers_error] if tiers_error else []) + errors + duplicates
 
 
-def read_slo_files(paths: Iterable[Path]) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
+def read_slo_files(
+    paths: Iterable[Path], tiers: TierTable | None = None
+) -> tuple[dict[Path, SLOFile], list[SLOFileError]]:
     """Load each path; return the valid files by path and one error per invalid file."""
     loaded: dict[Path, SLOFile] = {}
     errors: list[SLOFileError] = []
     for path in paths:
         try:
-            loaded[path] = load_slo_file(path)
+            loaded[path] = load_slo_file(path, tiers)
         except SLOFileError as exc:
             errors.append(exc)
     return loaded, errors

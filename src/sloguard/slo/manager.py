@@ -18,6 +18,7 @@ from sloguard.slo.compliance import Metrics
 from sloguard.slo.compliance import check_compliance as _check_compliance
 from sloguard.slo.loader import read_slo_files, resolve_claims, slo_file_paths
 from sloguard.slo.schema import SLOFile
+from sloguard.slo.tiers import TierTable, read_tiers, tiers_path_for
 from sloguard.slo.window import (
     DEFAULT_RELATIVE_ACCURACY,
     FrozenBucket,
@@ -40,6 +41,7 @@ class _Scan:
     files: dict[Path, SLOFile]
     errors: list[SLOFileError]
     signature: tuple[tuple[str, int, int], ...]
+    tiers: TierTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,12 @@ class SLOStatus:
     """Whether the admission policy is refusing some priorities of this capability."""
     window_seconds: float
     budget: BudgetStatus
+    throughput_rps: float | None = None
+    """Successful requests per second over the window (None with no requests)."""
+    demand_rps: float | None = None
+    """Requests per second that reached the app over the window. The reporter adds
+    the ones admission refused before it judges a throughput floor; the live
+    ``compliant`` and ``violations`` never include throughput, so it cannot shed."""
 
 
 class SLOManager:
@@ -81,6 +89,7 @@ class SLOManager:
         buckets: int = 12,
         relative_accuracy: float = DEFAULT_RELATIVE_ACCURACY,
         clock: Clock = monotonic,
+        tiers_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if window_seconds <= 0:
             raise ConfigurationError(f"window_seconds must be positive, got {window_seconds!r}")
@@ -95,6 +104,15 @@ class SLOManager:
         self._clock = clock
         self._mapping = latency_mapping(relative_accuracy)
         self._dir = Path(slo_dir) if slo_dir is not None else None
+        # The SLA tiers files may name: tiers.yml beside the directory, by default.
+        self._tiers_file: Path | None = (
+            Path(tiers_file)
+            if tiers_file is not None
+            else None
+            if self._dir is None
+            else tiers_path_for(self._dir)
+        )
+        self._tiers: TierTable | None = None  # the last good table
         self._slos: dict[str, SLOFile] = {}
         self._files: dict[Path, SLOFile] = {}
         self._owners: dict[str, Path] = {}
@@ -130,6 +148,11 @@ class SLOManager:
         Kept in memory only: a restart starts it again (``grace_period_days`` counts from it).
         """
         return self._loaded_at.get(capability)
+
+    @property
+    def tiers(self) -> TierTable:
+        """The SLA tiers in force: the built-in ones and ``tiers.yml``'s."""
+        return self._tiers or TierTable()
 
     def get_slo(self, capability: str) -> SLOFile | None:
         """The SLO of ``capability`` (``verb:name``), or None if no file defines it."""
@@ -181,19 +204,23 @@ class SLOManager:
         if self._dir is None:
             return None
         paths = slo_file_paths(self._dir)
-        if _signature(paths) == self._signature:
+        if self._signature_of(paths) == self._signature:
             return None
         return self._scan(self._dir, paths)
 
-    @staticmethod
-    def _scan(directory: Path, paths: list[Path] | None = None) -> _Scan:
+    def _signature_of(self, paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+        tiers = [] if self._tiers_file is None else [self._tiers_file]
+        return _signature(paths) + _signature(tiers)
+
+    def _scan(self, directory: Path, paths: list[Path] | None = None) -> _Scan:
         """Read the files: I/O only, safe in a worker thread."""
         if paths is None:
             paths = slo_file_paths(directory)
         # Taken before reading, so an edit made during the read is seen next time.
-        signature = _signature(paths)
-        fresh, errors = read_slo_files(paths)
-        return _Scan(fresh, errors, signature)
+        signature = self._signature_of(paths)
+        tiers, tiers_error = read_tiers(self._tiers_file, self._tiers)
+        fresh, errors = read_slo_files(paths, tiers)
+        return _Scan(fresh, ([tiers_error] if tiers_error else []) + errors, signature, tiers)
 
     def _apply(self, scan: _Scan) -> None:
         """Install a scan: keep last good versions, settle duplicates, drop gone state."""
@@ -214,6 +241,8 @@ class SLOManager:
         self._owners = {slo.key: path for path, slo in files.items()}
         self._errors = errors
         self._signature = scan.signature
+        if scan.tiers.unusable is None:
+            self._tiers = scan.tiers
         now = self._clock()
         for key, slo in self._slos.items():
             self._loaded_at.setdefault(key, now)
@@ -292,6 +321,7 @@ class SLOManager:
             slo,
             {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "availability": snapshot.availability},
         )
+        window_s, requests = self.window_for(slo), snapshot.requests
         return SLOStatus(
             capability=capability,
             p50_ms=p50,
@@ -303,8 +333,10 @@ class SLOManager:
             compliant=compliant,
             violations=tuple(violations),
             shedding=capability in self._shedding,
-            window_seconds=self.window_for(slo),
+            window_seconds=window_s,
             budget=budget,
+            throughput_rps=None if not requests else (requests - snapshot.errors) / window_s,
+            demand_rps=None if not requests else requests / window_s,
         )
 
     @property

@@ -1,7 +1,10 @@
 """The SLO file: one YAML document per capability, validated into frozen pydantic models.
 
 The schema is the seed's (``capability``, ``slo``, ``enforcement``,
-``metadata``) plus an optional ``shedding`` section. Unknown fields are errors,
+``metadata``) plus optional ``tier`` (an SLA tier's preset targets, applied by
+the loader: :mod:`sloguard.slo.tiers`), ``shedding``, ``credits`` and
+``max_credit_pct``; ``slo`` may add ``error_rate`` and ``throughput`` targets,
+and its latency targets are each optional (at least one). Unknown fields are errors,
 numbers must be numbers (``"100"`` is not a latency), and bounds are checked
 once at load so that the hot path only reads plain attributes.
 """
@@ -9,9 +12,11 @@ once at load so that the hot path only reads plain attributes.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +34,20 @@ SheddablePriority = Literal["high", "normal", "low"]
 # Strict: YAML already types its scalars, so a quoted number is a mistake, not a number.
 PositiveMs = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]
-Name = Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")]
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        # Said in words: the pattern itself helps no one who wrote `verb: Convert PDF`.
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' "
+            "(no spaces or ':'), starting with a letter, a digit or '_'"
+        )
+    return value
+
+
+Name = Annotated[str, Field(strict=True), AfterValidator(_name)]
 Label = Annotated[str, Field(strict=True, min_length=1)]
 
 
@@ -46,26 +64,57 @@ class CapabilitySpec(_Model):
 
 
 class LatencyTarget(_Model):
-    """Latency percentiles not to exceed, in milliseconds; p50 <= p95 <= p99."""
+    """Latency percentiles not to exceed, in milliseconds: at least one of them, and
+    those given must not decrease (p50 <= p95 <= p99)."""
 
-    p50_ms: PositiveMs
-    p95_ms: PositiveMs
-    p99_ms: PositiveMs
+    p50_ms: PositiveMs | None = None
+    p95_ms: PositiveMs | None = None
+    p99_ms: PositiveMs | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyTarget:
-        if not self.p50_ms <= self.p95_ms <= self.p99_ms:
-            raise ValueError(
-                f"percentiles must not decrease: p50_ms={self.p50_ms:g}, "
-                f"p95_ms={self.p95_ms:g}, p99_ms={self.p99_ms:g}"
-            )
+        given = [(k, v) for k, v in self.targets().items() if v is not None]
+        if not given:
+            raise ValueError("give at least one of p50_ms, p95_ms and p99_ms")
+        if any(a[1] > b[1] for a, b in itertools.pairwise(given)):
+            shown = ", ".join(f"{k}={v:g}" for k, v in given)
+            raise ValueError(f"percentiles must not decrease: {shown}")
         return self
+
+    def targets(self) -> dict[str, float | None]:
+        """``{"p50_ms": ..., "p95_ms": ..., "p99_ms": ...}``, None where no target is set."""
+        return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms}
 
 
 class AvailabilityTarget(_Model):
     """The fraction of requests that must succeed, strictly between 0 and 1."""
 
     target: Fraction
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _not_a_percentage(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 < value < 100:
+            raise ValueError(
+                f"{value:g} is a percentage; the target is a fraction between 0 and 1: "
+                f"did you mean {value / 100:g}?"
+            )
+        return value
+
+
+class ErrorRateTarget(_Model):
+    """The largest share of requests that may fail (5xx), in percent, over the live
+    window: a ceiling of its own, beside the availability target (an SLA may state both)."""
+
+    max_pct: Annotated[float, Field(strict=True, gt=0, lt=100, allow_inf_nan=False)]
+
+
+class ThroughputTarget(_Model):
+    """A floor on successful requests per second, judged only while demand (requests
+    arriving, refused ones included) reaches it. Reported and alerted; never a reason
+    to shed (shedding lowers throughput)."""
+
+    min_rps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
 class BudgetAlert(_Model):
@@ -93,6 +142,8 @@ class SLOSpec(_Model):
 
     latency: LatencyTarget
     availability: AvailabilityTarget
+    error_rate: ErrorRateTarget | None = None
+    throughput: ThroughputTarget | None = None
     error_budget: ErrorBudgetSpec = ErrorBudgetSpec()
 
     @model_validator(mode="after")
@@ -261,13 +312,19 @@ class SLOFile(_Model):
     """One SLO file, validated."""
 
     capability: CapabilitySpec
+    tier: Name | None = None
+    """The SLA tier whose preset targets the file's own ``slo`` values override
+    (``bronze``, ``silver``, ``gold``, ``platinum``, or one of ``tiers.yml``)."""
     slo: SLOSpec
     enforcement: EnforcementSpec = EnforcementSpec()
     shedding: SheddingConfig = SheddingConfig()
     metadata: Metadata = Metadata()
     credits: tuple[CreditBracket, ...] = ()
     """Service credit brackets for the monthly compliance report (``GET /slo/compliance/monthly``);
-    the lowest bracket the month falls below applies."""
+    the lowest bracket the month falls below applies. Each resolved breach gets a credit
+    from them too (see :func:`sloguard.reporting.compliance.breach_credit`)."""
+    max_credit_pct: Percent | None = None
+    """The most one breach, and one month's breaches together, can owe (percent)."""
 
     @model_validator(mode="after")
     def _credits_grow_as_compliance_falls(self) -> SLOFile:

@@ -52,7 +52,11 @@ def dashboard_routes(api_prefix: str = "/slo") -> list[BaseRoute]:
 
     async def page(request: Request) -> Response:
         base = request.scope.get("root_path", "") + api_prefix
-        body = template.replace("{{api}}", html.escape(base, quote=True))
+        # Mounted (no prefix), the status of every capability is the mount point's "/".
+        status = base if api_prefix else base + "/"
+        body = template.replace("{{api}}", html.escape(base, quote=True)).replace(
+            "{{status}}", html.escape(status, quote=True)
+        )
         return Response(body, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
     async def asset(request: Request) -> Response:

@@ -1,8 +1,10 @@
 // sloguard's live SLO dashboard. Plain browser JavaScript: no build step, no library.
 //
-// Data: GET {api} (live status of every capability), GET {api}/breaches?status=open,
-// GET {api}/history (to seed the charts), and the {api}/ws WebSocket when the server
-// has one. With the socket open, every event is shown at once and the status is
+// Data: GET {api} (live status of every capability), GET {api}/breaches?status=open
+// (also shown as events: breaches already open when the page opens), GET {api}/history
+// (to seed the charts), GET {api}/compliance (each capability's last 30 days), and the
+// {api}/ws WebSocket when the server has one. #/capability/{verb:name} is the page of
+// one capability: its card, its 30 days, its breaches and their incident reports. With the socket open, every event is shown at once and the status is
 // re-read after it (and every 5 s); when the socket fails or closes, the page polls
 // GET {api} every 2 s and tries the socket again every 30 s. A field the server does
 // not send is shown as "—".
@@ -10,10 +12,12 @@
 
 (() => {
   const API = document.querySelector('meta[name="sloguard-api"]').content;
+  const STATUS = document.querySelector('meta[name="sloguard-status"]').content;
   const POLL_MS = 2000;
   const LIVE_REFRESH_MS = 5000;
   const WS_RETRY_MS = 30000;
   const BREACHES_MS = 10000;
+  const COMPLIANCE_MS = 5 * 60 * 1000;
   const CHART_SPAN_MS = 10 * 60 * 1000;
   const MAX_EVENTS = 50;
   const PRIORITIES = ["critical", "high", "normal", "low"];
@@ -33,6 +37,10 @@
     seeded: new Set(),
     openBreaches: null, // capability -> [breach], null when the server keeps no history
     breachesAt: 0,
+    compliance: null, // capability -> [daily record], null when the server keeps no history
+    complianceAt: 0,
+    announced: new Set(), // ids of open breaches already listed under Events
+    view: null, // the capability whose page is shown, or null for all of them
     events: [],
   };
 
@@ -70,9 +78,9 @@
 
   class Unauthorized extends Error {}
 
-  async function api(path) {
+  async function api(path, method) {
     const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
-    const response = await fetch(API + path, { headers, cache: "no-store" });
+    const response = await fetch(path ? API + path : STATUS, { method: method || "GET", headers, cache: "no-store" });
     if (response.status === 401) {
       throw new Unauthorized(state.token ? "the token was refused" : "");
     }
@@ -169,6 +177,7 @@
           setMode(state.socket && state.socket.readyState === WebSocket.OPEN ? "live" : "polling");
         }
         await maybeReadBreaches();
+        await maybeReadCompliance();
         render(doc);
       } catch (error) {
         if (error instanceof Unauthorized) {
@@ -200,11 +209,47 @@
         const list = byCapability.get(breach.capability) || [];
         list.push(breach);
         byCapability.set(breach.capability, list);
+        announce(breach);
       }
       state.openBreaches = byCapability;
     } catch (error) {
       if (error instanceof Unauthorized) throw error;
       state.openBreaches = null;
+    }
+  }
+
+  // A breach open before the page opened is an event the page never received: list it.
+  function announce(breach) {
+    if (state.announced.has(breach.id)) return;
+    state.announced.add(breach.id);
+    state.events.push({
+      type: "breach",
+      capability: breach.capability,
+      at: breach.started_at,
+      data: { violations: breach.violations || [], open: true },
+    });
+    state.events.sort((a, b) => (Date.parse(b.at) || 0) - (Date.parse(a.at) || 0));
+    state.events.length = Math.min(state.events.length, MAX_EVENTS);
+    renderEvents();
+  }
+
+  async function maybeReadCompliance() {
+    if (Date.now() - state.complianceAt < COMPLIANCE_MS) return;
+    state.complianceAt = Date.now();
+    try {
+      const response = await api("/compliance");
+      if (!response.ok) {
+        state.compliance = null; // 503: this server keeps no history
+        return;
+      }
+      const byCapability = new Map();
+      for (const report of (await response.json()).reports || []) {
+        byCapability.set(report.capability, report.records || []);
+      }
+      state.compliance = byCapability;
+    } catch (error) {
+      if (error instanceof Unauthorized) throw error;
+      state.compliance = null;
     }
   }
 
@@ -246,7 +291,8 @@
   function eventSummary(event) {
     const data = event.data || {};
     if (typeof data.summary === "string") return data.summary;
-    if (Array.isArray(data.violations) && data.violations.length) return data.violations.join("; ");
+    const open = data.open ? "already open: " : "";
+    if (Array.isArray(data.violations) && data.violations.length) return open + data.violations.join("; ");
     if (event.type === "shedding" && typeof data.active === "boolean") {
       const ratios = ratiosText(data.rejection_ratios);
       return (data.active ? "shedding started" : "shedding stopped") + (ratios ? ": " + ratios : "");
@@ -311,6 +357,11 @@
     return Number.isNaN(date.getTime()) ? DASH : date.toLocaleTimeString();
   }
 
+  function dateTimeText(at) {
+    const date = new Date(at);
+    return Number.isNaN(date.getTime()) ? DASH : date.toLocaleString();
+  }
+
   function ratiosText(ratios) {
     if (!ratios || typeof ratios !== "object") return "";
     return PRIORITIES.filter((p) => isNumber(ratios[p]) && ratios[p] > 0)
@@ -348,8 +399,9 @@
         series.push({ t: at, p50: status.p50_ms, p95: status.p95_ms, p99: status.p99_ms });
       }
       while (series.length && series[0].t < at - CHART_SPAN_MS) series.shift();
-      updateCard(card, status, doc.idempotency);
+      updateCard(card, status);
       drawChart(card, status.capability);
+      drawCompliance(card.compliance, state.compliance && state.compliance.get(status.capability), card.fields);
     }
     for (const [capability, card] of state.cards) {
       if (!seen.has(capability)) {
@@ -361,6 +413,145 @@
       main.replaceChildren(el("p", { class: "muted" }, "No SLO files are loaded on this server."));
     } else {
       main.querySelector(":scope > p.muted")?.remove();
+    }
+    showProcessIdempotency(doc.idempotency);
+    showView();
+  }
+
+  // The process's hit rate, once: a card shows its own capability's, when the server counts it.
+  function showProcessIdempotency(idem) {
+    const node = document.getElementById("idempotency-all");
+    node.hidden = !(idem && isNumber(idem.hit_rate));
+    if (!node.hidden) {
+      node.textContent = "idempotency hit rate, all capabilities: " + percent(idem.hit_rate) + " (" + idem.hits + " hits, " + idem.misses + " misses)";
+    }
+  }
+
+  // -- one capability's page (#/capability/verb:name) --------------------------------
+
+  function viewOf(hash) {
+    const match = /^#\/capability\/(.+)$/.exec(hash);
+    return match ? decodeURIComponent(match[1]) : null;
+  }
+
+  function showView() {
+    const view = state.view;
+    document.body.dataset.view = view ? "capability" : "all";
+    for (const [capability, card] of state.cards) card.root.hidden = view !== null && capability !== view;
+    document.getElementById("crumbs").hidden = view === null;
+    document.getElementById("detail").hidden = view === null;
+    document.title = view ? view + ": sloguard" : "sloguard: live SLOs";
+    if (view !== null) {
+      drawCompliance(document.getElementById("detail-compliance"), state.compliance && state.compliance.get(view), null, true);
+    }
+  }
+
+  async function openView() {
+    state.view = viewOf(location.hash);
+    document.getElementById("detail-report").hidden = true;
+    showView();
+    if (state.view === null) return;
+    const body = document.querySelector("#detail-breaches tbody");
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "loading…")));
+    try {
+      const response = await api("/breaches?capability=" + encodeURIComponent(state.view));
+      const breaches = response.ok ? (await response.json()).breaches || [] : null;
+      if (breaches === null) {
+        body.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "this server keeps no breach history")));
+      } else if (!breaches.length) {
+        body.replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "no breach recorded")));
+      } else {
+        body.replaceChildren(...breaches.map(breachRow));
+      }
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken(error.message);
+    }
+  }
+
+  function breachRow(breach) {
+    const button = el("button", { type: "button" }, "incident report");
+    button.addEventListener("click", () => showReport(breach));
+    const row = el(
+      "tr",
+      { "data-state": String(breach.state), "data-breach": String(breach.id) },
+      el("td", {}, String(breach.state)),
+      el("td", {}, dateTimeText(breach.started_at)),
+      el("td", {}, breach.ended_at ? dateTimeText(breach.ended_at) : "open"),
+      el("td", {}, (breach.violations || []).join("; ")),
+      el("td", {}, button),
+    );
+    return row;
+  }
+
+  async function showReport(breach) {
+    const node = document.getElementById("detail-report");
+    node.hidden = false;
+    node.textContent = "loading…";
+    try {
+      const response = await api("/breaches/" + encodeURIComponent(breach.id) + "/report");
+      node.textContent = response.ok ? await response.text() : "no report: " + API + " answered " + response.status;
+    } catch (error) {
+      node.textContent = "no report: " + error.message;
+    }
+  }
+
+  // Daily compliance against the target: a green area, the target as a dashed line.
+  function drawCompliance(container, records, fields, big) {
+    const width = big ? 640 : 320, height = big ? 140 : 56, left = 38, right = 4, top = 4, bottom = big ? 16 : 12;
+    const node = svg("svg", { viewBox: "0 0 " + width + " " + height, class: "compliance", role: "img" });
+    const days = records || [];
+    const values = days.map((d) => d.compliance_percentage).filter(isNumber);
+    const target = days.length ? days[days.length - 1].target_percentage : null;
+    const lowest = Math.min(...values, isNumber(target) ? target : 100);
+    // The scale starts a little under the lowest of the days and the target: 100% at the top.
+    const floor = Math.max(0, lowest - Math.max(0.05, (100 - lowest) * 0.5));
+    const x = (i) => left + (days.length > 1 ? i / (days.length - 1) : 0.5) * (width - left - right);
+    const y = (v) => top + (1 - (v - floor) / (100 - floor)) * (height - top - bottom);
+    const parts = [svg("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "plot" })];
+    for (const v of [floor, 100]) {
+      const label = svg("text", { x: left - 3, y: y(v) + 3, class: "axis", "text-anchor": "end" });
+      label.textContent = (v === 100 ? "100" : v.toFixed(v >= 99 ? 2 : 1)) + "%";
+      parts.push(label);
+    }
+    // One area per run of days with data: a day without requests is a gap, not a 0.
+    let run = [];
+    const runs = [];
+    days.forEach((d, i) => {
+      if (isNumber(d.compliance_percentage)) run.push([x(i), y(d.compliance_percentage)]);
+      else if (run.length) (runs.push(run), (run = []));
+    });
+    if (run.length) runs.push(run);
+    for (const points of runs) {
+      if (points.length === 1) points.push([points[0][0] + 2, points[0][1]]);
+      const line = points.map((p, i) => (i ? "L" : "M") + p[0].toFixed(1) + " " + p[1].toFixed(1)).join(" ");
+      const base = y(floor).toFixed(1);
+      parts.push(svg("path", { d: line + " L" + points[points.length - 1][0].toFixed(1) + " " + base + " L" + points[0][0].toFixed(1) + " " + base + " Z", class: "area" }));
+      parts.push(svg("path", { d: line, class: "compliance-line" }));
+    }
+    if (isNumber(target)) {
+      parts.push(svg("line", { x1: left, x2: width - right, y1: y(target), y2: y(target), class: "target" }));
+    }
+    const start = svg("text", { x: left, y: height - 2, class: "axis" });
+    start.textContent = days.length ? days[0].date.slice(5) : "";
+    const end = svg("text", { x: width - right, y: height - 2, class: "axis", "text-anchor": "end" });
+    end.textContent = days.length ? "today" : "";
+    parts.push(start, end);
+    if (!values.length) {
+      const empty = svg("text", { x: (width + left) / 2, y: height / 2 + 3, class: "axis", "text-anchor": "middle" });
+      empty.textContent = records ? "no traffic in the last 30 days" : "no history kept by this server";
+      parts.push(empty);
+    }
+    node.setAttribute("aria-label", "daily compliance over the last " + days.length + " days against the " + (isNumber(target) ? target + "%" : "") + " target");
+    node.dataset.days = String(values.length);
+    node.replaceChildren(...parts);
+    container.replaceChildren(node);
+    if (fields) {
+      const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+      setText(
+        fields.compliance,
+        isNumber(mean) ? mean.toFixed(2) + "% over " + values.length + " days" : DASH,
+        isNumber(mean) && isNumber(target) ? mean >= target : undefined,
+      );
     }
   }
 
@@ -390,7 +581,7 @@
     const root = el(
       "article",
       { class: "card", "data-capability": capability },
-      el("header", {}, el("h2", {}, capability), value("state")),
+      el("header", {}, el("h2", {}, el("a", { href: "#/capability/" + encodeURIComponent(capability) }, capability)), value("tier"), value("state")),
       el("p", { class: "muted" }, value("requests")),
       latency,
       el(
@@ -401,11 +592,13 @@
         el("dt", {}, "burn rate 5m / 1h / 6h"),
         el("dd", {}, value("burn-5m"), " / ", value("burn-1h"), " / ", value("burn-6h")),
         el("dt", {}, "shedding"),
-        el("dd", {}, value("shedding")),
+        el("dd", { class: "wide" }, value("shedding")), // per priority: the longest value
         el("dt", {}, "idempotency hit rate"),
         el("dd", {}, value("idempotency")),
         el("dt", {}, "open breaches"),
-        el("dd", {}, value("breaches")),
+        el("dd", {}, value("breaches"), " ", (fields.ack = el("button", { type: "button", class: "ack", hidden: "" }, "Acknowledge"))),
+        el("dt", {}, "daily compliance"),
+        el("dd", {}, value("compliance")),
       ),
       el("ul", { class: "violations", "data-field": "violations" }),
       chart,
@@ -419,9 +612,27 @@
         value("span"),
       ),
     );
+    const compliance = el("div", { class: "compliance-chart", "data-field": "compliance-chart" });
+    root.append(compliance);
     fields.bar = bar;
     fields.violations = root.querySelector('[data-field="violations"]');
-    return { root, fields, chart, status: null };
+    fields.ack.addEventListener("click", () => acknowledge(fields.ack));
+    return { root, fields, chart, compliance, status: null };
+  }
+
+  // Stops the escalation of the open breach the button shows (POST {api}/alerts/{id}/ack).
+  async function acknowledge(button) {
+    button.disabled = true;
+    try {
+      const response = await api("/alerts/" + encodeURIComponent(button.dataset.alertId) + "/ack", "POST");
+      if (!response.ok) showProblem("acknowledging failed: HTTP " + response.status);
+    } catch (error) {
+      if (error instanceof Unauthorized) askForToken(error.message);
+      else showProblem("acknowledging failed: " + error.message);
+    }
+    button.disabled = false;
+    state.breachesAt = 0; // read the breaches again: the escalation has stopped
+    await refresh();
   }
 
   function setText(node, text, good) {
@@ -430,7 +641,7 @@
     node.classList.toggle("good", good === true);
   }
 
-  function updateCard(card, status, processIdempotency) {
+  function updateCard(card, status) {
     card.status = status;
     const f = card.fields;
     const targets = status.targets || {};
@@ -468,12 +679,11 @@
 
     showShedding(card, status.shedding);
 
-    // Per capability when the server counts so; else the process's, for all capabilities.
-    const idem = status.idempotency || processIdempotency;
+    // This capability's own, when the server counts per capability (the process's is in the header).
+    const idem = status.idempotency;
     if (idem && isNumber(idem.hit_rate)) {
       const counts = isNumber(idem.hits) && isNumber(idem.misses) ? " (" + idem.hits + " hits, " + idem.misses + " misses)" : "";
-      const scope = status.idempotency ? "" : " all capabilities";
-      setText(f.idempotency, percent(idem.hit_rate) + counts + scope);
+      setText(f.idempotency, percent(idem.hit_rate) + counts);
     } else {
       setText(f.idempotency, DASH);
     }
@@ -484,6 +694,13 @@
       const open = state.openBreaches.get(status.capability) || [];
       setText(f.breaches, open.length ? open.length + " (since " + timeText(open[0].started_at) + ")" : "none", open.length === 0);
     }
+    const escalating = (state.openBreaches?.get(status.capability) || []).find((b) => b.escalation && b.escalation.state === "escalating");
+    f.ack.hidden = !escalating;
+    if (escalating) {
+      f.ack.dataset.alertId = escalating.id;
+      f.ack.title = "escalation " + escalating.escalation.policy + ", level " + escalating.escalation.level + " notified";
+    }
+    setText(f.tier, status.tier ? "tier " + status.tier : "");
     f.violations.replaceChildren(...(status.violations || []).map((v) => el("li", {}, v)));
 
     let label = "ok";
@@ -592,6 +809,8 @@
   // -- start -----------------------------------------------------------------------
 
   document.getElementById("token-form").addEventListener("submit", onTokenSubmit);
+  window.addEventListener("hashchange", openView);
   loadToken();
   start();
+  openView();
 })();
