@@ -56,9 +56,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
+import uvicorn
 
 from servers import CAPACITY, SERVICE_S, uvicorn_process
 from sloguard.client import RetryTransport, Throttled
+
+try:  # the generator on uvloop where uvicorn's server has it too (uvicorn[standard])
+    from uvloop import run as run_loop
+except ImportError:  # pragma: no cover - depends on the environment
+    from asyncio import run as run_loop
 
 CAPACITY_RPS = CAPACITY / SERVICE_S
 P95_TARGET_S = 0.100
@@ -383,8 +389,8 @@ def slices(outcomes: Sequence[Outcome], seconds: float, timeout_s: float) -> lis
 def recovery_s(scenario: Scenario, per_second: Sequence[Figures]) -> float | None:
     """Seconds from the drop to the first slice from which every slice admits at least
     RECOVERED of low priority; None if it never does (or no drop)."""
-    if scenario.drop_s is None:
-        return None
+    if scenario.drop_s is None or not any(f.low_refused for f in per_second):
+        return None  # nothing to recover from
     first = math.ceil(scenario.drop_s)
     for start in range(first, len(per_second)):
         if all((f.low_refused_ratio or 0.0) <= 1 - RECOVERED for f in per_second[start:]):
@@ -419,7 +425,7 @@ def run_scenario(scenario: Scenario, server: str, timeout_s: float) -> Run:
         uvicorn_process(SERVERS[server], quiet=True) as (url, process),
         Meter(process.pid) as meter,
     ):
-        outcomes, probes = asyncio.run(offer(url, arrivals, timeout_s))
+        outcomes, probes = run_loop(offer(url, arrivals, timeout_s))
     per_second = slices(outcomes, scenario.seconds, timeout_s)
     return Run(
         server,
@@ -618,7 +624,7 @@ def print_retries(scenario: Scenario, timeout_s: float) -> None:
     )
     for name, client in (("naive retries", "naive"), ("RetryTransport", "sloguard")):
         with uvicorn_process(SERVERS["adaptive"], quiet=True) as (url, _):
-            outcomes, sent = asyncio.run(retrying(url, scenario.arrivals(), timeout_s, client))
+            outcomes, sent = run_loop(retrying(url, scenario.arrivals(), timeout_s, client))
         whole = Figures.of(outcomes, scenario.seconds, timeout_s)
         low = Counter(o.status for o in outcomes if o.priority == "low")
         low_ok = sum(n for status, n in low.items() if 200 <= status < 300)
@@ -627,6 +633,18 @@ def print_retries(scenario: Scenario, timeout_s: float) -> None:
             f" {_pct(whole.low_refused_ratio, 1):>7}% {_pct(low_ok / max(1, whole.low), 1):>6}%"
             f" {_pct(whole.no_answer / len(outcomes), 1):>8}% {sent / scenario.seconds:>11.0f}"
         )
+
+
+def _stack() -> str:
+    """What uvicorn picks by default (``--loop auto --http auto``), and this process uses."""
+    names = []
+    for module, fast, slow in (("uvloop", "uvloop", "asyncio"), ("httptools", "httptools", "h11")):
+        try:
+            __import__(module)
+            names.append(fast)
+        except ImportError:
+            names.append(slow)
+    return " + ".join(names) + f" (uvicorn {uvicorn.__version__})"
 
 
 def main() -> None:
@@ -645,6 +663,7 @@ def main() -> None:
         f" SLO p95 {P95_TARGET_S * 1000:.0f} ms; client timeout {args.timeout:g} s;"
         f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
+    print(f"uvicorn and the generator on {_stack()}")
     print(
         "per slice: hi ok = high-priority success %, p95 = its p95 ms (no answer = the"
         " timeout), good = answers within 100 ms per s, lo- = low refused %"
