@@ -170,9 +170,9 @@ def test_the_report_explains_what_the_limiter_did(tmp_path: Path) -> None:
     lines = summary_lines(config, runs)
     low_refused = sum(1 for o in runs[1].outcomes if o.reason == "concurrency_limit")
     assert lines[2:] == [
-        "  the concurrency limit: 3-3 during the overload (median 3; the worker serves 2 at "
-        "once), learned from latency alone; in flight at most 3, queued at most 2 (high "
-        "priority waits for a place, low never does)",
+        "  the concurrency limit: 3-3 during the overload (median 3; the worker serves "
+        f"{config.capacity} at once), learned from latency alone; in flight at most 3, "
+        "queued at most 2 (high priority waits for a place, low never does)",
         f"  refused, concurrency_limit: {low_refused} low (at the concurrency limit (low "
         "priority never waits))",
         "  refused, deadline: 1 high (could not have been answered within the p99 target, "
