@@ -178,6 +178,12 @@ def limit_chart(config: DemoConfig, run: RunResult) -> str:
             Line("limit", TARGET, [(s.t_s, float(s.limit)) for s in samples]),
             Line("in flight", INFLIGHT, [(s.t_s, float(s.inflight)) for s in samples]),
             Line("queued", HIGH, [(s.t_s, float(s.queued)) for s in samples], dashed=True),
+            Line(
+                f"worker slots: {config.capacity}",
+                "#6b7280",
+                [(0.0, float(config.capacity)), (config.run_s, float(config.capacity))],
+                dashed=True,
+            ),
         ],
         x_max=config.run_s,
         y_range=(0.0, top),
@@ -283,7 +289,7 @@ p99 {p99:g} ms. Each run sends {config.phases[0].rate:.0f} req/s, then
 {config.phases[1].rate:.0f} req/s ({config.load:g}x capacity), then
 {config.phases[0].rate:.0f} req/s again, {config.high_share:.0%} of them
 <code>X-Priority: high</code>, the rest <code>low</code>; clients give up after
-{config.timeout_s:g} s. The two runs differ only in the SLO file's
+{config.timeout_s:.3g} s. The two runs differ only in the SLO file's
 <code>shedding:</code> section: off is <code>{{enabled: false, concurrency: {{mode: off}}}}</code>;
 on is the default of a file that enforces: an adaptive concurrency limit (the
 inner loop: it bounds the requests in flight, steered by the SLO's latency
@@ -346,6 +352,9 @@ def write_png(path: Path, config: DemoConfig, runs: Sequence[RunResult]) -> str 
             limit.plot(at, [s.inflight for s in run.limits], color=INFLIGHT, label="in flight")
             limit.plot(
                 at, [s.queued for s in run.limits], color=HIGH, linestyle="--", label="queued"
+            )
+            limit.axhline(
+                config.capacity, color="#6b7280", linestyle=":", label="worker slots (unknown to it)"
             )
             limit.legend(loc="upper left", fontsize=8)
         else:

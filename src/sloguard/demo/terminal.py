@@ -90,7 +90,7 @@ class Narrator(logging.Handler):
             f"  load per run ({c.run_s:g} s): {steady.rate:.0f} req/s, then "
             f"{peak.rate:.0f} req/s, then {steady.rate:.0f} req/s; "
             f"{c.high_share:.0%} X-Priority: high, the rest low; "
-            f"clients give up after {c.timeout_s:g} s\n"
+            f"clients give up after {c.timeout_s:.3g} s\n"
             f"  watch it live: {url}/slo/ui\n\n{header()}"
         )
 
