@@ -353,9 +353,8 @@ def write_png(path: Path, config: DemoConfig, runs: Sequence[RunResult]) -> str 
             limit.plot(
                 at, [s.queued for s in run.limits], color=HIGH, linestyle="--", label="queued"
             )
-            limit.axhline(
-                config.capacity, color="#6b7280", linestyle=":", label="worker slots (unknown to it)"
-            )
+            slots = "worker slots (unknown to it)"
+            limit.axhline(config.capacity, color="#6b7280", linestyle=":", label=slots)
             limit.legend(loc="upper left", fontsize=8)
         else:
             limit.text(0.5, 0.5, "no concurrency limit", ha="center", transform=limit.transAxes)
