@@ -32,8 +32,7 @@ from pathlib import Path
 
 from sloguard.reporting._sql import SQLHistory
 from sloguard.reporting.compliance import daily_compliance
-from sloguard.reporting.records import MinuteAggregate
-from sloguard.reporting.repository import DAY_SECONDS
+from sloguard.reporting.records import DAY_SECONDS, MinuteAggregate
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.slo.schema import SLOFile
 

@@ -10,7 +10,6 @@ cd benchmarks && uvicorn servers:limited_guarded  # SLOGuard, the adaptive limit
 cd benchmarks && uvicorn servers:limited_window   # SLOGuard, SLO-window shedding alone
 cd benchmarks && uvicorn servers:limited_oracle   # SLOGuard, a fixed limit at the true capacity
 cd benchmarks && uvicorn servers:route_worker      # the demo worker (route.py)
-cd benchmarks && BENCH_WORKER_URL=... uvicorn servers:route_controller  # controller + SLOGuard
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sloguard import MemoryStore, SLOGuard
 from sloguard._clock import Clock, monotonic
@@ -227,23 +226,31 @@ enforcement: {reject_on_violation: true}
 """
 
 
-def route_worker_app() -> Starlette:
-    """The demo worker serving ``bench:route`` (route.py asks it for ``?delay_ms=0``)."""
+BIG_BYTES = 100 * 1024 * 1024
+"""What ``POST /bench/big`` streams back, in 64 KiB chunks (route.py's memory check)."""
+
+
+def route_worker_app() -> ASGIApp:
+    """The demo worker serving ``bench:route`` (route.py asks it for ``?delay_ms=0``),
+    and ``POST /bench/big``: a 100 MiB chunked response."""
     from sloguard.routing import demo_worker_app
 
-    return demo_worker_app([ROUTE_CAPABILITY], worker_id="bench-worker")
+    demo = demo_worker_app([ROUTE_CAPABILITY], worker_id="bench-worker")
+    chunk = b"x" * 65536
 
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/bench/big":
+            await demo(scope, receive, send)
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        headers = [(b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(BIG_BYTES // len(chunk)):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
-def route_controller_app() -> SLOGuard:
-    """What ``sloguard serve`` runs, with one static worker at ``$BENCH_WORKER_URL``."""
-    from sloguard.routing import WorkerRegistry, create_controller_app
-
-    slo_dir = slo_dir_with(ROUTE_SLO)
-    registry = WorkerRegistry()
-    registry.register(
-        "bench-worker", os.environ["BENCH_WORKER_URL"], [ROUTE_CAPABILITY], static=True
-    )
-    return SLOGuard(create_controller_app(registry=registry), slo_dir=slo_dir)
+    return app
 
 
 _APPS: dict[str, Callable[[], object]] = {
@@ -257,7 +264,6 @@ _APPS: dict[str, Callable[[], object]] = {
     "limited_window": lambda: limited_guarded_app("window"),
     "limited_oracle": lambda: limited_guarded_app("oracle"),
     "route_worker": route_worker_app,
-    "route_controller": route_controller_app,
 }
 
 

@@ -11,8 +11,8 @@ Writes COUNT SLO files to a temporary directory, then reports:
   first record), after traffic in every bucket of every window (worst case:
   all capabilities busy for a whole minute), and after a ``status`` of each;
 - for the busy case, the heap split by the file that allocated it: the budget
-  counters (budget.py), the windows and their closed buckets (window.py), the
-  open buckets' live sketches (ddsketch).
+  counters (budget.py), the windows (window.py), the closed buckets and the
+  open buckets' sketches (sketch.py), and the open buckets' bins (ddsketch).
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ def main() -> None:
         by_file = tracemalloc.take_snapshot().statistics("filename")
         for label, part in (
             ("budget counters (budget.py)", "/sloguard/slo/budget.py"),
-            ("windows, closed buckets (window.py)", "/sloguard/slo/window.py"),
-            ("open buckets' sketches (ddsketch)", "/ddsketch/"),
+            ("windows (window.py)", "/sloguard/slo/window.py"),
+            ("closed buckets, open sketches (sketch.py)", "/sloguard/slo/sketch.py"),
+            ("open buckets' bins (ddsketch)", "/ddsketch/"),
         ):
             size = sum(stat.size for stat in by_file if part in stat.traceback[0].filename)
-            print(f"    of which {label:35s} {mib(size)}  {size / count:7.0f} B/capability")
+            print(f"    of which {label:42s} {mib(size)}  {size / count:7.0f} B/capability")
         del by_file
 
         for key in keys:

@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sloguard import __version__
 from sloguard.exceptions import ConfigurationError
@@ -32,12 +34,54 @@ def add_serve(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the /route controller behind SLOGuard",
-        description="Run the /route controller behind SLOGuard. With no workers in "
-        "STATE/workers.yml it starts built-in demo workers, one per SLO file.",
+        description="Run the /route controller behind SLOGuard on uvicorn (uvloop, httptools). "
+        "With no workers in STATE/workers.yml it starts built-in demo workers, one per SLO "
+        "file. Exit 1 on a bad state directory, 2 on bad options (a busy port, a bad --port).",
     )
     parser.add_argument("--state", default="state", help="state directory (default: state)")
     parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument("--port", default="8080", help="port, 0 for any free one (default: 8080)")
+    parser.add_argument(
+        "--processes",
+        default="1",
+        metavar="N",
+        help="serve from N processes on the one port (default: 1); N > 1 needs --redis",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share idempotency keys and the worker registry through Redis, e.g. "
+        "redis://127.0.0.1:6379/0 (needs sloguard[redis])",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default="sloguard:",
+        metavar="PREFIX",
+        help="prefix of every Redis key (default: sloguard:)",
+    )
+    parser.add_argument(
+        "--heartbeat-ttl-s",
+        default="15",
+        metavar="S",
+        help="a worker that registered over HTTP and sent no heartbeat for S seconds gets "
+        "no traffic (with --redis: its registration expires) (default: 15)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        default="10485760",
+        metavar="N",
+        help="the largest /route request body, 413 above it (default: 10485760, 10 MiB)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per request (default: off)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="sloguard's log level; uvicorn's own messages show from warning up, all of them "
+        "at debug (default: info)",
+    )
     parser.add_argument(
         "--tracing",
         action="store_true",
@@ -78,76 +122,87 @@ def _seconds(text: str) -> float:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from sloguard.routing import server
 
-    from sloguard.middleware import SLOGuard
-    from sloguard.observability.tracing import default_tracer_provider
-    from sloguard.reporting.reporter import Reporter
-    from sloguard.routing import create_controller_app
-    from sloguard.slo.manager import SLOManager
-
-    state = Path(args.state)
-    slo_dir = state / "controller" / "slos"
     try:
-        if not state.is_dir():
-            raise ConfigurationError(f"state directory not found: {state} (pass --state DIR)")
-        manager = SLOManager(slo_dir if slo_dir.is_dir() else None)
-        tracer_provider = default_tracer_provider() if args.tracing else None
-        reporter = Reporter(
-            manager,
-            history=_open_history(args.history or str(state / "history.sqlite3")),
-            alerts=state / "controller" / "alerts.yml",
+        port = server.parse_port(args.port)
+        processes = _positive_int("--processes", args.processes)
+        ttl = _positive_float("--heartbeat-ttl-s", args.heartbeat_ttl_s)
+        max_body_bytes = _positive_int("--max-body-bytes", args.max_body_bytes)
+        if processes > 1 and not args.redis:
+            raise ConfigurationError(
+                f"--processes {processes} needs --redis URL: idempotency keys and the worker "
+                "registry must be shared between the processes"
+            )
+        config = server.ServeConfig(
+            state=args.state,
+            history=args.history,
+            tracing=args.tracing,
+            redis=args.redis,
+            redis_prefix=args.redis_prefix,
+            heartbeat_ttl_s=ttl,
+            max_body_bytes=max_body_bytes,
             open_after_s=args.open_after,
             resolve_after_s=args.resolve_after,
+            log_level=args.log_level,
+            access_log=args.access_log,
         )
-        app = create_controller_app(
-            state,
-            manager=manager,
-            reporter=reporter,
-            tracing=args.tracing,
-            tracer_provider=tracer_provider,
-        )
+        config.check_redis()
     except ConfigurationError as exc:
         print(f"sloguard serve: {exc}", file=sys.stderr)
-        return 1
-    for error in manager.errors:
-        print(f"sloguard serve: skipped: {error}", file=sys.stderr)
-    registry = app.state.controller.registry
-    demo = sum(1 for w in registry if w.url.endswith(".in-process"))
-    kind = f" (built-in demo, in-process: {demo})" if demo else ""
-    # One line, before uvicorn binds: a port in use is then uvicorn's error line.
-    print(
-        f"sloguard serve: listening on http://{_url_host(args.host)}:{args.port} "
-        f"with {len(manager.capabilities)} SLOs from {slo_dir} and "
-        f"{len(registry)} workers{kind}; API token {'on' if os.getenv(TOKEN_ENV) else 'off'}",
-        file=sys.stderr,
-        flush=True,
-    )
-    uvicorn.run(
-        SLOGuard(
-            app,
-            manager=manager,
-            reporter=reporter,
-            tracing=args.tracing,
-            tracer_provider=tracer_provider,
-        ),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-    )
+        return 2
+    metrics_dir = server.multiprocess_metrics_dir() if processes > 1 else None
+    try:
+        try:
+            # Built here in every case: a bad state directory or history store is
+            # reported once, before any process starts.
+            app = config()
+        except ConfigurationError as exc:
+            print(f"sloguard serve: {exc}", file=sys.stderr)
+            return 1
+        try:
+            sock = server.bind(args.host, port)
+        except ConfigurationError as exc:
+            print(f"sloguard serve: {exc}", file=sys.stderr)
+            return 2
+        manager, controller = app.manager, cast(Any, app.app).state.controller
+        for error in manager.errors:
+            print(f"sloguard serve: skipped: {error}", file=sys.stderr)
+        demo = len(controller.local_workers)
+        workers = len(controller.registry) + demo
+        kind = f" (built-in demo, in-process: {demo})" if demo else ""
+        bound_host, bound_port = sock.getsockname()[:2]
+        extra = f", {processes} processes sharing {args.redis}" if processes > 1 else ""
+        print(
+            f"sloguard serve: listening on http://{_url_host(bound_host)}:{bound_port} "
+            f"with {len(manager.capabilities)} SLOs from {config.slo_dir} and "
+            f"{workers} workers{kind}{extra}; "
+            f"API token {'on' if os.getenv(TOKEN_ENV) else 'off'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        with sock:
+            server.run(config, sock, processes=processes, app=app if processes == 1 else None)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def _open_history(target: str) -> Any:
-    from sloguard.reporting.repository import open_repository
+def _positive_int(option: str, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{option}: expected a whole number from 1, got {text!r}")
+    return int(text)
 
+
+def _positive_float(option: str, text: str) -> float:
     try:
-        return open_repository(target)
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # sqlite3, psycopg, a missing extra: all mean "cannot use it"
-        raise ConfigurationError(f"cannot open the history store {target}: {exc}") from exc
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigurationError(f"{option}: expected a positive number, got {text!r}")
+    return value
 
 
 def add_worker(subparsers: Any) -> None:

@@ -7,12 +7,9 @@ gate, the controller) and the client side (``sloguard.client``) alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.types import Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from sloguard.idempotency.gate import Lease
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 PRIORITY = "X-Priority"
@@ -54,16 +51,12 @@ class BufferedReceive:
         """The body of the messages read ahead."""
         return b"".join(m.get("body", b"") for m in self._messages if m["type"] == "http.request")
 
-    def __call__(self) -> Awaitable[Message]:
+    async def __call__(self) -> Message:
         index = self._next
         if index < len(self._messages):
             self._next = index + 1
-            return _ready(self._messages[index])
-        return self._receive()
-
-
-async def _ready(message: Message) -> Message:
-    return message
+            return self._messages[index]
+        return await self._receive()
 
 
 class Reply:
@@ -88,6 +81,24 @@ class Reply:
         await self.send(send)
 
 
+class ResponseKeeper(Protocol):
+    """What the send wrapper needs of an idempotency lease (``idempotency.gate.Lease``)."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest response body kept to store."""
+        ...
+
+    @property
+    def response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Headers added to the response."""
+        ...
+
+    def finish_then(self, exchange: Exchange, send: Send, last: Message) -> Awaitable[None]:
+        """Settle on the response ``exchange`` has seen, then send its last message."""
+        ...
+
+
 class Exchange:
     """The one send wrapper of a request: notes the response's status and, for a
     request under an idempotency lease, keeps the copy of the response the lease
@@ -109,7 +120,7 @@ class Exchange:
         "status",
     )
 
-    def __init__(self, send: Send, lease: Lease | None = None) -> None:
+    def __init__(self, send: Send, lease: ResponseKeeper | None = None) -> None:
         self._send = send
         self.lease = lease
         self.status = 500

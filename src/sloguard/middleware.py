@@ -128,13 +128,10 @@ class SLOGuard:
             open_after_s=open_after_s,
             resolve_after_s=resolve_after_s,
         )
-        counted = tracing or not isinstance(self.metrics, NoMetrics)
-        self.gate = _gate(
-            idempotency,
-            store,
-            self._idempotency_event if counted else None,
-            self.reporter.idempotency.count,
-        )
+        on_event = None if isinstance(self.metrics, NoMetrics) else self.metrics.idempotency_event
+        if tracing:
+            on_event = self._idempotency_event
+        self.gate = _gate(idempotency, store, on_event, self.reporter.idempotency.count)
         self.classifier = Classifier(
             clock=clock,
             route_table=RouteTable(route_table),
@@ -216,7 +213,7 @@ class SLOGuard:
             latency = self.outcomes.record(request, slo, status)
         finally:
             self.admission.release(permit, status, latency)
-            if lease is not None:
+            if lease is not None and not lease.settled:  # mostly stored as the response left
                 await lease.finish(exchange)
 
     def _idempotency_event(self, event: str) -> None:

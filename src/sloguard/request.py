@@ -91,8 +91,11 @@ class Classifier:
         priority_header: str = "X-Priority",
         capability_header: str | None = None,
         trusted_clients: Collection[str] | None = None,
+        capabilities: bool = True,
     ) -> None:
         self.clock = clock
+        self.capabilities = capabilities
+        """Whether requests name capabilities and priorities at all (False: idempotency alone)."""
         self.route_table = route_table if route_table is not None and len(route_table) else None
         # An empty name matches no header: nothing is read for a feature that is off.
         self.key_header = "" if key_header is None else key_header
@@ -105,7 +108,7 @@ class Classifier:
         """The request's capability, priority, key and credentials, from its path and headers."""
         path: str = scope["path"]
         capability = None if self.route_table is None else self.route_table.match(path)
-        if capability is None:
+        if capability is None and self.capabilities:
             capability = capability_from_path(path)
         raw_priority: bytes | None = None
         key: bytes | None = None
@@ -135,7 +138,7 @@ class Classifier:
             receive,
             self.clock(),
             capability,
-            parse_priority(raw_priority),
+            DEFAULT_PRIORITY if raw_priority is None else parse_priority(raw_priority),
             key,
             repeated,
             authorization,

@@ -216,7 +216,9 @@ def test_sloguard_check_judges_a_real_controller_scrape(
     assert email["measured"]["availability"] == 1.0
     assert pdf["status"] == "violated"
     assert pdf["measured"]["requests"] == 20
-    assert pdf["measured"]["p50_ms"] >= 40  # each request slept 40 ms in the worker
+    # Each request slept 40 ms in the worker; the scrape's p50 is interpolated inside the
+    # histogram bucket that holds it, (25 ms, 50 ms] or a later one.
+    assert pdf["measured"]["p50_ms"] >= 25
     assert "p50 latency" in pdf["violations"][0]
     assert text["status"] == "violated"
     assert text["measured"]["availability"] == 0.0

@@ -23,6 +23,7 @@ from sloguard import (
 from sloguard.http import Exchange
 from sloguard.idempotency import Claim, ClaimStatus, IdempotencyGate, Lease, StoredResponse
 from sloguard.idempotency.keys import scoped_key
+from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes
 from sloguard.request import Classifier
 from tests.asgi import body_of, call, headers_of, http_scope
 from tests.idempotency.conftest import BIG_BODY, Backend, Factory, Handlers, Travel
@@ -473,9 +474,14 @@ async def test_a_memory_store_counts_the_bytes_of_the_responses_it_keeps(
     for key in keys:
         await call(middleware, http_scope(headers=[(b"idempotency-key", key.encode())]))
 
-    kept = [await store.claim(scoped_key("", "POST", "/items", key), b"", 60) for key in keys]
+    store_keys = [scoped_key("", "POST", "/items", key) for key in keys]
+    kept = [await store.claim(key, b"", 60) for key in store_keys]
     assert all(claim.response is not None for claim in kept)
-    assert store.nbytes == sum(claim.response.nbytes for claim in kept if claim.response)
+    assert store.nbytes == PRINCIPAL_OVERHEAD + sum(
+        entry_nbytes(key, claim.response.nbytes)
+        for key, claim in zip(store_keys, kept, strict=True)
+        if claim.response
+    )
 
 
 async def test_cookies_reach_the_first_client_only(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from sloguard.exceptions import WorkersFileError
 from sloguard.routing import create_controller_app, load_workers_file
+from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +85,9 @@ def test_static_workers_replace_the_demo_workers(tmp_path: Path) -> None:
 
 
 def test_with_no_static_workers_there_is_one_demo_worker_per_slo() -> None:
-    registry = create_controller_app(ROOT / "state").state.controller.registry
-    served = sorted(c for w in registry for c in w.capabilities)
+    app = create_controller_app(ROOT / "state", health_interval_s=None)
+    with serving(app):  # demo workers serve on loopback ports from the lifespan on
+        workers = list(app.state.controller.registry)
+    served = sorted(c for w in workers for c in w.capabilities)
     assert served == ["classify:email", "convert:document_to_pdf", "example:capability"]
+    assert all(w.url.startswith("http://127.0.0.1:") and w.static for w in workers)

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.slo import LatencyWindow
-from sloguard.slo import window as window_module
 from sloguard.slo.window import BucketClosed, FrozenBucket, latency_mapping
 
 QUANTILES = (0.50, 0.95, 0.99)
@@ -109,9 +108,9 @@ def test_adds_after_a_snapshot_are_seen_by_the_next_one() -> None:
 
 def test_closed_buckets_are_reported_once_with_their_start() -> None:
     closed: list[tuple[float, int, int]] = []
-    window = LatencyWindow(
-        latency_mapping(), window_seconds=10, buckets=2, on_close=_append(closed)
-    )
+    mapping = latency_mapping()
+    window = LatencyWindow(mapping, window_seconds=10, buckets=2, on_close=_append(closed))
+    other = LatencyWindow(mapping, window_seconds=10, buckets=2)
     window.add(0.1, True, 20.0)
     window.add(0.1, False, 24.9)
     assert closed == []
@@ -125,7 +124,7 @@ def test_closed_buckets_are_reported_once_with_their_start() -> None:
     assert len(closed) == 2
     window.add(0.1, True, 41.0)
     assert window.snapshot(41.0).requests == 1
-    assert window_module._NO_STORE.count == 0  # the idle placeholder is never written
+    assert other.snapshot(41.0).requests == 0  # windows on one mapping share no bins
 
 
 def test_memory_is_bounded_without_reads() -> None:
@@ -136,16 +135,14 @@ def test_memory_is_bounded_without_reads() -> None:
     assert window.snapshot(9_999.0).requests == 60
 
 
-def test_latencies_are_binned_a_batch_at_a_time_within_one_bucket() -> None:
+def test_every_latency_of_a_busy_unread_bucket_is_in_the_next_read() -> None:
     window = LatencyWindow(latency_mapping(), window_seconds=60, buckets=12)
-    batch = window_module._BATCH
-    for i in range(10 * batch + 3):
+    sketch, _ = new_sketch(latency_mapping())
+    for i in range(1283):
         window.add(0.001 * (1 + i % 50), True, 1.0)  # all in one bucket, never read
-    assert len(window._pending) < batch  # memory stays bounded between reads
-    snapshot = window.snapshot(1.0)
-    assert snapshot.requests == 10 * batch + 3
-    assert window._store.count == 10 * batch + 3  # the reader binned the rest
-    assert not window._pending
+        sketch.add(0.001 * (1 + i % 50))
+    assert window.snapshot(1.0).requests == 1283
+    assert quantiles(window, 1.0) == tuple(sketch.get_quantile_value(q) for q in QUANTILES)
 
 
 @pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -0.001])
@@ -191,15 +188,10 @@ def test_the_window_bins_each_latency_as_the_sketch_would(values: list[float]) -
     window = LatencyWindow(mapping, window_seconds=60, buckets=12)
     sketch, store = new_sketch(mapping)
     for value in values:
-        window.add(value, True, 1.0)
+        window.add(value, True, 1.0)  # bucket 0: [0, 5)
         sketch.add(value)
-    window._fold()  # the latencies added since the last fold
-    live = window._store
-    assert (live.count, live.min_key, live.max_key) == (store.count, store.min_key, store.max_key)
-    assert (
-        live.bins[live.min_key - live.offset : live.max_key - live.offset + 1]
-        == (store.bins[store.min_key - store.offset : store.max_key - store.offset + 1])
-    )
+    (bucket,) = window.closed_buckets(5.0)  # the same keys and counts, byte for byte
+    assert bucket == FrozenBucket.freeze(store, epoch=0, requests=len(values), errors=0)
 
 
 def live_sketch(values: list[float], accuracy: float = 0.01) -> tuple[BaseDDSketch, DenseStore]:

@@ -31,14 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 
 from sloguard.exceptions import ConfigurationError
 
 CAPABILITY = "convert:document_to_pdf"
 ROUTE_PATH = "/route/convert/document_to_pdf"
-WORKER_URL = "http://demo-worker.in-process"
 PRIORITIES = ("high", "low")
 REFUSALS = frozenset(
     {"slo_violation", "concurrency_limit", "queue_full", "deadline", "queue_timeout"}
@@ -312,6 +310,7 @@ def demo_app(config: DemoConfig, slo_dir: Path) -> Any:
     from sloguard.reporting.reporter import Reporter
     from sloguard.routing import LatencyProfile, WorkerRegistry, create_controller_app
     from sloguard.routing.demo import demo_worker_app
+    from sloguard.routing.local import LocalWorker
     from sloguard.slo.manager import SLOManager
 
     manager = SLOManager(slo_dir)
@@ -325,7 +324,6 @@ def demo_app(config: DemoConfig, slo_dir: Path) -> Any:
         capacity=config.capacity,
     )
     registry = WorkerRegistry()
-    registry.register("demo-worker", WORKER_URL, [CAPABILITY], static=True)
     reporter = Reporter(manager)  # no history: the demo leaves nothing behind
     app = create_controller_app(
         registry=registry,
@@ -334,7 +332,7 @@ def demo_app(config: DemoConfig, slo_dir: Path) -> Any:
         api_token="",  # a loopback server of a minute: the dashboard link works as printed
         health_interval_s=None,
         forward_timeout_s=60.0,
-        mounts={WORKER_URL: httpx.ASGITransport(app=worker)},
+        local_workers=[LocalWorker("demo-worker", (CAPABILITY,), worker)],
     )
     return SLOGuard(app, manager=manager, reporter=reporter, metrics=False, reload_every_s=None)
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sloguard.exceptions import MetricsFileError
 from sloguard.gate.exposition import parse_exposition
 from sloguard.gate.measured import Measured, MetricsDocument
-from sloguard.slo.loader import YAMLDocumentError, parse_yaml, validation_problems
+from sloguard.slo.yamlfile import YAMLDocumentError, parse_yaml, validation_problems
 
 MetricsFormat = Literal["auto", "json", "yaml", "prometheus"]
 METRICS_FORMATS: tuple[MetricsFormat, ...] = ("auto", "json", "yaml", "prometheus")

@@ -68,6 +68,13 @@ makes (``hit``, ``miss``, ``conflict``, ``mismatch``); the /slo API counts them.
 
 DEFAULT_METHODS = frozenset({"POST", "PATCH"})
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+DEFAULT_RELEASED_STATUSES = frozenset({429})
+"""Responses that say "not done, try later": not results, so the key is released
+(besides every 5xx, with ``release_on_server_error``)."""
+SCOPE_KEY = "sloguard.idempotency"
+"""Where a leased request's scope carries ``{"key", "token"}``: the fencing token lets a
+handler fence its own writes (a write with an older token than the last seen is stale)."""
 
 UNSTORED_HEADERS = HOP_BY_HOP | {b"set-cookie"}
 """Never stored: hop-by-hop headers describe one connection, and a replayed
@@ -97,7 +104,9 @@ class IdempotencyGate:
         lease_seconds: float = 60.0,
         wait_seconds: float = 0.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         release_on_server_error: bool = True,
+        released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
         on_event: EventHook | None = None,
         on_decision: DecisionHook | None = None,
     ) -> None:
@@ -114,6 +123,10 @@ class IdempotencyGate:
             raise ConfigurationError(f"wait_seconds must not be negative, got {wait_seconds!r}")
         if max_body_bytes < 0:
             raise ConfigurationError(f"max_body_bytes must not be negative, got {max_body_bytes!r}")
+        if max_request_bytes < 0:
+            raise ConfigurationError(
+                f"max_request_bytes must not be negative, got {max_request_bytes!r}"
+            )
         self.store: Store = store if store is not None else MemoryStore()
         self._sync: SyncStore | None = sync_path(self.store)
         self.methods = frozenset(method.upper() for method in methods)
@@ -123,7 +136,10 @@ class IdempotencyGate:
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self.max_body_bytes = max_body_bytes
+        self.max_request_bytes = max_request_bytes
         self.release_on_server_error = release_on_server_error
+        self.released_statuses = frozenset(released_statuses)
+        self._cookie_warned = principal is not None
         self.on_event = on_event
         self.on_decision = on_decision
         self._principal = principal
@@ -144,7 +160,8 @@ class IdempotencyGate:
             self.on_event(event)
 
     def _decide(self, event: str, request: GuardedRequest) -> None:
-        self._event(event)
+        if self.on_event is not None:
+            self.on_event(event)
         if self.on_decision is not None:
             self.on_decision(request.capability, event)
 
@@ -173,15 +190,41 @@ class IdempotencyGate:
             except InvalidIdempotencyKey as exc:
                 return self._bad_key(str(exc))
 
+        if not self._cookie_warned and not request.authorization:
+            self._warn_if_cookie(scope)
         principal = (
             request.authorization.decode("latin-1")
             if self._principal is None
             else self._principal(scope)
         )
         store_key = scoped_key(principal, scope["method"], scope["path"], key)
-        body = await _read_body(request)
-        if body is None:
-            return _NOTHING
+        # The body, read ahead of the app for its fingerprint (the app reads it again
+        # from the lease's receive).
+        receive = request.receive
+        message = await receive()
+        messages = [message]
+        size = len(message.get("body", b""))
+        while message["type"] == "http.request" and message.get("more_body", False):
+            if size > self.max_request_bytes:
+                break
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+        if size > self.max_request_bytes:
+            return problem_reply(
+                413,
+                "idempotency_request_too_large",
+                "Request too large",
+                f"A request with an {self.key_header} may have a body of at most "
+                f"{self.max_request_bytes} bytes (its body is kept until the response is "
+                "stored).",
+            )
+        if message["type"] != "http.request":
+            return _NOTHING  # the client left before its request was complete
+        if len(messages) == 1:
+            body: tuple[bytes, ...] = (message.get("body", b""),)
+        else:
+            body = tuple(m.get("body", b"") for m in messages)
         fingerprint = request_fingerprint(scope["query_string"], body)
 
         try:
@@ -202,6 +245,7 @@ class IdempotencyGate:
                     "not processed; retry later with the same key.",
                     headers=_RETRY_AFTER_1,
                 )
+            request.receive = BufferedReceive(messages, receive)
             return Lease(self, key, None, 0, fingerprint)  # fail open: run, store nothing
 
         if claim.fingerprint != fingerprint:
@@ -229,7 +273,24 @@ class IdempotencyGate:
                 headers=_RETRY_AFTER_1,
             )
         self._decide("miss", request)
+        request.receive = BufferedReceive(messages, receive)
+        scope[SCOPE_KEY] = {"key": key, "token": claim.token}
         return Lease(self, key, store_key, claim.token, fingerprint)
+
+    def keeps(self, status: int) -> bool:
+        """Whether a response with ``status`` is a result, stored to replay."""
+        return status not in self.released_statuses and (
+            status < 500 or not self.release_on_server_error
+        )
+
+    def _warn_if_cookie(self, scope: Scope) -> None:
+        if any(name == b"cookie" for name, _ in scope["headers"]):
+            self._cookie_warned = True
+            logger.warning(
+                "a keyed request carries a Cookie and no Authorization: keys are scoped to "
+                "the Authorization header by default, so cookie-authenticated users share "
+                "them. Pass principal= (a function of the scope naming the user)."
+            )
 
     def _bad_key(self, reason: str) -> Reply:
         return problem_reply(
@@ -260,7 +321,16 @@ class Lease:
     the key so that a retry runs. ``store_key`` None: the store was unavailable and
     the gate fails open (the request runs, nothing is stored, the response says so)."""
 
-    __slots__ = ("_fingerprint", "_gate", "_key", "_store_key", "_token", "settled")
+    __slots__ = (
+        "_fingerprint",
+        "_gate",
+        "_key",
+        "_store_key",
+        "_token",
+        "max_body_bytes",
+        "response_headers",
+        "settled",
+    )
 
     def __init__(
         self,
@@ -277,24 +347,24 @@ class Lease:
         self._fingerprint = fingerprint
         self.settled = store_key is None
         """Whether the response was stored or the key released (nothing left to do)."""
-
-    @property
-    def max_body_bytes(self) -> int:
+        self.max_body_bytes = -1 if store_key is None else gate.max_body_bytes
         """The largest response body kept to store (-1: none is, the lease stores nothing)."""
-        return -1 if self._store_key is None else self._gate.max_body_bytes
-
-    @property
-    def response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        self.response_headers = _NOT_STORED if store_key is None else ()
         """Headers added to the response the app sends under this lease."""
-        return _NOT_STORED if self._store_key is None else ()
 
     def finish_then(self, exchange: Exchange, send: Send, last: Message) -> Awaitable[None]:
         """Settle the lease on the response ``exchange`` has seen, then send its last message.
 
         A store that needs no waiting is called directly: no coroutine of its own.
         """
-        sync = self._gate._sync
-        if self.settled or sync is None or not self._storable(exchange):
+        gate = self._gate
+        sync = gate._sync
+        if (
+            self.settled
+            or sync is None
+            or exchange.chunks is None
+            or not gate.keeps(exchange.status)
+        ):
             return self._settle_then(exchange, send, last)
         self.settled = True
         chunks, store_key = exchange.chunks, self._store_key
@@ -360,32 +430,18 @@ class Lease:
             logger.warning("could not release idempotency key %r", self._key, exc_info=True)
 
     def _storable(self, exchange: Exchange) -> bool:
-        return exchange.chunks is not None and (
-            exchange.status < 500 or not self._gate.release_on_server_error
-        )
+        return exchange.chunks is not None and self._gate.keeps(exchange.status)
 
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
-        headers = tuple(h for h in exchange.headers if h[0].lower() not in UNSTORED_HEADERS)
+        kept = []
+        header_bytes = 0
+        for name, value in exchange.headers:
+            if name.lower() not in UNSTORED_HEADERS:
+                kept.append((name, value))
+                header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        header_bytes = sum(len(name) + len(value) for name, value in headers)
-        nbytes = stored_nbytes(self._fingerprint, len(headers), header_bytes, body)
-        return StoredResponse(self._fingerprint, exchange.status, headers, body), nbytes
+        nbytes = stored_nbytes(self._fingerprint, len(kept), header_bytes, body)
+        return StoredResponse(self._fingerprint, exchange.status, tuple(kept), body), nbytes
 
     def _log_store_failure(self) -> None:
         logger.warning("could not store the response to key %r", self._key, exc_info=True)
-
-
-async def _read_body(request: GuardedRequest) -> list[bytes] | None:
-    """Read the request's body ahead of the app (``request.receive`` then hands the
-    messages out again); None when the client disconnected before it was complete."""
-    messages: list[Message] = []
-    receive = request.receive
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        messages.append(message)
-        if not message.get("more_body", False):
-            break
-    request.receive = BufferedReceive(messages, receive)
-    return [m.get("body", b"") for m in messages]

@@ -14,7 +14,9 @@ from sloguard._clock import monotonic
 from sloguard.http import IDEMPOTENCY_KEY, REPLAY_HEADERS, Exchange, Reply
 from sloguard.idempotency.gate import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_METHODS,
+    DEFAULT_RELEASED_STATUSES,
     UNSTORED_HEADERS,
     EventHook,
     IdempotencyGate,
@@ -58,7 +60,9 @@ class IdempotencyMiddleware:
         lease_seconds: float = 60.0,
         wait_seconds: float = 0.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         release_on_server_error: bool = True,
+        released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
         on_event: EventHook | None = None,
     ) -> None:
         self.app = app
@@ -73,14 +77,14 @@ class IdempotencyMiddleware:
             lease_seconds=lease_seconds,
             wait_seconds=wait_seconds,
             max_body_bytes=max_body_bytes,
+            max_request_bytes=max_request_bytes,
             release_on_server_error=release_on_server_error,
+            released_statuses=released_statuses,
             on_event=on_event,
         )
         self.store = self.gate.store
         self.key_header = key_header
-        self._classifier = Classifier(
-            clock=monotonic, key_header=key_header, capability_header=None
-        )
+        self._classifier = Classifier(clock=monotonic, key_header=key_header, capabilities=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate

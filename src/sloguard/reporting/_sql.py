@@ -15,14 +15,19 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.reporting.records import Alert, Breach, BreachState, Escalation, MinuteAggregate
-from sloguard.reporting.repository import (
+from sloguard.reporting.records import (
     DAY_SECONDS,
-    DEFAULT_RETENTION_DAYS,
-    DEFAULT_ROLLUP_AFTER_DAYS,
+    Alert,
+    Breach,
+    BreachState,
+    Escalation,
     HistoryPoint,
+    MinuteAggregate,
     PruneResult,
 )
+
+DEFAULT_ROLLUP_AFTER_DAYS = 30
+DEFAULT_RETENTION_DAYS = 400
 
 Row = tuple[Any, ...]
 

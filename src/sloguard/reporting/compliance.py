@@ -15,7 +15,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sloguard.reporting.repository import DAY_SECONDS, HistoryRepository
+from sloguard.reporting.records import DAY_SECONDS
+from sloguard.reporting.repository import HistoryRepository
 from sloguard.slo.schema import CreditBracket, SLOFile
 
 MAX_DAILY_RANGE_DAYS = 90

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from sloguard.reporting.records import Alert, Breach
-from sloguard.reporting.repository import DAY_SECONDS, HistoryPoint, HistoryRepository
+from sloguard.reporting.records import DAY_SECONDS, Alert, Breach, HistoryPoint
+from sloguard.reporting.repository import HistoryRepository
 from sloguard.slo.schema import SLOFile
 
 MAX_TIMELINE_ROWS = 120

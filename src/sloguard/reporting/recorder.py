@@ -42,7 +42,7 @@ from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.slicing import in_slices
 from sloguard.slo.manager import SLOManager
-from sloguard.slo.window import FrozenBucket
+from sloguard.slo.sketch import FrozenBucket
 
 logger = logging.getLogger("sloguard.reporting")
 

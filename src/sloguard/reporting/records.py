@@ -1,4 +1,4 @@
-"""The records reporting keeps: minute aggregates, breaches, alerts, and live events.
+"""The records reporting keeps: minute aggregates and history, breaches, alerts, live events.
 
 Times are Unix epoch seconds (wall clock), never the monotonic clock of the
 request path. These are plain values shared by the history repository, the
@@ -14,6 +14,8 @@ BreachState = Literal["warning", "open", "resolved"]
 BreachSeverity = Literal["warning", "minor", "major", "critical"]
 """How far a breach's worst measure went past its target (:func:`breach_severity`)."""
 BREACH_SEVERITIES: tuple[BreachSeverity, ...] = ("warning", "minor", "major", "critical")
+
+DAY_SECONDS = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,44 @@ class MinuteAggregate:
     p95_ms: float | None
     p99_ms: float | None
     compliant: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One step of a capability's history, merged across replicas.
+
+    ``compliant_minutes`` and ``downtime_minutes`` count the minutes of the step
+    that have data: a minute nobody reported is neither.
+    """
+
+    start: int
+    """Start of the step, Unix seconds (a multiple of the step, so days start at 00:00 UTC)."""
+    requests: int
+    errors: int
+    shed: int
+    p50_ms: float | None
+    """Largest p50 of any minute (and replica) in the step: an upper bound."""
+    p95_ms: float | None
+    p99_ms: float | None
+    compliant_minutes: int
+    downtime_minutes: int
+
+    @property
+    def availability(self) -> float | None:
+        """Fraction of the step's requests that succeeded; None with no requests."""
+        return None if not self.requests else 1.0 - self.errors / self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`~sloguard.reporting.repository.HistoryRepository.prune` did."""
+
+    rolled_minutes: int
+    """Minute rows folded into day rows (and deleted)."""
+    dropped_days: int
+    """Day rows older than the retention, deleted."""
+    dropped_breaches: int
+    dropped_alerts: int
 
 
 @dataclass(frozen=True, slots=True)

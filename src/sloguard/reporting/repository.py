@@ -24,53 +24,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.reporting.records import Alert, Breach, BreachState, MinuteAggregate
+from sloguard.reporting._sql import DEFAULT_RETENTION_DAYS, DEFAULT_ROLLUP_AFTER_DAYS
+from sloguard.reporting.records import (
+    DAY_SECONDS,
+    Alert,
+    Breach,
+    BreachState,
+    HistoryPoint,
+    MinuteAggregate,
+    PruneResult,
+)
 
-DAY_SECONDS = 86_400
-DEFAULT_ROLLUP_AFTER_DAYS = 30
-DEFAULT_RETENTION_DAYS = 400
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPoint:
-    """One step of a capability's history, merged across replicas.
-
-    ``compliant_minutes`` and ``downtime_minutes`` count the minutes of the step
-    that have data: a minute nobody reported is neither.
-    """
-
-    start: int
-    """Start of the step, Unix seconds (a multiple of the step, so days start at 00:00 UTC)."""
-    requests: int
-    errors: int
-    shed: int
-    p50_ms: float | None
-    """Largest p50 of any minute (and replica) in the step: an upper bound."""
-    p95_ms: float | None
-    p99_ms: float | None
-    compliant_minutes: int
-    downtime_minutes: int
-
-    @property
-    def availability(self) -> float | None:
-        """Fraction of the step's requests that succeeded; None with no requests."""
-        return None if not self.requests else 1.0 - self.errors / self.requests
-
-
-@dataclass(frozen=True, slots=True)
-class PruneResult:
-    """What :meth:`HistoryRepository.prune` did."""
-
-    rolled_minutes: int
-    """Minute rows folded into day rows (and deleted)."""
-    dropped_days: int
-    """Day rows older than the retention, deleted."""
-    dropped_breaches: int
-    dropped_alerts: int
+__all__ = [
+    "DAY_SECONDS",
+    "DEFAULT_RETENTION_DAYS",
+    "DEFAULT_ROLLUP_AFTER_DAYS",
+    "HistoryPoint",
+    "HistoryRepository",
+    "PruneResult",
+    "open_repository",
+]
 
 
 @runtime_checkable

@@ -62,7 +62,7 @@ from pydantic import (
 
 from sloguard.exceptions import AlertsFileError, ConfigurationError
 from sloguard.reporting.records import Alert
-from sloguard.slo.loader import YAMLDocumentError, parse_yaml
+from sloguard.slo.yamlfile import YAMLDocumentError, parse_yaml
 
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 LOG_SINK = "log"

@@ -18,8 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sloguard.reporting._sql import Row, SQLHistory
-from sloguard.reporting.repository import DEFAULT_RETENTION_DAYS, DEFAULT_ROLLUP_AFTER_DAYS
+from sloguard.reporting._sql import (
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_ROLLUP_AFTER_DAYS,
+    Row,
+    SQLHistory,
+)
 
 
 class _SQLiteTransaction:

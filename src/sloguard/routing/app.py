@@ -5,6 +5,10 @@
 "request_payload"}``) go to a worker chosen by power of two choices;
 ``/workers`` registers, heartbeats and lists workers; ``/healthz`` is the
 controller's own health. Every error is RFC 9457 problem+json.
+
+The two ``/route`` endpoints are plain ASGI (no Request or Response object on
+the hot path): the body streams to the worker, the worker's answer streams
+back (:mod:`sloguard.routing.forward`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +28,43 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from sloguard.capability import is_capability
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.mount import slo_site_routes
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.routing.body import DEFAULT_KEEP_BYTES, BodyTooLarge, ClientGone, RequestBody
 from sloguard.routing.demo import LatencyProfile, demo_worker_app
 from sloguard.routing.forward import (
-    RETURNED_HEADERS,
+    DEFAULT_LIMIT_PER_HOST,
     Failure,
+    Forwarder,
     ForwardError,
-    forwarded_headers,
-    send_to_worker,
+    ResponseAborted,
+    Upstream,
+    request_headers,
 )
 from sloguard.routing.health import HealthChecker
-from sloguard.routing.registry import Worker, WorkerRegistry
+from sloguard.routing.local import LocalWorker
+from sloguard.routing.registry import Registry, Worker, WorkerRegistry
 from sloguard.routing.workers_file import WorkerSpec, load_workers_file, validation_problems
 from sloguard.slo.manager import SLOManager
 
 logger = logging.getLogger("sloguard.routing")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Default bound on a /route request body (413 above it)."""
+MAX_REGISTRATION_BYTES = 64 * 1024
+"""Bound on a ``POST /workers`` body (413 above it)."""
 _PROBLEM = PROBLEM_CONTENT_TYPE.decode()
+_KEY_HEADER = b"idempotency-key"
 
 
 class SeedRoute(BaseModel):
@@ -77,22 +90,82 @@ class _Problem(Exception):
         body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
         return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
 
+    async def send(self, send: Send) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send_problem(
+            send, self.status, self.error, self.title, self.detail, headers=headers, **self.extra
+        )
+
+
+class _Endpoint:
+    """A plain ASGI endpoint for Starlette's router (which wraps functions as
+    request/response handlers)."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self._handle = handle
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return self._handle(scope, receive, send)
+
+
+class ControllerApp(Starlette):
+    """The controller's Starlette app, with ``POST /route/{verb}/{name}`` taken before
+    Starlette's middleware and router (the hot path: a tenth of a forward's time there)."""
+
+    def __init__(self, controller: Controller, **options: Any) -> None:
+        super().__init__(**options)
+        self.controller = controller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path.startswith("/route/"):
+                _, _, verb, name, *rest = (*path.split("/"), "")
+                if verb and name and rest == [""]:
+                    scope["app"] = self
+                    scope["path_params"] = {"verb": verb, "name": name}
+                    await self.controller.route_path(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+def _too_large(limit: int | None) -> _Problem:
+    return _Problem(
+        413, "payload_too_large", "Payload too large", f"the request body is over {limit} bytes"
+    )
+
 
 class Controller:
-    """The controller's state and handlers; ``create_controller_app`` builds its app."""
+    """The controller's state and handlers; ``create_controller_app`` builds its app.
+
+    ``forward_timeout_s``: the deadline of one forward, from the first attempt
+    to the last byte of the worker's answer (504 before the answer starts; the
+    response aborted after). ``max_body_bytes``: the largest request body
+    (413). ``retry_buffer_bytes``: how much of a streamed request body is kept
+    so that it can be sent again to another worker (a body that arrives whole,
+    as small ones do, is always kept). ``limit_per_host``: connections to one
+    worker at once. ``local_workers``: workers served in this process from the
+    lifespan on (the demo ones).
+    """
 
     def __init__(
         self,
-        registry: WorkerRegistry,
+        registry: Registry,
         *,
         manager: SLOManager | None = None,
         forward_timeout_s: float = 30.0,
         health: HealthChecker | None = None,
         health_interval_s: float | None = 2.0,
         retry_after_s: int = 1,
-        transport: httpx.AsyncBaseTransport | None = None,
-        mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int | None = MAX_BODY_BYTES,
+        retry_buffer_bytes: int = DEFAULT_KEEP_BYTES,
+        limit_per_host: int = DEFAULT_LIMIT_PER_HOST,
+        local_workers: Sequence[LocalWorker] = (),
         tracing: bool = False,
         tracer_provider: Any = None,
     ) -> None:
@@ -100,6 +173,14 @@ class Controller:
             raise ConfigurationError(f"forward_timeout_s must be positive, got {forward_timeout_s}")
         if health_interval_s is not None and health_interval_s <= 0:
             raise ConfigurationError(f"health_interval_s must be positive, got {health_interval_s}")
+        if max_body_bytes is not None and max_body_bytes < 0:
+            raise ConfigurationError(f"max_body_bytes must not be negative, got {max_body_bytes}")
+        if retry_buffer_bytes < 0:
+            raise ConfigurationError(
+                f"retry_buffer_bytes must not be negative, got {retry_buffer_bytes}"
+            )
+        if limit_per_host < 1:
+            raise ConfigurationError(f"limit_per_host must be at least 1, got {limit_per_host}")
         self.registry = registry
         self.manager = manager
         self.tracing = tracing
@@ -109,83 +190,100 @@ class Controller:
         self.health_interval_s = health_interval_s
         self.retry_after_s = retry_after_s
         self.max_body_bytes = max_body_bytes
-        self._transport = transport
-        self._mounts = dict(mounts or {})
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError("the controller's HTTP client starts with the ASGI lifespan")
-        return self._client
+        self.retry_buffer_bytes = retry_buffer_bytes
+        self.local_workers = tuple(local_workers)
+        self.forwarder = Forwarder(limit_per_host=limit_per_host)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """One pooled client for every forward and health check, and the check loop."""
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._client = httpx.AsyncClient(
-            transport=self._transport, mounts=self._mounts, limits=limits
-        )
-        checks = None
-        if self.health_interval_s is not None:
-            checks = asyncio.create_task(self.health.run(self._client, self.health_interval_s))
-        try:
+        """The forwarder's pool, the local workers, the registry and the health checks."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self.forwarder.start()
+            stack.push_async_callback(self.forwarder.close)
+            for local in self.local_workers:
+                url = await local.start()
+                stack.push_async_callback(local.close)
+                self.registry.register(local.id, url, local.capabilities, static=True)
+            await self.registry.start()
+            stack.push_async_callback(self.registry.close)
+            if self.health_interval_s is not None:
+                checks = await stack.enter_async_context(httpx.AsyncClient())
+                task = asyncio.create_task(self.health.run(checks, self.health_interval_s))
+                stack.push_async_callback(_cancelled, task)
             yield
-        finally:
-            if checks is not None:
-                checks.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await checks
-            await self._client.aclose()
-            self._client = None
 
     # -- /route -----------------------------------------------------------------
 
-    async def route_path(self, request: Request) -> Response:
-        verb, name = request.path_params["verb"], request.path_params["name"]
+    async def route_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        verb, name = params["verb"], params["name"]
+        keyed = False
+        for header, value in scope["headers"]:
+            if header == b"content-length":
+                limit = self.max_body_bytes
+                if limit is not None and value.isdigit() and int(value) > limit:
+                    await _too_large(limit).send(send)
+                    return
+            elif header == _KEY_HEADER:
+                keyed = True
+        body = RequestBody(
+            receive, max_bytes=self.max_body_bytes, keep_bytes=self.retry_buffer_bytes
+        )
         try:
-            body = await self._read_body(request)
-            headers = forwarded_headers(
-                request.headers.items(), request.headers.get("content-type")
+            await body.start()
+            headers = request_headers(
+                scope["headers"], scope.get("client"), scope["scheme"], keep_length=True
             )
-            return await self._dispatch(verb, name, body, headers, request.url.query)
+            query: bytes = scope["query_string"]
+            path = f"/{verb}/{name}?{query.decode('latin-1')}" if query else f"/{verb}/{name}"
+            await self._dispatch(receive, send, f"{verb}:{name}", path, body, headers, keyed)
         except _Problem as problem:
-            return problem.response()
+            await problem.send(send)
+        except BodyTooLarge:
+            await _too_large(self.max_body_bytes).send(send)
+        except ClientGone:
+            return  # nobody to answer
 
-    async def route_seed(self, request: Request) -> Response:
+    async def route_seed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = RequestBody(receive, max_bytes=self.max_body_bytes, keep_bytes=0)
         try:
-            seed = _parse_seed(await self._read_body(request))
-            headers = forwarded_headers(request.headers.items(), None)
+            seed = _parse_seed(await body.read_all())
+            headers = request_headers(
+                scope["headers"], scope.get("client"), scope["scheme"], keep_length=False
+            )
             present = {name.lower() for name, _ in headers}
             if seed.idempotency_key and "idempotency-key" not in present:
                 headers.append(("idempotency-key", seed.idempotency_key))
             if seed.priority and "x-priority" not in present:
                 headers.append(("x-priority", seed.priority))
+            headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
             headers.append(("content-type", "application/json"))
             payload = json.dumps(seed.request_payload, separators=(",", ":")).encode()
-            return await self._dispatch(seed.verb, seed.capability, payload, headers, "")
+            keyed = any(n.lower() == "idempotency-key" for n, _ in headers)
+            capability = f"{seed.verb}:{seed.capability}"
+            path = f"/{seed.verb}/{seed.capability}"
+            whole = RequestBody.whole(payload)
+            await self._dispatch(receive, send, capability, path, whole, headers, keyed)
         except _Problem as problem:
-            return problem.response()
-
-    async def _read_body(self, request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _Problem(
-                    413,
-                    "payload_too_large",
-                    "Payload too large",
-                    f"the request body is over {self.max_body_bytes} bytes",
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+            await problem.send(send)
+        except BodyTooLarge:
+            await _too_large(self.max_body_bytes).send(send)
+        except ClientGone:
+            return
 
     async def _dispatch(
-        self, verb: str, name: str, body: bytes, headers: list[tuple[str, str]], query: str
-    ) -> Response:
-        capability = f"{verb}:{name}"
-        if not is_capability(capability) or not self._known(capability):
+        self,
+        receive: Receive,
+        send: Send,
+        capability: str,
+        path: str,
+        body: RequestBody,
+        headers: list[tuple[str, str]],
+        keyed: bool,
+    ) -> None:
+        if not is_capability(capability) or not (
+            self._known(capability) or await self._known_after_refresh(capability)
+        ):
             raise _Problem(
                 404,
                 "unknown_capability",
@@ -193,74 +291,138 @@ class Controller:
                 f"no SLO file and no worker for capability {capability!r}",
                 capability=capability,
             )
-        path = f"/{verb}/{name}" + (f"?{query}" if query else "")
-        keyed = any(n.lower() == "idempotency-key" for n, _ in headers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.forward_timeout_s
         tried: list[str] = []
         while True:
             worker = self.registry.choose(capability, exclude=tried)
+            if worker is None and not tried:
+                await self.registry.refresh()  # a shared registry may know of one by now
+                worker = self.registry.choose(capability)
             if worker is None:
                 raise self._no_worker(capability, tried)
+            worker.outstanding += 1
+            worker.served += 1
             try:
-                response = await self._forward(worker, path, body, headers)
+                remaining = deadline - loop.time()
+                upstream = await self._send(worker, path, headers, body, remaining)
+                await self._relay(receive, send, worker, upstream, body.complete)
+                return
             except ForwardError as exc:
+                if body.error is not None:
+                    raise body.error from exc
                 tried.append(worker.id)
+                self._failed(worker, exc)
                 retry = exc.failure is Failure.NOT_SENT or (exc.failure is Failure.LOST and keyed)
-                if exc.failure is Failure.TIMEOUT:
-                    raise _Problem(
-                        504,
-                        "worker_timeout",
-                        "Worker timed out",
-                        f"worker {worker.id} did not answer {capability} in time: {exc.detail}",
-                        capability=capability,
-                        worker=worker.id,
-                    ) from exc
-                if not retry or len(tried) > 1:
-                    raise _Problem(
-                        502,
-                        "worker_unreachable",
-                        "Worker unreachable",
-                        f"worker {worker.id} failed on {capability}: {exc.detail}"
-                        + ("" if retry else " (not retried: the request has no idempotency key)"),
-                        capability=capability,
-                        workers=tried,
-                    ) from exc
+                if not retry or len(tried) > 1 or not body.retryable:
+                    raise self._failure_problem(capability, exc, tried, retry) from exc
                 logger.info("retrying %s on another worker: %s: %s", capability, worker.id, exc)
-                continue
-            out = {"x-worker-id": worker.id}
-            for header in RETURNED_HEADERS:
-                if header in response.headers:
-                    out[header] = response.headers[header]
-            return Response(response.content, response.status_code, headers=out)
+            finally:
+                worker.outstanding -= 1
 
-    async def _forward(
-        self, worker: Worker, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> httpx.Response:
-        worker.outstanding += 1
-        worker.served += 1
+    async def _send(
+        self,
+        worker: Worker,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        timeout_s: float,
+    ) -> Upstream:
+        if timeout_s <= 0:
+            raise ForwardError(Failure.TIMEOUT, worker, "the forward's deadline passed")
+        if not self.tracing:
+            return await self.forwarder.send(worker, path, headers, body.payload(), timeout_s)
+        attributes = {"sloguard.worker": worker.id, "url.full": worker.url + path}
+        with client_span(
+            f"POST {path.partition('?')[0]}", headers, attributes, self.tracer_provider
+        ) as traced:
+            return await self.forwarder.send(worker, path, traced, body.payload(), timeout_s)
+
+    async def _relay(
+        self, receive: Receive, send: Send, worker: Worker, upstream: Upstream, listen: bool
+    ) -> None:
+        """Send the worker's answer on, chunk by chunk; raise :class:`ResponseAborted`
+        (after the response started) when it breaks off."""
+        start = {
+            "type": "http.response.start",
+            "status": upstream.status,
+            "headers": upstream.headers,
+        }
         try:
-            if not self.tracing:
-                return await send_to_worker(
-                    self.client, worker, path, body, headers, self.forward_timeout_s
-                )
-            attributes = {"sloguard.worker": worker.id, "url.full": worker.url + path}
-            with client_span(
-                f"POST {path.partition('?')[0]}", headers, attributes, self.tracer_provider
-            ) as traced_headers:
-                return await send_to_worker(
-                    self.client, worker, path, body, traced_headers, self.forward_timeout_s
-                )
-        except ForwardError as exc:
-            if exc.failure is Failure.NOT_SENT:
-                self.registry.unreachable(worker, exc.detail)
-            else:
-                worker.last_error = exc.detail
+            if upstream.small:  # read before answering: a failure here is still a 502
+                data = await upstream.read(worker)
+                await send(start)
+                await send({"type": "http.response.body", "body": data})
+                return
+            # A client that leaves stops the stream (uvicorn's send then does nothing).
+            gone = asyncio.ensure_future(receive()) if listen else None
+            try:
+                await send(start)
+                async for chunk in upstream.chunks():
+                    if gone is not None and gone.done():
+                        raise ResponseAborted("the client disconnected")
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                if gone is not None:
+                    gone.cancel()
+        except ResponseAborted as exc:
+            worker.last_error = f"response aborted: {exc}"
+            logger.warning("response from worker %s aborted: %s", worker.id, exc)
             raise
         finally:
-            worker.outstanding -= 1
+            upstream.close()
+
+    def _failed(self, worker: Worker, exc: ForwardError) -> None:
+        if exc.failure is Failure.NOT_SENT:
+            self.registry.unreachable(worker, exc.detail)
+        else:
+            worker.last_error = exc.detail
+
+    def _failure_problem(
+        self, capability: str, exc: ForwardError, tried: list[str], retry: bool
+    ) -> _Problem:
+        worker = exc.worker
+        if exc.failure is Failure.TIMEOUT:
+            return _Problem(
+                504,
+                "worker_timeout",
+                "Worker timed out",
+                f"worker {worker.id} did not answer {capability} in time: {exc.detail}",
+                capability=capability,
+                worker=worker.id,
+            )
+        if exc.failure is Failure.MALFORMED:
+            return _Problem(
+                502,
+                "worker_bad_response",
+                "Worker sent a malformed response",
+                f"worker {worker.id} answered {capability} with malformed HTTP: {exc.detail}",
+                capability=capability,
+                workers=tried,
+            )
+        if not retry:
+            why = " (not retried: the request has no idempotency key)"
+        elif len(tried) == 1:
+            why = " (not retried: its body was too large to keep for a retry)"
+        else:
+            why = ""
+        return _Problem(
+            502,
+            "worker_unreachable",
+            "Worker unreachable",
+            f"worker {worker.id} failed on {capability}: {exc.detail}{why}",
+            capability=capability,
+            workers=tried,
+        )
 
     def _known(self, capability: str) -> bool:
         if self.manager is not None and self.manager.get_slo(capability) is not None:
             return True
+        return self.registry.serves(capability)
+
+    async def _known_after_refresh(self, capability: str) -> bool:
+        await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
     def _no_worker(self, capability: str, tried: list[str]) -> _Problem:
@@ -282,39 +444,51 @@ class Controller:
     # -- /workers, /healthz -----------------------------------------------------
 
     async def list_workers(self, request: Request) -> Response:
+        await self.registry.refresh()
         return JSONResponse({"workers": self.registry.snapshot()})
 
     async def register_worker(self, request: Request) -> Response:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_REGISTRATION_BYTES:
+                return _too_large(MAX_REGISTRATION_BYTES).response()
+            chunks.append(chunk)
         try:
-            document = json.loads(await request.body())
-        except ValueError as exc:
+            document = json.loads(b"".join(chunks))
+        except (ValueError, RecursionError) as exc:
             return _bad_request("invalid_json", f"the body is not valid JSON: {exc}")
         try:
             spec = WorkerSpec.model_validate(document)
         except ValidationError as exc:
             detail = "; ".join(f"{f}: {m}" if f else m for f, m in validation_problems(exc))
             return _bad_request("invalid_worker", detail)
-        known = self.registry.get(spec.id) is not None
-        worker = self.registry.register(spec.id, spec.url, spec.capabilities)
-        logger.info("worker %s registered at %s", worker.id, worker.url)
-        entry = next(w for w in self.registry.snapshot() if w["id"] == worker.id)
+        known = await self.registry.join(spec.id, spec.url, spec.capabilities)
+        logger.info("worker %s registered at %s", spec.id, spec.url)
+        entry = next(w for w in self.registry.snapshot() if w["id"] == spec.id)
         return JSONResponse(entry, status_code=200 if known else 201)
 
     async def heartbeat(self, request: Request) -> Response:
-        worker = self.registry.heartbeat(request.path_params["worker_id"])
+        worker = await self.registry.beat(request.path_params["worker_id"])
         if worker is None:
             return _not_a_worker(request.path_params["worker_id"])
         healthy = self.registry.is_healthy(worker)
         return JSONResponse({"id": worker.id, "healthy": healthy})
 
     async def remove_worker(self, request: Request) -> Response:
-        if not self.registry.remove(request.path_params["worker_id"]):
+        if not await self.registry.leave(request.path_params["worker_id"]):
             return _not_a_worker(request.path_params["worker_id"])
         return Response(status_code=204)
 
     async def healthz(self, request: Request) -> Response:
         healthy = sum(1 for w in self.registry if self.registry.is_healthy(w))
         return JSONResponse({"status": "ok", "workers": len(self.registry), "healthy": healthy})
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _parse_seed(body: bytes) -> SeedRoute:
@@ -354,31 +528,24 @@ def _not_a_worker(worker_id: str) -> Response:
     ).response()
 
 
-def demo_workers(
-    manager: SLOManager | None, capabilities: list[str]
-) -> list[tuple[str, str, str, httpx.AsyncBaseTransport]]:
-    """One in-process demo worker per capability: ``(id, url, capability, transport)``.
-
-    Served through ``httpx.ASGITransport``: no port to pick or collide on, and
-    the controller's forward path (the httpx request, its headers, status, body
-    and content type) is the same as for a worker across the network.
-    """
-    out: list[tuple[str, str, str, httpx.AsyncBaseTransport]] = []
+def demo_workers(manager: SLOManager | None, capabilities: list[str]) -> list[LocalWorker]:
+    """One demo worker per capability, served in the controller's process on a loopback
+    port of its own (from the lifespan on): the forward path is the one every worker gets."""
+    out: list[LocalWorker] = []
     for capability in capabilities:
         worker_id = "demo-" + capability.replace(":", "-")
         slo = manager.get_slo(capability) if manager is not None else None
         app = demo_worker_app(
             [capability], worker_id=worker_id, profiles={capability: LatencyProfile.for_slo(slo)}
         )
-        url = f"http://{worker_id.replace('_', '-').lower()}.in-process"
-        out.append((worker_id, url, capability, httpx.ASGITransport(app=app)))
+        out.append(LocalWorker(worker_id, (capability,), app))
     return out
 
 
 def create_controller_app(
     state_dir: str | os.PathLike[str] | None = None,
     *,
-    registry: WorkerRegistry | None = None,
+    registry: Registry | None = None,
     manager: SLOManager | None = None,
     demo: bool | None = None,
     api_token: str | None = None,
@@ -390,10 +557,12 @@ def create_controller_app(
 
     ``state_dir`` (e.g. ``state/``): SLO files from ``controller/slos/`` (unless
     ``manager`` is given) and static workers from ``workers.yml``. ``demo``:
-    start the built-in demo workers in-process; by default, when ``state_dir``
-    is given and ``workers.yml`` lists no worker. ``options`` go to
-    :class:`Controller` (``forward_timeout_s``, ``health_interval_s``,
-    ``transport``...).
+    serve the built-in demo workers in-process; by default, when ``state_dir``
+    is given and ``workers.yml`` lists no worker. ``registry``: a
+    :class:`WorkerRegistry` (the default) or a ``RedisRegistry`` shared with
+    other controllers. ``options`` go to :class:`Controller`
+    (``forward_timeout_s``, ``health_interval_s``, ``max_body_bytes``,
+    ``local_workers``...).
 
     With an SLO manager, the /slo read API is served too (its history, breach
     and compliance endpoints read ``history``; without one they answer 503).
@@ -405,7 +574,7 @@ def create_controller_app(
     ``/slo/ui`` is the live dashboard page (served without the token; it asks for it).
     """
     registry = registry if registry is not None else WorkerRegistry()
-    mounts: dict[str, httpx.AsyncBaseTransport] = dict(options.pop("mounts", None) or {})
+    local: list[LocalWorker] = list(options.pop("local_workers", None) or ())
     if state_dir is not None:
         state = Path(state_dir)
         if not state.is_dir():
@@ -419,10 +588,8 @@ def create_controller_app(
             demo = not specs
     if demo:
         capabilities = list(manager.capabilities) if manager is not None else []
-        for worker_id, url, capability, transport in demo_workers(manager, capabilities):
-            registry.register(worker_id, url, [capability], static=True)
-            mounts[url] = transport
-    controller = Controller(registry, manager=manager, mounts=mounts, **options)
+        local.extend(demo_workers(manager, capabilities))
+    controller = Controller(registry, manager=manager, local_workers=local, **options)
     token = resolve_token(api_token)
     if reporter is not None:
         if history is not None:
@@ -432,10 +599,11 @@ def create_controller_app(
         slo = [] if manager is None else slo_routes(manager, history, token=token or "")
     if slo:
         slo = slo_site_routes(slo)
-    app = Starlette(
+    app = ControllerApp(
+        controller,
         routes=[
-            Route("/route", controller.route_seed, methods=["POST"]),
-            Route("/route/{verb}/{name}", controller.route_path, methods=["POST"]),
+            Route("/route/{verb}/{name}", _Endpoint(controller.route_path), methods=["POST"]),
+            Route("/route", _Endpoint(controller.route_seed), methods=["POST"]),
             Route("/workers", controller.list_workers, methods=["GET"]),
             Route("/workers", require_token(token, controller.register_worker), methods=["POST"]),
             Route(

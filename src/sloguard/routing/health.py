@@ -8,7 +8,7 @@ import logging
 import httpx
 
 from sloguard.exceptions import ConfigurationError
-from sloguard.routing.registry import Worker, WorkerRegistry
+from sloguard.routing.registry import Registry, Worker
 
 logger = logging.getLogger("sloguard.routing")
 
@@ -18,7 +18,7 @@ class HealthChecker:
     healthy again after one that passes. ``check_once`` is one round; ``run`` loops."""
 
     def __init__(
-        self, registry: WorkerRegistry, *, timeout_s: float = 1.0, unhealthy_after: int = 2
+        self, registry: Registry, *, timeout_s: float = 1.0, unhealthy_after: int = 2
     ) -> None:
         if timeout_s <= 0:
             raise ConfigurationError(f"health timeout must be positive, got {timeout_s!r}")

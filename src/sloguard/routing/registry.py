@@ -4,6 +4,12 @@ A worker is healthy when its last health check passed (or none has run yet)
 and, if it registered over HTTP, its last heartbeat is fresh. Static workers
 (``state/workers.yml``, the built-in demo workers) never heartbeat. Time comes
 from an injected clock, so heartbeat expiry is tested without sleeping.
+
+:class:`Registry` is what the controller needs of a registry; two classes
+implement it: :class:`WorkerRegistry` keeps the workers in this process (the
+default), ``RedisRegistry`` (:mod:`sloguard.routing.redis_registry`) shares
+the workers that register over HTTP with every controller on one Redis.
+Health-check results, in-flight counts and selection stay local either way.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sloguard._clock import Clock, monotonic
 from sloguard.capability import is_capability
@@ -54,8 +60,62 @@ class Worker:
         }
 
 
+class Registry(Protocol):
+    """The workers a controller routes to. Reads are synchronous (the request path asks
+    them); the writes a worker makes over HTTP (``join``, ``beat``, ``leave``) and
+    ``refresh`` are coroutines, since a shared registry keeps them elsewhere."""
+
+    heartbeat_ttl_s: float
+
+    def register(
+        self, worker_id: str, url: str, capabilities: Iterable[str], *, static: bool = False
+    ) -> Worker:
+        """Add a worker known to this process alone (``workers.yml``, demo workers)."""
+        ...
+
+    async def join(self, worker_id: str, url: str, capabilities: Iterable[str]) -> bool:
+        """A worker registers (or registers again): False when it is new."""
+        ...
+
+    async def beat(self, worker_id: str) -> Worker | None:
+        """A worker's heartbeat; None when no worker has this id (it should join again)."""
+        ...
+
+    async def leave(self, worker_id: str) -> bool:
+        """A worker leaves; False when there was none with this id."""
+        ...
+
+    async def refresh(self) -> None:
+        """Bring this process's view up to date (a shared registry reads it now)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def get(self, worker_id: str) -> Worker | None: ...
+
+    def __iter__(self) -> Iterator[Worker]: ...
+
+    def __len__(self) -> int: ...
+
+    def is_healthy(self, worker: Worker) -> bool: ...
+
+    def check_passed(self, worker: Worker) -> None: ...
+
+    def check_failed(self, worker: Worker, error: str, *, unhealthy_after: int = 1) -> None: ...
+
+    def unreachable(self, worker: Worker, error: str) -> None: ...
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    def serves(self, capability: str) -> bool: ...
+
+    def choose(self, capability: str, exclude: Iterable[str] = ()) -> Worker | None: ...
+
+
 class WorkerRegistry:
-    """Workers by id, their health, and power-of-two-choices selection.
+    """Workers by id, their health, and power-of-two-choices selection, in this process.
 
     ``heartbeat_ttl_s``: a worker registered over HTTP that has not sent a
     heartbeat for this long gets no traffic until its next heartbeat.
@@ -104,6 +164,26 @@ class WorkerRegistry:
 
     def remove(self, worker_id: str) -> bool:
         return self._workers.pop(worker_id, None) is not None
+
+    async def join(self, worker_id: str, url: str, capabilities: Iterable[str]) -> bool:
+        known = worker_id in self._workers
+        self.register(worker_id, url, capabilities)
+        return known
+
+    async def beat(self, worker_id: str) -> Worker | None:
+        return self.heartbeat(worker_id)
+
+    async def leave(self, worker_id: str) -> bool:
+        return self.remove(worker_id)
+
+    async def refresh(self) -> None:
+        """Nothing to do: this process's view is the registry."""
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
     def get(self, worker_id: str) -> Worker | None:
         return self._workers.get(worker_id)

@@ -9,8 +9,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddsketch.mapping import LogarithmicMapping
-
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError, SLOFileError
 from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status
@@ -18,19 +16,17 @@ from sloguard.slo.compliance import Metrics
 from sloguard.slo.compliance import check_compliance as _check_compliance
 from sloguard.slo.loader import read_slo_files, resolve_claims, slo_file_paths
 from sloguard.slo.schema import SLOFile
-from sloguard.slo.tiers import TierTable, read_tiers, tiers_path_for
-from sloguard.slo.window import (
+from sloguard.slo.sketch import (
     DEFAULT_RELATIVE_ACCURACY,
     FrozenBucket,
-    LatencyWindow,
-    WindowSnapshot,
-    invalid_latency,
+    KeyMapping,
     latency_mapping,
 )
+from sloguard.slo.tiers import TierTable, read_tiers, tiers_path_for
+from sloguard.slo.window import LatencyWindow, WindowSnapshot, invalid_latency
 
 logger = logging.getLogger("sloguard.slo")
 
-_INF = math.inf
 _EMPTY = WindowSnapshot(requests=0, errors=0, p50_s=None, p95_s=None, p99_s=None)
 
 
@@ -268,7 +264,7 @@ class SLOManager:
         value, if ``latency_s`` is NaN, infinite or negative: one such value
         would make every quantile of the window meaningless.
         """
-        if not 0.0 <= latency_s < _INF:  # NaN fails every comparison
+        if not 0.0 <= latency_s < math.inf:  # NaN fails every comparison
             raise invalid_latency(latency_s)
         window = self.live_window(capability)
         if window is not None:
@@ -340,7 +336,7 @@ class SLOManager:
         )
 
     @property
-    def mapping(self) -> LogarithmicMapping:
+    def mapping(self) -> KeyMapping:
         """The DDSketch key mapping of every window: what turns frozen buckets into quantiles."""
         return self._mapping
 

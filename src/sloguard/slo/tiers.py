@@ -51,6 +51,7 @@ from sloguard.slo.schema import (
     ThroughputTarget,
     _Model,
 )
+from sloguard.slo.yamlfile import YAMLDocumentError, parse_yaml, validation_problems
 
 TIERS_FILE_NAME = "tiers.yml"
 
@@ -150,8 +151,6 @@ def load_tiers_file(path: str | os.PathLike[str]) -> TierTable:
 
     Raises :class:`TiersFileError` naming the file and each bad field.
     """
-    from sloguard.slo.loader import YAMLDocumentError, parse_yaml, validation_problems
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

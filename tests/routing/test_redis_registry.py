@@ -1,0 +1,105 @@
+"""RedisRegistry: workers that register with one controller are seen by every other."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sloguard._clock import ManualClock
+from sloguard.routing.redis_registry import RedisRegistry
+from tests.redis_server import RedisKeys
+
+CAP = "convert:document_to_pdf"
+
+
+@pytest.fixture
+async def pair(redis_keys: RedisKeys, clock: ManualClock) -> AsyncIterator[list[RedisRegistry]]:
+    """Two controllers' registries on one Redis (never started: no sync loop)."""
+    registries = [
+        RedisRegistry(redis_keys.url, prefix=redis_keys.prefix, heartbeat_ttl_s=10, clock=clock)
+        for _ in range(2)
+    ]
+    yield registries
+    for registry in registries:
+        await registry.close()
+
+
+async def test_a_worker_joining_one_is_routed_to_by_the_other(
+    pair: list[RedisRegistry],
+) -> None:
+    one, other = pair
+    assert await one.join("w1", "http://127.0.0.1:9001/", [CAP]) is False
+    assert other.choose(CAP) is None  # not read yet
+    await other.refresh()
+    chosen = other.choose(CAP)
+
+    assert chosen is not None
+    assert (chosen.id, chosen.url, chosen.capabilities) == ("w1", "http://127.0.0.1:9001", {CAP})
+    assert await other.join("w1", "http://127.0.0.1:9001", [CAP]) is True  # known to Redis
+
+
+async def test_expiry_and_leaving_remove_a_worker_from_every_controller(
+    pair: list[RedisRegistry], redis_keys: RedisKeys
+) -> None:
+    one, other = pair
+    await one.join("w1", "http://a:1", [CAP])
+    await one.join("w2", "http://b:1", [CAP])
+    await other.refresh()
+    beat = await other.beat("w1")  # a heartbeat through the other controller renews it
+    await redis_keys.travel(9)
+    assert await one.beat("w1") is not None
+    await redis_keys.travel(2)  # w2's registration expires; w1 was renewed 2 s ago
+    await one.refresh()
+    await other.refresh()
+    after_expiry = [sorted(w.id for w in r) for r in pair]
+    assert await other.leave("w1") is True
+    await one.refresh()
+
+    assert beat is not None
+    assert after_expiry == [["w1"], ["w1"]]
+    assert len(one) == len(other) == 0
+    assert await one.beat("w2") is None  # expired: the worker must join again
+
+
+async def test_the_heartbeat_age_comes_from_the_keys_ttl_and_health_stays_local(
+    pair: list[RedisRegistry], redis_keys: RedisKeys
+) -> None:
+    one, other = pair
+    await one.join("w1", "http://a:1", [CAP])
+    await redis_keys.travel(4)
+    await other.refresh()
+    [listed] = other.snapshot()
+    worker = other.get("w1")
+    assert worker is not None
+    other.unreachable(worker, "ConnectError")
+    await one.refresh()
+
+    assert 3.9 <= listed["heartbeat_age_s"] <= 4.5
+    assert listed["healthy"] is True
+    assert other.choose(CAP) is None
+    assert one.choose(CAP) is not None
+
+
+async def test_an_unreadable_registration_is_ignored(
+    pair: list[RedisRegistry], redis_keys: RedisKeys
+) -> None:
+    one, _ = pair
+    await redis_keys.admin.set(redis_keys.prefix + "junk", b"{not json", px=10_000)
+    await redis_keys.admin.set(
+        redis_keys.prefix + "bad-cap", b'{"url": "http://a:1", "capabilities": ["nope"]}', px=10_000
+    )
+    await one.join("w1", "http://a:1", [CAP])
+    await one.refresh()
+
+    assert [w.id for w in one] == ["w1"]
+
+
+async def test_static_workers_stay_local_and_survive_a_refresh(pair: list[RedisRegistry]) -> None:
+    one, other = pair
+    one.register("static-1", "http://s:1", [CAP], static=True)
+    await one.refresh()
+    await other.refresh()
+
+    assert [w.id for w in one] == ["static-1"]
+    assert len(other) == 0
