@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import random
 import socket
@@ -374,6 +375,10 @@ def serving(app: Any, host: str, port: int) -> Iterator[asyncio.AbstractEventLoo
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the demo server did not start on {host}:{port}")
             time.sleep(0.01)
+        # uvicorn's loggers are the process's: an in-process worker's server, started
+        # with the controller, sets them back to "warning", and the overloaded run's
+        # shutdown would print a traceback for each of hundreds of cancelled requests.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         yield app.loop
     finally:
         server.should_exit = True
