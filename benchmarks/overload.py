@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -293,6 +294,31 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+class CollectorPauses:
+    """The generator's own garbage-collector pauses while in the block: how many, and
+    the longest (a collection over tens of thousands of pending requests can stop the
+    generator for tens of milliseconds, and late sends count against the server)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest_s = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_s = max(self.longest_s, time.perf_counter() - self._started)
+
+    def __enter__(self) -> CollectorPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 @dataclass(slots=True)
 class Meter:
     """CPU used over a run, in cores: by this process, by the server, by everything else."""
@@ -404,6 +430,7 @@ class Run:
     outcomes: list[Outcome]
     probes: list[Probe]
     meter: Meter
+    collector: CollectorPauses
     whole: Figures
     per_second: list[Figures]
     recovery: float | None
@@ -435,6 +462,7 @@ def run_scenario(scenario: Scenario, server: str, timeout_s: float) -> Run:
     with (
         uvicorn_process(SERVERS[server], quiet=True) as (url, process),
         Meter(process.pid) as meter,
+        CollectorPauses() as collector,
     ):
         outcomes, probes = run_loop(offer(url, arrivals, timeout_s))
     per_second = slices(outcomes, scenario.seconds, timeout_s)
@@ -443,6 +471,7 @@ def run_scenario(scenario: Scenario, server: str, timeout_s: float) -> Run:
         outcomes,
         probes,
         meter,
+        collector,
         Figures.of(outcomes, scenario.seconds, timeout_s),
         per_second,
         recovery_s(scenario, per_second),
@@ -500,7 +529,7 @@ def print_summary(runs: Sequence[Run]) -> None:
     print(
         f"\n{'server':<9} {'high ok':>8} {'p95 ms':>6} {'worst s':>12} {'good/s':>6}"
         f" {'low ref':>7} {'no ans':>6} {'recov s':>7} | {'gen cpu':>7} {'srv cpu':>7}"
-        f" {'others':>6} {'lag p99':>7} {'load':>5}"
+        f" {'others':>6} {'lag p99':>7} {'gc max':>6} {'load':>5}"
     )
     for run in runs:
         w = run.whole
@@ -514,7 +543,7 @@ def print_summary(runs: Sequence[Run]) -> None:
             f" {_pct(w.no_answer / (w.high + w.low), 1):>5}%"
             f" {'-' if run.recovery is None else f'{run.recovery:.0f}':>7} |"
             f" {m.generator:>6.0%} {m.server:>7.0%} {m.others:>6.0%} {_ms(lag):>5}ms"
-            f" {m.load_avg:>5.1f}"
+            f" {_ms(run.collector.longest_s):>4}ms {m.load_avg:>5.1f}"
         )
 
 

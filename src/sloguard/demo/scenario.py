@@ -30,11 +30,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from sloguard.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sloguard.middleware import SLOGuard
 
 CAPABILITY = "convert:document_to_pdf"
 ROUTE_PATH = "/route/convert/document_to_pdf"
@@ -305,7 +308,7 @@ def free_port(host: str) -> int:
         return port
 
 
-def demo_app(config: DemoConfig, slo_dir: Path) -> Any:
+def demo_app(config: DemoConfig, slo_dir: Path) -> SLOGuard:
     """The controller behind SLOGuard, with one in-process worker of fixed capacity."""
     from sloguard.middleware import SLOGuard
     from sloguard.reporting.reporter import Reporter
@@ -424,7 +427,7 @@ def _refusal_reason(status: int, raw: bytes) -> str:
 
 
 Progress = Callable[[RunResult, float], None]
-"""Called with the run so far and the seconds since it started, about 4 times a second,
+"""Called with the run so far and the seconds since it started, about 5 times a second,
 and once more with ``math.inf`` when every request is answered or given up on."""
 Watch = Callable[[float], None]
 """Called with the seconds since the run started, ten times a second."""
