@@ -22,17 +22,18 @@ import redis.asyncio as aioredis
 
 from sloguard import ConfigurationError, IdempotencyMiddleware, RedisStore, StoreUnavailable
 from sloguard.idempotency import ClaimStatus, StoredResponse
-from sloguard.idempotency.keys import Fingerprinter, request_fingerprint, scoped_key, store_key
+from sloguard.idempotency.keys import Fingerprinter, store_key
 from tests.idempotency.conftest import Handlers
 from tests.redis_server import PrivateRedis, RedisKeys, free_port
 
 KEY = {"Idempotency-Key": "order-42"}
-STORE_KEY = scoped_key("", "POST", "/items", "order-42")
+STORE_KEY = store_key(Fingerprinter().principal(""), "order-42")
 """The store key of a POST /items with KEY and no Authorization."""
 
 
 def fingerprint_of(body: bytes) -> bytes:
-    return request_fingerprint(b"", [body])
+    """The fingerprint of a POST /items with ``body`` and no query."""
+    return Fingerprinter().request("POST", "/items", b"", [body])
 
 
 def is_replay(response: httpx.Response) -> bool:
@@ -205,7 +206,8 @@ async def test_a_small_request_body_never_reaches_redis(
     lease = await redis_keys.admin.get(lease_name)
     handlers.gate.set()
     await held
-    await client.post("/stream", content=card, headers=KEY)  # a handler that echoes nothing
+    other = {"Idempotency-Key": "another"}
+    await client.post("/stream", content=card, headers=other)  # a handler that echoes nothing
     record = await redis_keys.admin.get(
         next(name for name in await redis_keys.names() if name != lease_name)
     )
@@ -294,7 +296,7 @@ async def test_a_replay_is_one_round_trip_and_a_miss_two(redis_keys: RedisKeys) 
 
             assert await round_trips("/items", KEY) == 2  # claim, complete
             assert await round_trips("/items", KEY) == 1  # replay: claim answers it
-            assert await round_trips("/fail", KEY) == 2  # claim, release
+            assert await round_trips("/fail", {"Idempotency-Key": "failing"}) == 2  # claim, release
             assert await round_trips("/items", {}) == 0  # no key: Redis is not involved
             held = await handlers.hold(http.post("/items", headers={"Idempotency-Key": "held"}))
             assert await round_trips("/items", {"Idempotency-Key": "held"}) == 1  # 409

@@ -175,26 +175,3 @@ def principal_of(key: str) -> str:
     """The principal digest a store key was made with (``""`` for a key that names none)."""
     end = key.find(SEPARATOR)
     return key[:end] if end > 0 else ""
-
-
-_UNKEYED = Fingerprinter()
-
-
-def scoped_key(principal: str, method: str, path: str, key: str) -> str:
-    """The store key of IdempotencyMiddleware before the gate (issue 24): ``principal``
-    (a raw credential) is digested, and the method and path stay part of the key.
-
-    Kept only while ``idempotency/middleware.py`` calls it; new code calls
-    :func:`store_key` with :meth:`Fingerprinter.principal`.
-    """
-    return store_key(_UNKEYED.principal(principal), f"{method} {len(path)}:{path} {key}")
-
-
-def request_fingerprint(query: bytes, body: Sequence[bytes]) -> bytes:
-    """An unkeyed :meth:`Fingerprinter.request` of the query and body alone (method and
-    path left empty): the fingerprint IdempotencyMiddleware computes before the gate.
-
-    Kept only while ``idempotency/middleware.py`` calls it; new code calls
-    :meth:`Fingerprinter.request`.
-    """
-    return _UNKEYED.request("", "", query, body)
