@@ -6,7 +6,9 @@ cd benchmarks && uvicorn servers:peer       # the same under asgi-idempotency-he
 cd benchmarks && uvicorn servers:idempotency            # under IdempotencyMiddleware alone
 cd benchmarks && uvicorn servers:idempotency_forgetful  # the same, its store keeping nothing
 cd benchmarks && uvicorn servers:limited    # a handler of fixed capacity (overload.py)
-cd benchmarks && uvicorn servers:limited_guarded
+cd benchmarks && uvicorn servers:limited_guarded  # SLOGuard, the adaptive limit (the default)
+cd benchmarks && uvicorn servers:limited_window   # SLOGuard, SLO-window shedding alone
+cd benchmarks && uvicorn servers:limited_oracle   # SLOGuard, a fixed limit at the true capacity
 cd benchmarks && uvicorn servers:route_worker      # the demo worker (route.py)
 """
 
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -136,9 +138,52 @@ enforcement: {reject_on_violation: true}
 """
 
 
-def limited_app() -> Starlette:
+class Probe:
+    """``GET /probe`` on the limited service: what the process saw since the last call.
+
+    The overload benchmark polls it to tell the service's trouble from the machine's:
+    the longest the event loop was late for a 10 ms timer (a process starved of CPU),
+    and, behind SLOGuard, the concurrency limit and what it was computed from.
+    """
+
+    def __init__(self) -> None:
+        self.guard: SLOGuard | None = None
+        self.loop_lag_s = 0.0
+        self._watch: asyncio.Task[None] | None = None
+
+    async def endpoint(self, request: Request) -> JSONResponse:
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_loop())
+        lag, self.loop_lag_s = self.loop_lag_s, 0.0
+        body: dict[str, object] = {"loop_lag_s": lag}
+        if self.guard is not None:
+            state = self.guard.admission._capabilities.get("bench:work")  # a diagnostic peek
+            limiter = None if state is None else state.limiter
+            if limiter is not None:
+                algorithm = limiter.algorithm
+                body.update(
+                    limit=limiter.limit,
+                    inflight=limiter.inflight,
+                    queued=limiter.queued,
+                    latency_s=limiter.latency_s,
+                    pressure=getattr(algorithm, "pressure", None),
+                    median_s=getattr(algorithm, "median_s", None),
+                    noload_s=getattr(algorithm, "noload_s", None),
+                )
+        return JSONResponse(body)
+
+    async def _watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.010)
+            self.loop_lag_s = max(self.loop_lag_s, loop.time() - before - 0.010)
+
+
+def limited_app(probe: Probe | None = None) -> Starlette:
     """A handler of fixed capacity: CAPACITY at once, SERVICE_S each; the rest queue."""
     slots = asyncio.Semaphore(CAPACITY)
+    probe = probe or Probe()
 
     async def work(request: Request) -> JSONResponse:
         await request.body()
@@ -146,13 +191,29 @@ def limited_app() -> Starlette:
             await asyncio.sleep(SERVICE_S)
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[Route("/work", work, methods=["POST"])])
-
-
-def limited_guarded_app() -> SLOGuard:
-    return SLOGuard(
-        limited_app(), slo_dir=slo_dir_with(LIMITED_SLO), route_table={"/work": "bench:work"}
+    return Starlette(
+        routes=[
+            Route("/work", work, methods=["POST"]),
+            Route("/probe", probe.endpoint, methods=["GET"]),
+        ]
     )
+
+
+LIMITED_SHEDDING = {
+    "adaptive": "",  # the concurrency limit's default when the file enforces
+    "window": "shedding: {concurrency: {mode: off}}\n",
+    "oracle": f"shedding: {{concurrency: {{mode: fixed, initial: {CAPACITY}}}}}\n",
+}
+"""The ``shedding:`` section of the limited service's SLO file, by admission under test:
+the adaptive limit; the SLO-window shedding alone; a fixed limit at the true capacity."""
+
+
+def limited_guarded_app(admission: str = "adaptive") -> SLOGuard:
+    probe = Probe()
+    slo_dir = slo_dir_with(LIMITED_SLO + LIMITED_SHEDDING[admission])
+    guard = SLOGuard(limited_app(probe), slo_dir=slo_dir, route_table={"/work": "bench:work"})
+    probe.guard = guard
+    return guard
 
 
 ROUTE_CAPABILITY = "bench:route"
@@ -192,7 +253,7 @@ def route_worker_app() -> ASGIApp:
     return app
 
 
-_APPS = {
+_APPS: dict[str, Callable[[], object]] = {
     "bare": bare_app,
     "guarded": guarded_app,
     "peer": peer_app,
@@ -200,6 +261,8 @@ _APPS = {
     "idempotency_forgetful": idempotency_forgetful_app,
     "limited": limited_app,
     "limited_guarded": limited_guarded_app,
+    "limited_window": lambda: limited_guarded_app("window"),
+    "limited_oracle": lambda: limited_guarded_app("oracle"),
     "route_worker": route_worker_app,
 }
 
@@ -233,6 +296,22 @@ def uvicorn_server(
     logs a traceback for every request still queued). ``wrapper`` is a command
     the server runs under (instructions.py: valgrind).
     """
+    with uvicorn_process(
+        app, port, quiet=quiet, wrapper=wrapper, start_timeout_s=start_timeout_s
+    ) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def uvicorn_process(
+    app: str,
+    port: int | None = None,
+    *,
+    quiet: bool = False,
+    wrapper: Sequence[str] = (),
+    start_timeout_s: float = 30.0,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`uvicorn_server`, yielding the server's process too (to read its CPU time)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -241,6 +320,8 @@ def uvicorn_server(
             "-m",
             "uvicorn",
             app,
+            "--host",
+            "127.0.0.1",
             "--port",
             str(port),
             "--log-level",
@@ -261,7 +342,7 @@ def uvicorn_server(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"uvicorn {app} did not start")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()
         try:

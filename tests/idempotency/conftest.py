@@ -105,6 +105,11 @@ class MemoryBackend:
     def make_store(self, **options: Any) -> Store:
         return MemoryStore(clock=self.clock, **options)
 
+    def make_fair_store(self, per_principal: int) -> Store:
+        """A store in which one principal holds at most ``per_principal`` responses while
+        another holds some: a full store of twice that, half of it each one's share."""
+        return self.make_store(max_entries=2 * per_principal, principal_share=0.5)
+
     async def travel(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
@@ -126,6 +131,10 @@ class RedisBackend:
         store = RedisStore(self.keys.url, **options)
         self.stores.append(store)
         return store
+
+    def make_fair_store(self, per_principal: int) -> RedisStore:
+        """A store in which one principal holds at most ``per_principal`` responses."""
+        return self.make_store(max_entries_per_principal=per_principal)
 
     async def travel(self, seconds: float) -> None:
         await self.keys.travel(seconds)

@@ -3,6 +3,7 @@ the app's to see, and cookie-authenticated apps are warned once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sloguard import IdempotencyMiddleware, Store
+from sloguard import IdempotencyMiddleware, MemoryStore, Store
 from sloguard.idempotency.gate import SCOPE_KEY
+from tests.idempotency.conftest import MemoryBackend
 from tests.idempotency.test_middleware import KEY, assert_problem, is_replay
 
 
@@ -117,3 +119,23 @@ async def test_a_cookie_without_a_principal_is_warned_about_once(
     assert len(warnings) == 1
     assert "principal=" in warnings[0].getMessage()
     assert "abc" not in caplog.text
+
+
+async def test_a_handler_slower_than_its_lease_still_runs_once(backend: Any, handlers: Any) -> None:
+    # The lease (1 s) is renewed every third of it while the handler runs (2 s): a
+    # duplicate meanwhile gets 409, not a second execution.
+    # Leases expire on real time here: a MemoryStore on the monotonic clock, or Redis.
+    store = MemoryStore() if isinstance(backend, MemoryBackend) else backend.make_store()
+    app = IdempotencyMiddleware(handlers.app(), store=store, lease_seconds=1.0)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = await handlers.hold(client.post("/items", headers=KEY))
+        await asyncio.sleep(2.0)  # the renewer runs on the event loop's real timers
+        # Without renewal the duplicate would run and wait at the handler's gate.
+        duplicate = await asyncio.wait_for(client.post("/items", headers=KEY), 10)
+        handlers.gate.set()
+        done = await first
+
+    assert done.status_code == 201
+    assert_problem(duplicate, 409, "idempotency_request_in_flight")
+    assert handlers.calls["items"] == 1

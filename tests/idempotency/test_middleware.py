@@ -22,7 +22,8 @@ from sloguard import (
 )
 from sloguard.http import Exchange
 from sloguard.idempotency import Claim, ClaimStatus, IdempotencyGate, Lease, StoredResponse
-from sloguard.idempotency.keys import scoped_key
+from sloguard.idempotency.keys import Fingerprinter, store_key
+from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes
 from sloguard.request import Classifier
 from tests.asgi import body_of, call, headers_of, http_scope
 from tests.idempotency.conftest import BIG_BODY, Backend, Factory, Handlers, Travel
@@ -222,16 +223,18 @@ async def test_keys_are_scoped_per_principal(client: httpx.AsyncClient, handlers
     assert a2.content == a1.content != b1.content
 
 
-async def test_keys_are_scoped_per_path_and_method(
+async def test_a_key_belongs_to_one_operation(
     client: httpx.AsyncClient, handlers: Handlers
 ) -> None:
+    # Issue 24: the same principal and key on another method or path is a 422 and
+    # nothing runs a second time (the key was once part of the store key instead).
     await client.post("/items", headers=KEY)
     other_path = await client.post("/other", headers=KEY)
     other_method = await client.patch("/items", headers=KEY)
 
-    assert handlers.calls["items"] == 3
-    assert not is_replay(other_path)
-    assert not is_replay(other_method)
+    assert handlers.calls["items"] == 1
+    assert_problem(other_path, 422, "idempotency_key_reused")
+    assert_problem(other_method, 422, "idempotency_key_reused")
 
 
 async def test_a_principal_callable_replaces_the_authorization_default(
@@ -502,9 +505,14 @@ async def test_a_memory_store_counts_the_bytes_of_the_responses_it_keeps(
     for key in keys:
         await call(middleware, http_scope(headers=[(b"idempotency-key", key.encode())]))
 
-    kept = [await store.claim(scoped_key("", "POST", "/items", key), b"", 60) for key in keys]
+    store_keys = [store_key(Fingerprinter().principal(""), key) for key in keys]
+    kept = [await store.claim(key, b"", 60) for key in store_keys]
     assert all(claim.response is not None for claim in kept)
-    assert store.nbytes == sum(claim.response.nbytes for claim in kept if claim.response)
+    assert store.nbytes == PRINCIPAL_OVERHEAD + sum(
+        entry_nbytes(key, claim.response.nbytes)
+        for key, claim in zip(store_keys, kept, strict=True)
+        if claim.response
+    )
 
 
 async def test_cookies_reach_the_first_client_only(client: httpx.AsyncClient) -> None:
@@ -623,7 +631,7 @@ async def test_a_10_mib_response_passes_through_unchanged_and_is_not_stored(
     assert again.content == BIG_BODY
     assert not is_replay(again)
     assert handlers.calls["big"] == 2
-    key = scoped_key("", "POST", "/big", KEY["Idempotency-Key"])
+    key = store_key(Fingerprinter().principal(""), KEY["Idempotency-Key"])
     assert (await store.claim(key, b"", 60)).status is ClaimStatus.CLAIMED
 
 
@@ -699,7 +707,8 @@ async def test_a_failing_store_write_is_logged_without_credentials_and_loses_no_
 
     assert response.status_code in (201, 503)
     assert response.json()["n"] == 1
-    assert "order-42" in caplog.text
+    assert Fingerprinter().log_id("order-42") in caplog.text  # a digest, never the key
+    assert "order-42" not in caplog.text
     assert "top-secret" not in caplog.text
 
 

@@ -22,17 +22,18 @@ import redis.asyncio as aioredis
 
 from sloguard import ConfigurationError, IdempotencyMiddleware, RedisStore, StoreUnavailable
 from sloguard.idempotency import ClaimStatus, StoredResponse
-from sloguard.idempotency.keys import request_fingerprint, scoped_key
+from sloguard.idempotency.keys import Fingerprinter, store_key
 from tests.idempotency.conftest import Handlers
 from tests.redis_server import PrivateRedis, RedisKeys, free_port
 
 KEY = {"Idempotency-Key": "order-42"}
-STORE_KEY = scoped_key("", "POST", "/items", "order-42")
+STORE_KEY = store_key(Fingerprinter().principal(""), "order-42")
 """The store key of a POST /items with KEY and no Authorization."""
 
 
 def fingerprint_of(body: bytes) -> bytes:
-    return request_fingerprint(b"", [body])
+    """The fingerprint of a POST /items with ``body`` and no query."""
+    return Fingerprinter().request("POST", "/items", b"", [body])
 
 
 def is_replay(response: httpx.Response) -> bool:
@@ -132,6 +133,8 @@ def counting_client(url: str) -> tuple[aioredis.Redis, Callable[[], int]]:
         ({"timeout_seconds": 0}, "timeout_seconds"),
         ({"timeout_seconds": "50ms"}, "timeout_seconds"),
         ({"on_error": "ignore"}, "on_error"),
+        ({"max_entries_per_principal": 0}, "max_entries_per_principal"),
+        ({"max_entries_per_principal": 1.5}, "max_entries_per_principal"),
     ],
 )
 def test_bad_options_are_rejected(options: dict[str, Any], field: str) -> None:
@@ -186,6 +189,34 @@ async def test_redis_keys_are_digests_that_hold_no_credentials(
     value = await redis_keys.admin.get(names[0])
     assert b"top-secret" not in value
     assert b"order-42" not in value
+
+
+async def test_a_small_request_body_never_reaches_redis(
+    stores: Callable[..., CountingStore],
+    clients: Callable[..., httpx.AsyncClient],
+    redis_keys: RedisKeys,
+) -> None:
+    # Under 128 bytes, a body was its own fingerprint: stored verbatim in the lease
+    # and in the record, for the key's whole TTL.
+    card = b'{"card": "4242424242424242", "cvc": "123"}'
+    handlers = Handlers()
+    client = clients(handlers, stores())
+    held = await handlers.hold(client.post("/items", content=card, headers=KEY))
+    [lease_name] = await redis_keys.names()
+    lease = await redis_keys.admin.get(lease_name)
+    handlers.gate.set()
+    await held
+    other = {"Idempotency-Key": "another"}
+    await client.post("/stream", content=card, headers=other)  # a handler that echoes nothing
+    record = await redis_keys.admin.get(
+        next(name for name in await redis_keys.names() if name != lease_name)
+    )
+
+    assert lease[:1] == b"L"
+    assert record[:1] == b"R"
+    for value in (lease, record):
+        assert b"4242" not in value
+        assert b"cvc" not in value
 
 
 async def test_every_key_has_a_ttl_and_nothing_else_is_written(
@@ -265,7 +296,7 @@ async def test_a_replay_is_one_round_trip_and_a_miss_two(redis_keys: RedisKeys) 
 
             assert await round_trips("/items", KEY) == 2  # claim, complete
             assert await round_trips("/items", KEY) == 1  # replay: claim answers it
-            assert await round_trips("/fail", KEY) == 2  # claim, release
+            assert await round_trips("/fail", {"Idempotency-Key": "failing"}) == 2  # claim, release
             assert await round_trips("/items", {}) == 0  # no key: Redis is not involved
             held = await handlers.hold(http.post("/items", headers={"Idempotency-Key": "held"}))
             assert await round_trips("/items", {"Idempotency-Key": "held"}) == 1  # 409
@@ -493,3 +524,142 @@ async def test_a_lost_script_cache_costs_one_extra_round_trip_once(
     assert after_flush == 2  # EVALSHA answered NOSCRIPT, then EVAL
     assert next_time == 1
     assert store.errors == 0
+
+
+# --- each principal's share -------------------------------------------------------------
+
+
+async def test_a_principal_keeps_at_most_its_cap_of_responses(
+    stores: Callable[..., CountingStore], redis_keys: RedisKeys
+) -> None:
+    store = stores(max_entries_per_principal=2, ttl_seconds=3600)
+    alice = Fingerprinter().principal("Bearer top-secret")
+    keys = [store_key(alice, f"order-{i}") for i in range(4)]
+    for key in keys:
+        token = (await store.claim(key, b"fp", 60)).token
+        assert await store.complete(key, token, StoredResponse(b"fp", 201, (), b"ok"))
+
+    kept = [(await store.claim(key, b"fp", 60)).status for key in keys]
+    assert kept[2:] == [ClaimStatus.COMPLETED] * 2
+    names = await redis_keys.names()
+    index = [name for name in names if name.startswith(redis_keys.prefix.encode() + b"p:")]
+    assert len(index) == 1  # alice's: the names of her records, oldest first
+    assert await redis_keys.admin.zcard(index[0]) == 2
+    assert 0 < await redis_keys.admin.pttl(index[0]) <= 3_600_000
+    assert not any(b"top-secret" in name or alice.encode() in name for name in names)
+
+
+async def test_the_cap_deletes_old_records_never_a_lease_in_flight(
+    stores: Callable[..., CountingStore], redis_keys: RedisKeys
+) -> None:
+    store = stores(max_entries_per_principal=2, ttl_seconds=100)
+    k1, k2, k3 = (store_key("", f"k{i}") for i in range(1, 4))
+
+    async def complete(key: str) -> None:
+        token = (await store.claim(key, b"fp", 60)).token
+        assert await store.complete(key, token, StoredResponse(b"fp", 201, (), key.encode()))
+
+    await complete(k1)
+    await redis_keys.travel(50)
+    await complete(k2)
+    await redis_keys.travel(60)  # k1's record has expired; its name is still indexed
+    claim = await store.claim(k1, b"fp", 60)
+    assert claim.status is ClaimStatus.CLAIMED
+    await complete(k3)  # over the cap: the index's oldest name is k1's, now a lease
+
+    assert (await store.claim(k1, b"fp", 60)).status is ClaimStatus.IN_FLIGHT
+    assert await store.complete(k1, claim.token, StoredResponse(b"fp", 201, (), b"k1"))
+    kept = [(await store.claim(key, b"fp", 60)).status for key in (k1, k2, k3)]
+    assert kept == [ClaimStatus.COMPLETED, ClaimStatus.CLAIMED, ClaimStatus.COMPLETED]
+
+
+# --- timeouts leave nothing behind -------------------------------------------------------
+
+BUSY_SCRIPT = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1]) then return 0 end
+end
+"""
+
+
+async def busy_server(url: str, seconds: float) -> asyncio.Task[Any]:
+    """Keep the server busy running a script for ``seconds``, as a slow command or a
+    stalled host would: commands sent meanwhile run afterwards, answered too late.
+    Returns once the server has begun (a probe's PING goes unanswered)."""
+    runner = aioredis.Redis.from_url(url, single_connection_client=True)
+
+    async def run() -> Any:
+        try:
+            return await runner.eval(BUSY_SCRIPT, 0, int(seconds * 1e6))
+        finally:
+            await runner.aclose()
+
+    busy = asyncio.create_task(run())
+    probe = aioredis.Redis.from_url(url, single_connection_client=True)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(0.05):
+                    await probe.ping()
+            except TimeoutError:
+                return busy
+    finally:
+        await probe.aclose()
+
+
+async def test_a_claim_that_times_out_leaves_no_lease_behind(
+    private_redis: PrivateRedis, clients: Callable[..., httpx.AsyncClient]
+) -> None:
+    # The claim runs once the server is free again, after the client gave up: its lease
+    # used to lock the key for 60 s (409 to every retry) although nothing ran.
+    store = RedisStore(private_redis.url, timeout_seconds=0.25)
+    observer = RedisStore(private_redis.url, timeout_seconds=5.0)
+    admin = aioredis.Redis.from_url(private_redis.url)
+    handlers = Handlers()
+    client = clients(handlers, store)
+    try:
+        await store.claim("warm-up", b"", 60)  # connect before the server stalls
+        busy = await busy_server(private_redis.url, 1.0)
+        stalled = await client.post("/items", headers=KEY)
+        await busy
+        await asyncio.wait_for(observer.wait(STORE_KEY), timeout=10)  # the lease is gone
+        retry = await client.post("/items", headers=KEY)
+    finally:
+        await admin.aclose()
+        await observer.aclose()
+        await store.aclose()
+
+    assert stalled.status_code == 503
+    assert retry.status_code == 201
+    assert handlers.calls["items"] == 1
+
+
+async def test_every_redis_call_is_bounded_by_the_timeout(private_redis: PrivateRedis) -> None:
+    store = RedisStore(private_redis.url, timeout_seconds=0.2)
+    admin = aioredis.Redis.from_url(private_redis.url)
+    response = StoredResponse(b"fp", 201, (), b"ok")
+    try:
+        token = (await store.claim("k", b"fp", 60)).token  # connects
+        busy = await busy_server(private_redis.url, 2.0)
+        # Each would be answered once the server is free again: failing instead, every
+        # one of them came back before it was.
+        calls = [
+            store.claim("other", b"fp", 60),
+            store.renew("k", token, 60),
+            store.complete("k", token, response),
+            store.release("k", token),
+            store.wait("k"),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailable):
+                await call
+        assert not busy.done()
+        await store.aclose()  # bounded too, with a timed-out claim's lease still pending
+        assert not busy.done()
+        await busy
+    finally:
+        await admin.aclose()
+        await store.aclose()
+    assert store.errors == 5

@@ -112,11 +112,11 @@ async def test_at_the_limit_low_is_refused_and_high_waits_for_a_place(tmp_path: 
         "refused": {"concurrency_limit": {"low": 1}},
     }
 
-    Admission.release(first, 200, 0.010)
+    s.admission.release(first, 200, 0.010)
     granted = await waiting
     assert isinstance(granted, Permit)
-    Admission.release(second, None, 0.0)  # raised: no sample, the place is free
-    Admission.release(granted, 503, 0.010)  # overloaded: pressure, the place is free
+    s.admission.release(second, None, 0.0)  # raised: no sample, the place is free
+    s.admission.release(granted, 503, 0.010)  # overloaded: pressure, the place is free
     concurrency = s.admission.concurrency("convert:pdf")
     assert concurrency is not None
     assert (concurrency["inflight"], concurrency["queued"]) == (0, 0)
@@ -130,7 +130,7 @@ async def test_with_a_limit_the_window_loop_answers_availability_not_latency(
     s.feed(50, 0.500)  # slow: the limit's business, not a reason to refuse by ratio
     permit = await s.ask("low")
     assert isinstance(permit, Permit)
-    Admission.release(permit, 200, 0.5)
+    s.admission.release(permit, 200, 0.5)
     assert s.admission.rejection_ratios("convert:pdf") == {}
 
     s.clock.advance(1.0)
@@ -146,3 +146,18 @@ async def test_with_a_limit_the_window_loop_answers_availability_not_latency(
 def test_options_that_cannot_work_are_refused(tmp_path: Path, options: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         Admission(SLOManager(tmp_path), clock=ManualClock(), **options)  # type: ignore[arg-type]
+
+
+async def test_shedding_disabled_means_no_concurrency_limit_either(tmp_path: Path) -> None:
+    s = Setup(tmp_path, concurrency=FIXED_2)
+    path = tmp_path / "pdf.yml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("shedding:\n", "shedding:\n  enabled: false\n"),
+        encoding="utf-8",
+    )
+    s = Setup.__new__(Setup)
+    s.clock = ManualClock()
+    s.manager = SLOManager(tmp_path, clock=s.clock)
+    s.admission = Admission(s.manager, clock=s.clock, random_source=lambda: 0.0)
+    assert [await s.ask("low") for _ in range(5)] == [None] * 5
+    assert s.admission.concurrency("convert:pdf") is None

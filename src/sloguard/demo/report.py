@@ -17,7 +17,16 @@ from pathlib import Path
 from sloguard.demo.scenario import CAPABILITY, DemoConfig, Phase, RunResult, SeriesPoint
 from sloguard.demo.terminal import COLUMNS, p95_text, percent
 
-HIGH, LOW, TARGET, SHED = "#1f5fbf", "#d97706", "#c5221f", "#7c3aed"
+HIGH, LOW, TARGET, SHED, INFLIGHT = "#1f5fbf", "#d97706", "#c5221f", "#7c3aed", "#059669"
+
+REASONS = {
+    "concurrency_limit": "at the concurrency limit (low priority never waits)",
+    "deadline": "could not have been answered within the p99 target, so not served late",
+    "queue_timeout": "waited for a place as long as allowed",
+    "queue_full": "the queue was full of more important requests",
+    "slo_violation": "by the SLO window (availability or error budget)",
+}
+"""What each refusal reason means, in the demo's words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +167,34 @@ def shed_chart(config: DemoConfig, run: RunResult, series: Sequence[SeriesPoint]
     )
 
 
+def limit_chart(config: DemoConfig, run: RunResult) -> str:
+    """The concurrency limit, the requests in flight and those queued, over the run."""
+    samples = run.limits
+    top = max([4.0, *(max(s.limit, s.inflight, s.queued) * 1.2 for s in samples)])
+    ticks = sorted({0.0, float(config.capacity), round(top / 1.2)})
+    return _svg_chart(
+        "concurrency limit, shedding on",
+        [
+            Line("limit", TARGET, [(s.t_s, float(s.limit)) for s in samples]),
+            Line("in flight", INFLIGHT, [(s.t_s, float(s.inflight)) for s in samples]),
+            Line("queued", HIGH, [(s.t_s, float(s.queued)) for s in samples], dashed=True),
+            Line(
+                f"worker slots: {config.capacity}",
+                "#6b7280",
+                [(0.0, float(config.capacity)), (config.run_s, float(config.capacity))],
+                dashed=True,
+            ),
+        ],
+        x_max=config.run_s,
+        y_range=(0.0, top),
+        y_ticks=[(v, f"{v:g}") for v in ticks],
+        shade=(config.phases[1].start_s, config.phases[2].end_s),
+    )
+
+
 def summary_lines(config: DemoConfig, runs: Sequence[RunResult]) -> list[str]:
-    """What the overload did to high-priority requests, with and without shedding."""
+    """What the overload did to high-priority requests, with and without shedding, and
+    what the concurrency limiter did about it."""
     lines = []
     start, rest = config.phases[1], config.phases[2]
     overload = Phase("overload", start.start_s, rest.end_s, start.rate)
@@ -173,6 +208,33 @@ def summary_lines(config: DemoConfig, runs: Sequence[RunResult]) -> list[str]:
             f"their p95 {p95_text(first)} in its first seconds, {p95_text(after)} after "
             f"(target {target:g} ms); {percent(whole.low_shed_ratio)} of low-priority ones shed"
         )
+        lines += limiter_lines(config, run, overload)
+    return lines
+
+
+def limiter_lines(config: DemoConfig, run: RunResult, overload: Phase) -> list[str]:
+    """How the concurrency limit did it: its range, in flight and queued during the
+    overload, and every refusal of the run by reason and priority."""
+    samples = run.limits_in(overload.start_s, overload.end_s)
+    if not samples:
+        return []
+    limits = sorted(s.limit for s in samples)
+    median = limits[len(limits) // 2]
+    lines = [
+        f"  the concurrency limit: {limits[0]}-{limits[-1]} during the overload (median "
+        f"{median}; the worker serves {config.capacity} at once), learned from latency "
+        f"alone; in flight at most {max(s.inflight for s in samples)}, queued at most "
+        f"{max(s.queued for s in samples)} (high priority waits for a place, low never does)"
+    ]
+    counts: dict[tuple[str, str], int] = {}
+    for o in run.outcomes:
+        if o.shed:
+            counts[o.reason, o.priority] = counts.get((o.reason, o.priority), 0) + 1
+    for reason, meaning in REASONS.items():
+        by_priority = [(p, counts[reason, p]) for p in ("high", "low") if (reason, p) in counts]
+        if by_priority:
+            who = ", ".join(f"{n} {p}" for p, n in by_priority)
+            lines.append(f"  refused, {reason}: {who} ({meaning})")
     return lines
 
 
@@ -180,9 +242,10 @@ def write_html(path: Path, config: DemoConfig, runs: Sequence[RunResult]) -> Non
     charts = []
     for run in runs:
         series = run.series(config)
+        limit = limit_chart(config, run) if run.limits else ""
         charts.append(
             f"<figure>{latency_chart(config, run, series)}{shed_chart(config, run, series)}"
-            f"</figure>"
+            f"{limit}</figure>"
         )
     head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in COLUMNS)
     rows = []
@@ -226,14 +289,19 @@ p99 {p99:g} ms. Each run sends {config.phases[0].rate:.0f} req/s, then
 {config.phases[1].rate:.0f} req/s ({config.load:g}x capacity), then
 {config.phases[0].rate:.0f} req/s again, {config.high_share:.0%} of them
 <code>X-Priority: high</code>, the rest <code>low</code>; clients give up after
-{config.timeout_s:g} s. The two runs differ only in the SLO file's
-<code>shedding: {{enabled: …}}</code>.</p>
+{config.timeout_s:.3g} s. The two runs differ only in the SLO file's
+<code>shedding:</code> section: off is <code>{{enabled: false, concurrency: {{mode: off}}}}</code>;
+on is the default of a file that enforces: an adaptive concurrency limit (the
+inner loop: it bounds the requests in flight, steered by the SLO's latency
+targets; at the limit <code>low</code> is refused at once and <code>high</code> waits
+a moment in a short queue) behind the SLO window (the outer loop).</p>
 <ul>{summary}</ul>
 <table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 <p class="muted">high ok: answered 2xx within the timeout. high p95: over high-priority
 requests, a request with no answer counted as the timeout (≥: the real p95 is at least
-that). low shed: refused with 503 <code>slo_violation</code>. All measured by the
-client.</p>
+that). low shed: refused by SLOGuard (503; the reasons are in the summary). All
+measured by the client; the limit, in flight and queued are sampled from the server
+ten times a second.</p>
 {"".join(charts)}
 </body></html>
 """,
@@ -247,15 +315,15 @@ def write_png(path: Path, config: DemoConfig, runs: Sequence[RunResult]) -> str 
         from matplotlib.figure import Figure
     except ImportError:
         return "matplotlib is not installed: pip install 'sloguard[demo]'"
-    figure = Figure(figsize=(10, 6), dpi=80, layout="constrained")
-    axes = figure.subplots(2, len(runs), sharex=True, squeeze=False)
+    figure = Figure(figsize=(10, 8), dpi=80, layout="constrained")
+    axes = figure.subplots(3, len(runs), sharex=True, squeeze=False)
     top = max(config.timeout_s * 1000 * 1.2, config.targets_ms[1] * 3)
     shade = (config.phases[1].start_s, config.phases[2].end_s)
     for column, run in enumerate(runs):
         series = run.series(config)
         times = [p.t_s for p in series]
-        latency, shed = axes[0][column], axes[1][column]
-        for ax in (latency, shed):
+        latency, shed, limit = axes[0][column], axes[1][column], axes[2][column]
+        for ax in (latency, shed, limit):
             ax.axvspan(*shade, color="#f3f4f6", zorder=0)
             ax.grid(True, color="#e5e7eb")
         nan = float("nan")
@@ -278,7 +346,20 @@ def write_png(path: Path, config: DemoConfig, runs: Sequence[RunResult]) -> str 
         )
         shed.set_ylim(-2, 102)
         shed.set_ylabel("low-priority shed (%)")
-        shed.set_xlabel("seconds (grey: the overload)")
+        if run.limits:
+            at = [s.t_s for s in run.limits]
+            limit.plot(at, [s.limit for s in run.limits], color=TARGET, label="limit")
+            limit.plot(at, [s.inflight for s in run.limits], color=INFLIGHT, label="in flight")
+            limit.plot(
+                at, [s.queued for s in run.limits], color=HIGH, linestyle="--", label="queued"
+            )
+            slots = "worker slots (unknown to it)"
+            limit.axhline(config.capacity, color="#6b7280", linestyle=":", label=slots)
+            limit.legend(loc="upper left", fontsize=8)
+        else:
+            limit.text(0.5, 0.5, "no concurrency limit", ha="center", transform=limit.transAxes)
+        limit.set_ylabel("requests")
+        limit.set_xlabel("seconds (grey: the overload)")
     figure.suptitle(f"sloguard demo: {CAPABILITY} at {config.load:g}x capacity")
     figure.savefig(path)
     return None

@@ -7,15 +7,20 @@ its due time whatever happened to the ones before, as real clients do. The
 load is steady (half the capacity), then ``load`` times the capacity, then
 steady again; 20% of requests are ``X-Priority: high``, the rest ``low``. The
 same run is made twice, with shedding off (the SLO file says
-``shedding: {enabled: false}``) and on; everything else is the same, seeds
-included. Every figure is measured by the client: status, and the time from
-the request's due time to its answer.
+``shedding: {enabled: false, concurrency: {mode: off}}``) and on (the defaults of
+a file that enforces: the adaptive concurrency limit, behind the SLO window);
+everything else is the same, seeds included. Every request's figures are
+measured by the client: status, refusal reason, and the time from its due time
+to its answer. The limiter's own state (limit, in flight, queued, refusals by
+reason) is sampled from the server ten times a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import math
 import random
 import socket
@@ -25,14 +30,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from sloguard.exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from sloguard.middleware import SLOGuard
+
 CAPABILITY = "convert:document_to_pdf"
 ROUTE_PATH = "/route/convert/document_to_pdf"
 PRIORITIES = ("high", "low")
+REFUSALS = frozenset(
+    {"slo_violation", "concurrency_limit", "queue_full", "deadline", "queue_timeout"}
+)
+"""The ``error`` of SLOGuard's refusals: the SLO window's, and the concurrency limiter's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +68,14 @@ class DemoConfig:
     steady: float = 0.5
     """The load before and after, as a multiple of the capacity."""
     high_share: float = 0.2
-    capacity: int = 2
+    capacity: int = 4
     """Requests the worker works on at once."""
-    service_ms: float = 40.0
-    """Median time the worker takes for one (log-normal, shape ``service_sigma``)."""
+    service_ms: float = 80.0
+    """Median time the worker takes for one (log-normal, shape ``service_sigma``). With
+    the capacity, ~48 requests a second. At its limit, a high-priority request waits
+    for the next of ``capacity`` busy slots to free up: 4 slots of 80 ms free one
+    every ~20 ms, a quarter of a service time (2 of 40 ms: half of one, which put
+    high priority's p95 at 1.2-1.6x its target)."""
     service_sigma: float = 0.25
     seed: int = 1
     host: str = "127.0.0.1"
@@ -121,6 +138,9 @@ class DemoConfig:
         # would outlast its phases): 7.5 s and 3.8 s in a 60 s demo.
         window = round(max(2.0, self.run_s / 4), 1)
         recovery = round(max(1.0, self.run_s / 8), 1)
+        # Shedding on is what a file that enforces gets by default: the adaptive
+        # concurrency limit (the inner loop) behind the SLO window (the outer one).
+        concurrency = "adaptive" if shedding else "off"
         return (
             f"capability: {{verb: convert, name: document_to_pdf}}\n"
             f"slo:\n"
@@ -128,7 +148,7 @@ class DemoConfig:
             f"  availability: {{target: 0.99}}\n"
             f"enforcement: {{reject_on_violation: true, grace_period_days: 0}}\n"
             f"shedding: {{enabled: {str(shedding).lower()}, window_s: {window}, "
-            f"recovery_s: {recovery}}}\n"
+            f"recovery_s: {recovery}, concurrency: {{mode: {concurrency}}}}}\n"
             f"metadata: {{owner: sloguard-demo}}\n"
         )
 
@@ -143,8 +163,26 @@ class Outcome:
     status: int
     """0: no answer within the client's timeout (or the connection failed)."""
     shed: bool
-    """Refused by SLOGuard (503 ``slo_violation``)."""
+    """Refused by SLOGuard (503, one of :data:`REFUSALS`)."""
     latency_s: float
+    reason: str = ""
+    """The refusal's ``error`` (``concurrency_limit``, ``deadline``, ...; "" if admitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSample:
+    """The concurrency limiter of the capability, as the server saw it at ``t_s``."""
+
+    t_s: float
+    limit: int
+    inflight: int
+    queued: int
+    refused: dict[str, dict[str, int]]
+    """Refusals so far, by reason and priority."""
+
+    @property
+    def refused_total(self) -> int:
+        return sum(sum(by_priority.values()) for by_priority in self.refused.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +230,19 @@ class SeriesPoint:
 class RunResult:
     shedding: bool
     outcomes: list[Outcome] = field(default_factory=list)
+    limits: list[LimitSample] = field(default_factory=list)
+    """The limiter sampled through the run (empty when no limit applies)."""
+
+    def limits_in(self, start_s: float, end_s: float) -> list[LimitSample]:
+        return [sample for sample in self.limits if start_s <= sample.t_s < end_s]
+
+    def refused_by_reason(self) -> dict[str, int]:
+        """Every refusal of the run, as the clients saw them, by reason."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.shed:
+                counts[o.reason] = counts.get(o.reason, 0) + 1
+        return counts
 
     def phase_stats(
         self, config: DemoConfig, phase: Phase, until_s: float | None = None
@@ -257,7 +308,7 @@ def free_port(host: str) -> int:
         return port
 
 
-def demo_app(config: DemoConfig, slo_dir: Path) -> object:
+def demo_app(config: DemoConfig, slo_dir: Path) -> SLOGuard:
     """The controller behind SLOGuard, with one in-process worker of fixed capacity."""
     from sloguard.middleware import SLOGuard
     from sloguard.reporting.reporter import Reporter
@@ -290,12 +341,27 @@ def demo_app(config: DemoConfig, slo_dir: Path) -> object:
     return SLOGuard(app, manager=manager, reporter=reporter, metrics=False, reload_every_s=None)
 
 
+class _LoopOf:
+    """An ASGI app that notes the event loop it runs on (at lifespan startup, first)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        await self.app(scope, receive, send)
+
+
 @contextlib.contextmanager
-def serving(app: object, host: str, port: int) -> Iterator[None]:
-    """uvicorn in a thread until the block ends; requests still queued then are dropped."""
+def serving(app: Any, host: str, port: int) -> Iterator[asyncio.AbstractEventLoop]:
+    """uvicorn in a thread until the block ends; requests still queued then are dropped.
+    Yields the server's event loop."""
+    app = _LoopOf(app)
     server = uvicorn.Server(
         uvicorn.Config(
-            app,  # type: ignore[arg-type]
+            app,
             host=host,
             port=port,
             log_level="critical",  # the overloaded run's cancelled requests at shutdown
@@ -308,11 +374,15 @@ def serving(app: object, host: str, port: int) -> Iterator[None]:
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while not server.started:
+        while not server.started or app.loop is None:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the demo server did not start on {host}:{port}")
             time.sleep(0.01)
-        yield
+        # uvicorn's loggers are the process's: an in-process worker's server, started
+        # with the controller, sets them back to "warning", and the overloaded run's
+        # shutdown would print a traceback for each of hundreds of cancelled requests.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        yield app.loop
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -321,10 +391,10 @@ def serving(app: object, host: str, port: int) -> Iterator[None]:
 # -- the clients -----------------------------------------------------------------------
 
 
-async def _post(host: str, port: int, priority: str, timeout_s: float) -> tuple[int, bool]:
-    """One request on its own connection: (status, shed). Bare asyncio streams: the load
-    generator must cost far less than the server it loads (an HTTP client's pool costs
-    milliseconds a request with hundreds of connections open)."""
+async def _post(host: str, port: int, priority: str, timeout_s: float) -> tuple[int, str]:
+    """One request on its own connection: (status, the refusal's reason or ""). Bare
+    asyncio streams: the load generator must cost far less than the server it loads (an
+    HTTP client's pool costs milliseconds a request with hundreds of connections open)."""
     head = (
         f"POST {ROUTE_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Priority: {priority}\r\n"
         "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
@@ -338,20 +408,37 @@ async def _post(host: str, port: int, priority: str, timeout_s: float) -> tuple[
             raw = await reader.read()
         status = int(raw.split(b" ", 2)[1])
     except (TimeoutError, OSError, ValueError, IndexError):
-        return 0, False
+        return 0, ""
     finally:
         if writer is not None:
             writer.close()
-    return status, status == 503 and b"slo_violation" in raw
+    return status, _refusal_reason(status, raw)
+
+
+def _refusal_reason(status: int, raw: bytes) -> str:
+    """SLOGuard's refusal reason, if ``raw`` is one of its refusals; else ""."""
+    if status not in (429, 503):
+        return ""
+    try:
+        error = json.loads(raw.partition(b"\r\n\r\n")[2]).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return error if error in REFUSALS else ""
 
 
 Progress = Callable[[RunResult, float], None]
-"""Called with the run so far and the seconds since it started, about 4 times a second,
+"""Called with the run so far and the seconds since it started, about 5 times a second,
 and once more with ``math.inf`` when every request is answered or given up on."""
+Watch = Callable[[float], None]
+"""Called with the seconds since the run started, ten times a second."""
 
 
 async def drive(
-    config: DemoConfig, result: RunResult, port: int, progress: Progress | None
+    config: DemoConfig,
+    result: RunResult,
+    port: int,
+    progress: Progress | None,
+    watch: Watch | None = None,
 ) -> None:
     """Send the run's requests open loop; returns once every one is answered or timed out."""
     rng = random.Random(config.seed)
@@ -360,14 +447,18 @@ async def drive(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(due_s: float, priority: str) -> None:
-        status, shed = await _post(config.host, port, priority, config.timeout_s)
+        status, reason = await _post(config.host, port, priority, config.timeout_s)
         latency = loop.time() - start - due_s
-        result.outcomes.append(Outcome(due_s, priority, status, shed, latency))
+        result.outcomes.append(Outcome(due_s, priority, status, bool(reason), latency, reason))
 
     async def report() -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(0.25)
-            if progress is not None:
+            await asyncio.sleep(0.1)
+            ticks += 1
+            if watch is not None:
+                watch(loop.time() - start)
+            if progress is not None and ticks % 2 == 0:
                 progress(result, loop.time() - start)
 
     reporter = asyncio.create_task(report())
@@ -404,9 +495,23 @@ def run_once(
         (slo_dir / "convert_document_to_pdf.yml").write_text(
             config.slo_yaml(shedding), encoding="utf-8"
         )
-        app = demo_app(config, slo_dir)
+        guard = demo_app(config, slo_dir)
         result = RunResult(shedding)
-        with serving(app, config.host, port):
-            asyncio.run(drive(config, result, port, progress))
+
+        def sample(t_s: float) -> None:  # on the server's loop: the limiter is not shared
+            state = guard.admission.concurrency(CAPABILITY)
+            if state is not None:
+                result.limits.append(
+                    LimitSample(
+                        t_s, state["limit"], state["inflight"], state["queued"], state["refused"]
+                    )
+                )
+
+        with serving(guard, config.host, port) as server_loop:
+
+            def watch(t_s: float) -> None:
+                server_loop.call_soon_threadsafe(sample, t_s)
+
+            asyncio.run(drive(config, result, port, progress, watch))
         result.outcomes.sort(key=lambda o: o.sent_s)
         return result

@@ -1,9 +1,10 @@
 """The demo's narration: a table with one row per phase of each run, updated live.
 
-On a terminal the current row is rewritten in place about four times a second
-and SLOGuard's own log lines (shedding starts, changes, stops) are printed above
-it as they happen; into a pipe or a file each row is printed once, when its
-phase is over.
+On a terminal the current row is rewritten in place about five times a second
+and what SLOGuard does is printed above it as it happens: the concurrency
+limiter starting to refuse and stopping (from its state, sampled from the
+server), and the SLO window's own log lines; into a pipe or a file each row is
+printed once, when its phase is over.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Narrator(logging.Handler):
         self._partial = False
         self._shedding_now = False
         self._run_started = time.monotonic()
+        self._seen = 0  # limiter samples already looked at
+        self._refusing_since: float | None = None
+        self._last_refusal = (0.0, 0)  # (when, refusals so far) of the latest that grew
 
     def introduce(self, url: str) -> None:
         c = self.config
@@ -86,7 +90,7 @@ class Narrator(logging.Handler):
             f"  load per run ({c.run_s:g} s): {steady.rate:.0f} req/s, then "
             f"{peak.rate:.0f} req/s, then {steady.rate:.0f} req/s; "
             f"{c.high_share:.0%} X-Priority: high, the rest low; "
-            f"clients give up after {c.timeout_s:g} s\n"
+            f"clients give up after {c.timeout_s:.3g} s\n"
             f"  watch it live: {url}/slo/ui\n\n{header()}"
         )
 
@@ -95,10 +99,14 @@ class Narrator(logging.Handler):
         self.done = 0
         self._shedding_now = False
         self._run_started = time.monotonic()
+        self._seen = 0
+        self._refusing_since = None
+        self._last_refusal = (0.0, 0)
 
     def progress(self, result: RunResult, elapsed_s: float) -> None:
         """Called by the load generator: print finished phases, redraw the oldest other
         (its figures so far: the requests it sent that have been answered)."""
+        self._limiter_events(result)
         phases = self.config.phases
         # A phase's row is final once its last request has been answered or given up on.
         settle = self.config.timeout_s + 0.1
@@ -113,6 +121,29 @@ class Narrator(logging.Handler):
                 self._partial = True
                 self.out.write("\r\x1b[2K" + row(self.shedding, stats) + " …")
                 self.out.flush()
+
+    def _limiter_events(self, result: RunResult) -> None:
+        """One line when the concurrency limiter starts refusing, one when it has not
+        refused for a second."""
+        samples = result.limits[self._seen :]
+        self._seen += len(samples)
+        for sample in samples:
+            refused = sample.refused_total
+            if refused > self._last_refusal[1]:
+                self._last_refusal = (sample.t_s, refused)
+                if self._refusing_since is None:
+                    self._refusing_since = sample.t_s
+                    self._print(
+                        f"  on at {sample.t_s:4.1f} s, sloguard: {CAPABILITY} at its "
+                        f"concurrency limit ({sample.inflight} in flight, limit {sample.limit},"
+                        f" {sample.queued} queued): refusing low, queueing high"
+                    )
+            elif self._refusing_since is not None and sample.t_s - self._last_refusal[0] >= 1:
+                self._refusing_since = None
+                self._print(
+                    f"  on at {sample.t_s:4.1f} s, sloguard: {CAPABILITY} refused nothing for"
+                    f" 1 s ({sample.inflight} in flight, limit {sample.limit})"
+                )
 
     def emit(self, record: logging.LogRecord) -> None:
         """SLOGuard's shedding log: its first line of each episode, and the one ending it."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sloguard.idempotency.gate import IdempotencyGate, Lease
-from sloguard.idempotency.keys import parse_idempotency_key
+from sloguard.idempotency.keys import Fingerprinter, parse_idempotency_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.middleware import IdempotencyMiddleware, Principal
-from sloguard.idempotency.store import Claim, ClaimStatus, Store, StoredResponse
+from sloguard.idempotency.store import Claim, ClaimStatus, Store, StoredResponse, SyncStore
 
 if TYPE_CHECKING:
     from sloguard.idempotency.redis import RedisStore
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Claim",
     "ClaimStatus",
+    "Fingerprinter",
     "IdempotencyGate",
     "IdempotencyMiddleware",
     "Lease",
@@ -24,6 +25,7 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoredResponse",
+    "SyncStore",
     "parse_idempotency_key",
 ]
 

@@ -34,12 +34,7 @@ from sloguard.http import (
     Exchange,
     Reply,
 )
-from sloguard.idempotency.keys import (
-    BARE_KEY,
-    parse_idempotency_key,
-    request_fingerprint,
-    scoped_key,
-)
+from sloguard.idempotency.keys import BARE_KEY, Fingerprinter, parse_idempotency_key, store_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.store import (
     COMPLETED,
@@ -119,6 +114,7 @@ class IdempotencyGate:
         released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
         on_event: EventHook | None = None,
         on_decision: DecisionHook | None = None,
+        fingerprint_secret: bytes | str | None = None,
     ) -> None:
         if isinstance(methods, str):
             raise ConfigurationError(
@@ -150,6 +146,9 @@ class IdempotencyGate:
         self.release_on_server_error = release_on_server_error
         self.released_statuses = frozenset(released_statuses)
         self._cookie_warned = principal is not None
+        self.fingerprints = Fingerprinter(fingerprint_secret)
+        """The digests of principals and requests (keyed with ``fingerprint_secret``)."""
+        self._renewals = _Renewals(self)
         self.on_event = on_event
         self.on_decision = on_decision
         self._principal = principal
@@ -203,14 +202,12 @@ class IdempotencyGate:
 
         if not self._cookie_warned and not request.authorization:
             self._warn_if_cookie(scope)
-        principal = (
-            request.authorization.decode("latin-1")
-            if self._principal is None
-            else self._principal_of(scope)
-        )
-        if principal is None:
+        credential = request.authorization if self._principal is None else self._principal_of(scope)
+        if credential is None:
             return _NO_PRINCIPAL
-        store_key = scoped_key(principal, scope["method"], scope["path"], key)
+        # One key, one operation: method and path are in the fingerprint, not the key,
+        # so another operation under the same key is a 422, not a second execution.
+        leased_key = store_key(self.fingerprints.principal(credential), key)
         # The body, read ahead of the app for its fingerprint (the app reads it again
         # from the lease's receive).
         receive = request.receive
@@ -238,16 +235,18 @@ class IdempotencyGate:
             body: tuple[bytes, ...] = (message.get("body", b""),)
         else:
             body = tuple(m.get("body", b"") for m in messages)
-        fingerprint = request_fingerprint(scope["query_string"], body)
+        fingerprint = self.fingerprints.request(
+            scope["method"], scope["path"], scope["query_string"], body
+        )
 
         try:
             sync = self._sync
             if sync is not None:
-                claim = sync.claim_nowait(store_key, fingerprint, self.lease_seconds)
+                claim = sync.claim_nowait(leased_key, fingerprint, self.lease_seconds)
             else:
-                claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+                claim = await self.store.claim(leased_key, fingerprint, self.lease_seconds)
             if claim.status is IN_FLIGHT and self.wait_seconds > 0:
-                claim = await self._wait_for_lease(store_key, fingerprint, claim)
+                claim = await self._wait_for_lease(leased_key, fingerprint, claim)
         except StoreUnavailable as exc:
             if not exc.fail_open:
                 return problem_reply(
@@ -288,7 +287,9 @@ class IdempotencyGate:
         self._decide("miss", request)
         request.receive = BufferedReceive(messages, receive)
         scope[SCOPE_KEY] = {"key": key, "token": claim.token}
-        return Lease(self, key, store_key, claim.token, fingerprint)
+        lease = Lease(self, key, leased_key, claim.token, fingerprint)
+        self._renewals.hold(lease)
+        return lease
 
     def keeps(self, status: int) -> bool:
         """Whether a response with ``status`` is a result, stored to replay."""
@@ -329,7 +330,7 @@ class IdempotencyGate:
             'as a bare value (abc) or a quoted string ("abc").',
         )
 
-    async def _wait_for_lease(self, store_key: str, fingerprint: bytes, claim: Claim) -> Claim:
+    async def _wait_for_lease(self, leased_key: str, fingerprint: bytes, claim: Claim) -> Claim:
         """Wait (up to ``wait_seconds``) for an in-flight duplicate to finish, then claim again."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
@@ -339,8 +340,8 @@ class IdempotencyGate:
                 break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
-                    await self.store.wait(store_key)
-            claim = await self.store.claim(store_key, fingerprint, self.lease_seconds)
+                    await self.store.wait(leased_key)
+            claim = await self.store.claim(leased_key, fingerprint, self.lease_seconds)
         return claim
 
 
@@ -369,7 +370,7 @@ class Lease:
         fingerprint: bytes,
     ) -> None:
         self._gate = gate
-        self._key = key  # the client's key, for logs (the store key holds credentials)
+        self._key = gate.fingerprints.log_id(key)  # for logs: a digest, never the key
         self._store_key = store_key
         self._token = token
         self._fingerprint = fingerprint
@@ -395,14 +396,16 @@ class Lease:
         ):
             return self._settle_then(exchange, send, last)
         self.settled = True
-        chunks, store_key = exchange.chunks, self._store_key
+        gate._renewals.drop(self)
+        chunks, key = exchange.chunks, self._store_key
         assert chunks is not None
-        assert store_key is not None
+        assert key is not None
         response, nbytes = self._response(exchange, chunks)
         try:
-            stored = sync.complete_nowait(store_key, self._token, response, nbytes)
+            stored = sync.complete_nowait(key, self._token, response, nbytes)
         except Exception:
             self._log_store_failure()
+            return self._release_then(send, last)
         else:
             if stored:
                 self._gate._event("stored")
@@ -410,6 +413,10 @@ class Lease:
 
     async def _settle_then(self, exchange: Exchange, send: Send, last: Message) -> None:
         await self.finish(exchange)
+        await send(last)
+
+    async def _release_then(self, send: Send, last: Message) -> None:
+        await self._release()
         await send(last)
 
     async def finish(self, exchange: Exchange) -> None:
@@ -420,11 +427,12 @@ class Lease:
             return
         self.settled = True
         gate = self._gate
+        gate._renewals.drop(self)
         assert self._store_key is not None
         if exchange.finished and exchange.chunks is None:
             gate._event("too_large")
             logger.info(
-                "response to idempotency key %r not stored: over %d bytes",
+                "response to idempotency key %s not stored: over %d bytes",
                 self._key,
                 gate.max_body_bytes,
             )
@@ -435,6 +443,7 @@ class Lease:
                 stored = await gate.store.complete(self._store_key, self._token, response)
             except Exception:
                 self._log_store_failure()
+                await self._release()
                 return
             if stored:
                 gate._event("stored")
@@ -445,6 +454,7 @@ class Lease:
         """Give the key up unused (the request was refused), so that a retry runs."""
         if not self.settled:
             self.settled = True
+            self._gate._renewals.drop(self)
             await self._release()
 
     async def _release(self) -> None:
@@ -455,7 +465,7 @@ class Lease:
             await gate.store.release(self._store_key, self._token)
         except Exception:
             # The lease expires on its own; a failed release must not mask the app's outcome.
-            logger.warning("could not release idempotency key %r", self._key, exc_info=True)
+            logger.warning("could not release idempotency key %s", self._key, exc_info=True)
 
     def _storable(self, exchange: Exchange) -> bool:
         return exchange.chunks is not None and self._gate.keeps(exchange.status)
@@ -472,4 +482,50 @@ class Lease:
         return StoredResponse(self._fingerprint, exchange.status, tuple(kept), body), nbytes
 
     def _log_store_failure(self) -> None:
-        logger.warning("could not store the response to key %r", self._key, exc_info=True)
+        # The client has its response; the key is released so that a retry runs again
+        # (rather than getting 409s until the lease expires).
+        logger.warning(
+            "could not store the response to idempotency key %s; releasing it",
+            self._key,
+            exc_info=True,
+        )
+
+
+class _Renewals:
+    """Renews the leases of requests still running, every third of ``lease_seconds``, so
+    that a handler slower than its lease does not run twice at once. One task per gate
+    while any lease is held (none per request); a dead process's leases still expire."""
+
+    def __init__(self, gate: IdempotencyGate) -> None:
+        self._gate = gate
+        self._held: dict[Lease, None] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, lease: Lease) -> None:
+        self._held[lease] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def drop(self, lease: Lease) -> None:
+        self._held.pop(lease, None)
+
+    async def _run(self) -> None:
+        gate = self._gate
+        every = gate.lease_seconds / 3
+        while self._held:
+            await asyncio.sleep(every)
+            for lease in list(self._held):
+                if lease.settled or lease._store_key is None:
+                    self._held.pop(lease, None)
+                    continue
+                try:
+                    renewed = await gate.store.renew(
+                        lease._store_key, lease._token, gate.lease_seconds
+                    )
+                except Exception:
+                    logger.warning("could not renew idempotency key %s", lease._key, exc_info=True)
+                    continue
+                if not renewed and self._held.pop(lease, None) is None:
+                    continue
+                if not renewed:
+                    logger.warning("the lease on idempotency key %s was lost", lease._key)

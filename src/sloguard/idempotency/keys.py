@@ -4,6 +4,12 @@ The header follows draft-ietf-httpapi-idempotency-key-header: its value is a
 Structured Field string (``"abc"``). Many clients send a bare value instead
 (``abc``, as Stripe documents), so both forms are accepted. Either way the key
 is 1 to 255 printable ASCII characters.
+
+Nothing a client sent reaches a store in clear except the key itself: the
+principal (by default the ``Authorization`` header) and the request (method,
+path, query, body) are digests made by a :class:`Fingerprinter`, keyed with a
+per-deployment secret when one is configured. docs/idempotency.md lists what is
+stored where.
 """
 
 from __future__ import annotations
@@ -12,18 +18,18 @@ import re
 from collections.abc import Sequence
 from hashlib import blake2b
 
-from sloguard.exceptions import InvalidIdempotencyKey
+from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255
 
 BARE_KEY = re.compile(rb"[!#-~]{1,%d}" % MAX_KEY_LENGTH)
 """The common case, settled by one match: a bare key of printable ASCII, no quote
 (its value is the key itself)."""
-_RAW_FINGERPRINT_LIMIT = 128
-_RAW = b"r"
-_NO_QUERY = b"0:"  # the length-prefixed empty query
-_RAW_NO_QUERY = _RAW + _NO_QUERY
-_RAW_BODY_LIMIT = _RAW_FINGERPRINT_LIMIT - len(_NO_QUERY)
+
+FINGERPRINT_BYTES = 16
+"""The size of a request fingerprint: 128 bits, far beyond accidental collision."""
+SEPARATOR = "\x1f"
+"""Between the principal digest and the key in a store key; in neither of them."""
 
 
 def parse_idempotency_key(raw: bytes) -> str:
@@ -75,36 +81,97 @@ def _unquote_sf_string(value: bytes) -> bytes:
     return bytes(out)
 
 
-def scoped_key(principal: str, method: str, path: str, key: str) -> str:
-    """The store key: one principal's key for one method and path, never another's.
+class Fingerprinter:
+    """The digests sloguard makes of what a client sent: request fingerprints, principals,
+    and short ids of keys for log lines.
 
-    Length prefixes make it injective whatever the principal and path contain.
-    It holds the principal (by default the ``Authorization`` header) in clear:
-    a store that keeps keys outside the process must digest them first.
+    Without ``secret`` each is a BLAKE2b digest. With one (a per-deployment value of
+    any length, kept out of the code and the store), each is keyed BLAKE2b, a MAC as
+    HMAC is: whoever reads the store cannot test guesses (a card number, a password in
+    a Basic ``Authorization``) against what it holds. Every replica of an app sharing a
+    ``RedisStore`` must use the same secret, or none recognises another's keys. Each
+    kind of digest has its own BLAKE2b personalisation, so no digest of one kind can
+    pass for another.
+
+    One instance serves every request: each digest starts from a copy of a hash state
+    keyed once, here.
     """
-    return f"{len(principal)}:{principal}\x1f{method}\x1f{len(path)}:{path}\x1f{key}"
+
+    __slots__ = ("_log", "_principal", "_request")
+
+    def __init__(self, secret: bytes | str | None = None) -> None:
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if secret is None:
+            key = b""
+        elif isinstance(secret, bytes) and secret:
+            # BLAKE2b takes keys of up to 64 bytes: a digest of the secret is one.
+            key = blake2b(secret, person=b"sloguard-secret").digest()
+        else:
+            raise ConfigurationError(
+                f"the fingerprint secret must be non-empty bytes or text, got {secret!r}"
+            )
+        self._request = blake2b(key=key, digest_size=FINGERPRINT_BYTES, person=b"sloguard-request")
+        self._principal = blake2b(key=key, digest_size=16, person=b"sloguard-princpl")
+        self._log = blake2b(key=key, digest_size=6, person=b"sloguard-log-id")
+
+    def request(self, method: str, path: str, query: bytes, body: Sequence[bytes]) -> bytes:
+        """A 16-byte digest of what makes two requests under one key "the same": method,
+        path, query string and body (``body`` as it arrived, in any number of parts).
+
+        Always a digest, whatever the size: a store never holds a request's body in
+        clear. Injective for any method that is an HTTP token (no space): the path
+        is length-prefixed, and the query is either ``-`` (none) or length-prefixed
+        (formatting an integer costs ~1,300 instructions, so the common case formats
+        one).
+        """
+        if query:
+            head = f"{method} {len(path)}:{path}{len(query)}?"
+        else:
+            head = f"{method} {len(path)}:{path}-"
+        digest = self._request.copy()
+        digest.update(head.encode("utf-8", "surrogateescape"))
+        if query:
+            digest.update(query)
+        for chunk in body:
+            digest.update(chunk)
+        return digest.digest()
+
+    def principal(self, credential: bytes | str) -> str:
+        """The digest that stands for a principal in store keys: ``""`` for none (an
+        anonymous request), otherwise 32 hex characters. ``credential`` is what
+        identifies the client (the ``Authorization`` header's value, or what a
+        configured principal callable returned); it never enters a store."""
+        if not credential:
+            return ""
+        if isinstance(credential, str):
+            credential = credential.encode("utf-8", "surrogatepass")
+        digest = self._principal.copy()
+        digest.update(credential)
+        return digest.hexdigest()
+
+    def log_id(self, key: str) -> str:
+        """A short id of an idempotency key for log lines (12 hex characters): enough to
+        match the lines of one key, never the key itself."""
+        digest = self._log.copy()
+        digest.update(key.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
 
-def request_fingerprint(query: bytes, body: Sequence[bytes]) -> bytes:
-    """A digest of what, beyond the scoped key's method and path, makes two requests
-    "the same": the query string and the body.
+def store_key(principal_digest: str, key: str) -> str:
+    """The key a store keeps: one principal's idempotency key.
 
-    The query is length-prefixed, so no split of the same bytes between query and
-    body gives the same fingerprint. A request under 128 bytes is its own
-    fingerprint: comparing it is exact and skips the hash, the common case for JSON
-    APIs (it starts with ``r``; a digest equal to it would be a 128-bit coincidence).
+    ``principal_digest`` comes from :meth:`Fingerprinter.principal` (hex or ``""``,
+    so never the separator): the store key holds no credential, and
+    :func:`principal_of` gives the principal back, which stores use to share their
+    room fairly between principals. Method and path are not part of it: a key
+    belongs to one operation, and another operation under the same key is a
+    different fingerprint (422), not a different key.
     """
-    if not query and len(body) == 1:  # the common case: no query, the body in one message
-        if len(body[0]) < _RAW_BODY_LIMIT:
-            return _RAW_NO_QUERY + body[0]
-        head = _NO_QUERY
-    else:
-        head = b"%d:%b" % (len(query), query)
-        if len(head) + sum(map(len, body)) < _RAW_FINGERPRINT_LIMIT:
-            return b"".join((_RAW, head, *body))
-    # BLAKE2b-512 cut to 16 bytes: passing digest_size=16 costs more than the hash of a
-    # small body (keyword parsing), and either is far beyond accidental collision.
-    digest = blake2b(head)
-    for chunk in body:
-        digest.update(chunk)
-    return digest.digest()[:16]
+    return f"{principal_digest}{SEPARATOR}{key}"
+
+
+def principal_of(key: str) -> str:
+    """The principal digest a store key was made with (``""`` for a key that names none)."""
+    end = key.find(SEPARATOR)
+    return key[:end] if end > 0 else ""

@@ -1,24 +1,29 @@
 """RedisStore: idempotency claims and responses shared by every replica through Redis.
 
-Each scoped key maps to one Redis key, ``prefix`` + the hex blake2b digest of
-the scoped key (which holds the ``Authorization`` header in clear, so it never
-leaves the process). That key holds either
+Each store key maps to one Redis key, ``prefix`` + the hex blake2b digest of
+the store key (a principal digest and the client's key: neither reaches Redis
+as such). That key holds either
 
-- a lease: ``L``, a random 64-bit fencing token, the request's fingerprint;
-  it expires after the lease (``PX``), so a crashed replica never locks a key;
+- a lease: ``L``, a random 64-bit fencing token, the request's fingerprint (a
+  digest); it expires after the lease (``PX``), so a crashed replica never
+  locks a key, and a lease that expired is gone, whoever looks;
 - or a completed record: ``R``, status, fingerprint, headers and body in a
   length-prefixed binary layout; it expires after ``ttl_seconds``.
 
-Nothing else is ever written, so no key lives without a TTL. Three Lua scripts
-on that one key make every transition atomic and one round trip: claim
-(return the value, or set a lease when there is none), complete (replace our
-own lease, or an absent one, by the record) and release (delete our own lease).
-A replay costs one round trip, a miss two (claim, complete).
+Lua scripts on that one key make every transition atomic and one round trip:
+claim (return the value, or set a lease when there is none), complete
+(replace our own lease by the record), renew (move our own lease's expiry) and
+release (delete our own lease). A replay costs one round trip, a miss two
+(claim, complete). With ``max_entries_per_principal``, complete also keeps
+each principal's newest records in a sorted set of their names
+(``prefix`` + ``p:`` + a digest of the principal, with the records' TTL) and
+deletes the oldest past the cap, in the same script.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -40,6 +45,7 @@ except ImportError as exc:
     ) from exc
 
 from sloguard.exceptions import ConfigurationError, StoreUnavailable
+from sloguard.idempotency.keys import principal_of
 from sloguard.idempotency.store import Claim, ClaimStatus, StoredResponse
 
 logger = logging.getLogger("sloguard.idempotency")
@@ -68,10 +74,29 @@ if value then return value end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
+# KEYS[2], when given, is the principal's index: record names scored by time of storing.
 _COMPLETE = b"""
 local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, 1, 9) ~= ARGV[1] then return 0 end
+if not value or string.sub(value, 1, 9) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if KEYS[2] then
+  local now = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], now[1] .. string.format('%06d', now[2]), KEYS[1])
+  local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+  if excess > 0 then
+    local oldest = redis.call('ZPOPMIN', KEYS[2], excess)
+    for i = 1, #oldest, 2 do
+      if redis.call('GETRANGE', oldest[i], 0, 0) == 'R' then redis.call('DEL', oldest[i]) end
+    end
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+"""
+_RENEW = b"""
+local value = redis.call('GET', KEYS[1])
+if not value or string.sub(value, 1, 9) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 _RELEASE = b"""
@@ -79,8 +104,14 @@ local value = redis.call('GET', KEYS[1])
 if value and string.sub(value, 1, 9) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
-_SCRIPTS = {hashlib.sha1(source).hexdigest(): source for source in (_CLAIM, _COMPLETE, _RELEASE)}
-_CLAIM_SHA, _COMPLETE_SHA, _RELEASE_SHA = _SCRIPTS
+_SCRIPTS = {
+    hashlib.sha1(source).hexdigest(): source for source in (_CLAIM, _COMPLETE, _RENEW, _RELEASE)
+}
+_CLAIM_SHA, _COMPLETE_SHA, _RENEW_SHA, _RELEASE_SHA = _SCRIPTS
+
+_MAX_PENDING_RELEASES = 10_000
+"""Leases of timed-out claims still to take back; past this, the oldest are left to expire."""
+_MAX_RELEASE_BACKOFF_SECONDS = 1.0
 
 _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -101,13 +132,27 @@ class RedisStore:
     A store made from a URL owns its client: ``aclose()`` closes it.
 
     ``ttl_seconds`` bounds how long a response is replayed; ``lease_seconds``
-    caps how long any claim holds a key (the middleware's own
-    ``lease_seconds`` applies when it is shorter). Every Redis call is bounded
-    by ``timeout_seconds``; when one fails or runs out of time, ``claim`` and
-    ``wait`` raise ``StoreUnavailable`` with ``fail_open`` set from
-    ``on_error``. Failures are counted in ``errors`` and logged (a warning when
-    Redis stops answering, a line when it answers again); the client
-    reconnects by itself.
+    caps how long any claim or renewal holds a key (the caller's own lease
+    applies when it is shorter). Every Redis call is bounded by
+    ``timeout_seconds``; when one fails or runs out of time, the operation
+    raises ``StoreUnavailable`` with ``fail_open`` set from ``on_error``.
+    Failures are counted in ``errors`` and logged (a warning when Redis stops
+    answering, a line when it answers again); the client reconnects by itself.
+
+    **A claim that times out leaves nothing behind.** Its script may have run
+    although no answer came back in time; the store then takes the lease back
+    (a release with the token it drew) in the background, retrying with backoff
+    until Redis answers or the lease would have expired anyway. So a request
+    answered 503 does not lock its key for the lease's length; at worst (Redis
+    running the claim after the release, which the network can reorder) the
+    key stays locked for the lease the caller asked for, which the gate keeps
+    short until the handler has run for a while and renews.
+
+    ``max_entries_per_principal`` (default None: no cap), when set, bounds how
+    many responses one principal holds at once: storing one more deletes that
+    principal's oldest. With Redis's recommended ``noeviction`` policy nothing
+    evicts another principal's responses; the cap keeps one principal from
+    filling the memory that everyone's next responses need.
 
     Keys live in Redis's clock: a lease or a record expires on the server, so
     this store takes no ``clock``.
@@ -122,6 +167,7 @@ class RedisStore:
         on_error: OnError = "fail_closed",
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_entries_per_principal: int | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError(f"prefix must be a non-empty string, got {prefix!r}")
@@ -136,24 +182,40 @@ class RedisStore:
             raise ConfigurationError(
                 f"on_error must be 'fail_closed' or 'fail_open', got {on_error!r}"
             )
+        if max_entries_per_principal is not None and (
+            not isinstance(max_entries_per_principal, int) or max_entries_per_principal < 1
+        ):
+            raise ConfigurationError(
+                "max_entries_per_principal must be None or a positive integer, "
+                f"got {max_entries_per_principal!r}"
+            )
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.lease_seconds = lease_seconds
         self.on_error: OnError = on_error
         self.fail_open = on_error == "fail_open"
         self.timeout_seconds = timeout_seconds
+        self.max_entries_per_principal = max_entries_per_principal
         self.errors = 0
-        """Redis calls that failed or timed out, since the store was made."""
+        """Redis calls made for a request that failed or timed out, since the store was made."""
         self._client, self._owns_client = _client_for(url_or_client, timeout_seconds)
         self._prefix = prefix.encode()
         self._ttl_ms = _milliseconds(ttl_seconds)
         self._failing = False
+        # Leases of timed-out claims to take back: Redis key name -> (lease head, deadline).
+        self._pending_releases: dict[bytes, tuple[bytes, float]] = {}
+        self._releaser: asyncio.Task[None] | None = None
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
         token = secrets.randbits(64) or 1
-        lease = _LEASE + _TOKEN.pack(token) + fingerprint
-        px = _milliseconds(min(lease_seconds, self.lease_seconds))
-        value = await self._call("EVALSHA", _CLAIM_SHA, 1, self._name(key), lease, px)
+        name = self._name(key)
+        head = _LEASE + _TOKEN.pack(token)
+        px = self._lease_ms(lease_seconds)
+        try:
+            value = await self._call("EVALSHA", _CLAIM_SHA, 1, name, head + fingerprint, px)
+        except StoreUnavailable:
+            self._release_later(name, head, px)
+            raise
         if value is None:
             return Claim(ClaimStatus.CLAIMED, token, fingerprint)
         try:
@@ -164,16 +226,24 @@ class RedisStore:
             ) from exc
 
     async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
-        stored: int = await self._call(
-            "EVALSHA",
-            _COMPLETE_SHA,
-            1,
-            self._name(key),
-            _LEASE + _TOKEN.pack(token),
-            _encode_record(response),
-            self._ttl_ms,
-        )
-        return stored == 1
+        name = self._name(key)
+        head = _LEASE + _TOKEN.pack(token)
+        record = _encode_record(response)
+        cap = self.max_entries_per_principal
+        if cap is None:
+            stored = await self._call("EVALSHA", _COMPLETE_SHA, 1, name, head, record, self._ttl_ms)
+        else:
+            index = self._index_name(principal_of(key))
+            stored = await self._call(
+                "EVALSHA", _COMPLETE_SHA, 2, name, index, head, record, self._ttl_ms, cap
+            )
+        return bool(stored == 1)
+
+    async def renew(self, key: str, token: int, lease_seconds: float) -> bool:
+        head = _LEASE + _TOKEN.pack(token)
+        px = self._lease_ms(lease_seconds)
+        renewed = await self._call("EVALSHA", _RENEW_SHA, 1, self._name(key), head, px)
+        return bool(renewed == 1)
 
     async def release(self, key: str, token: int) -> None:
         await self._call("EVALSHA", _RELEASE_SHA, 1, self._name(key), _LEASE + _TOKEN.pack(token))
@@ -191,13 +261,68 @@ class RedisStore:
             delay = min(2 * delay, _MAX_POLL_SECONDS)
 
     async def aclose(self) -> None:
-        """Close the Redis client if this store created it from a URL."""
+        """Take back the leases of timed-out claims if Redis answers at once, then close
+        the Redis client if this store created it from a URL. Bounded: at most one
+        ``timeout_seconds`` per pending lease and one for closing."""
+        releaser, self._releaser = self._releaser, None
+        if releaser is not None:
+            releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
+        await self._release_pending(give_up=True)
         if self._owns_client:
-            await self._client.aclose()
+            with contextlib.suppress(*_BACKEND_ERRORS):
+                async with asyncio.timeout(self.timeout_seconds):
+                    await self._client.aclose()
 
     def _name(self, key: str) -> bytes:
         digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
         return self._prefix + digest.hexdigest().encode()
+
+    def _index_name(self, principal: str) -> bytes:
+        digest = hashlib.blake2b(principal.encode("utf-8", "surrogatepass"), digest_size=16)
+        return self._prefix + b"p:" + digest.hexdigest().encode()
+
+    def _lease_ms(self, lease_seconds: float) -> int:
+        return _milliseconds(min(lease_seconds, self.lease_seconds))
+
+    def _release_later(self, name: bytes, head: bytes, px: int) -> None:
+        """Queue the lease a timed-out claim may have taken, for the background releaser."""
+        pending = self._pending_releases
+        if len(pending) >= _MAX_PENDING_RELEASES:
+            del pending[next(iter(pending))]  # the oldest: it expires soonest anyway
+        pending[name] = (head, asyncio.get_running_loop().time() + px / 1000)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._release_until_answered())
+
+    async def _release_until_answered(self) -> None:
+        delay = self.timeout_seconds
+        while self._pending_releases:
+            if await self._release_pending(give_up=False):
+                delay = self.timeout_seconds
+            else:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _MAX_RELEASE_BACKOFF_SECONDS)
+
+    async def _release_pending(self, *, give_up: bool) -> bool:
+        """Release each pending lease, each call bounded by the timeout; False once a call
+        fails (the rest stay pending, unless ``give_up``)."""
+        pending = self._pending_releases
+        now = asyncio.get_running_loop().time()
+        for name, (head, deadline) in list(pending.items()):
+            if deadline <= now:
+                del pending[name]  # expired in Redis by now
+                continue
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    await self._client.execute_command("EVAL", _RELEASE, 1, name, head)
+            except _BACKEND_ERRORS as exc:
+                logger.debug("could not yet take back a timed-out claim's lease: %r", exc)
+                if give_up:
+                    pending.clear()
+                return False
+            pending.pop(name, None)
+        return True
 
     async def _call(self, *args: Any) -> Any:
         client = self._client

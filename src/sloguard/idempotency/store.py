@@ -1,6 +1,6 @@
 """The storage contract behind IdempotencyMiddleware, and the records it keeps.
 
-A store knows three states of a scoped key: free (the first request may claim
+A store knows three states of a store key: free (the first request may claim
 it), in flight (a lease with a fencing token and an expiry) or completed (a
 stored response). ``claim`` folds "look up" and "claim if free" into one atomic
 operation, so that a networked store answers a replay in one round trip and a
@@ -29,17 +29,31 @@ class StoredResponse(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held: payload bytes plus a flat per-object overhead."""
+        """The memory its objects take in CPython: payload bytes plus their overheads."""
         headers = self.headers
         header_bytes = sum(map(len, chain.from_iterable(headers)))
         return stored_nbytes(self.fingerprint, len(headers), header_bytes, self.body)
+
+
+RESPONSE_OVERHEAD = 192
+"""Bytes a response's objects take beyond their payload: its tuple, the bytes objects
+of fingerprint and body, the tuple of headers."""
+HEADER_OVERHEAD = 136
+"""Bytes one header takes beyond its name and value: a pair and two bytes objects.
+Both figures are tracemalloc's, rounded up (docs/idempotency.md, "Bounds")."""
 
 
 def stored_nbytes(fingerprint: bytes, header_count: int, header_bytes: int, body: bytes) -> int:
     """:attr:`StoredResponse.nbytes` of a response with ``header_count`` headers of
     ``header_bytes`` bytes in all (names and values), for a caller that has counted
     them already (IdempotencyMiddleware, as the response passes)."""
-    return 256 + len(fingerprint) + len(body) + 64 * header_count + header_bytes
+    return (
+        RESPONSE_OVERHEAD
+        + len(fingerprint)
+        + len(body)
+        + HEADER_OVERHEAD * header_count
+        + header_bytes
+    )
 
 
 class ClaimStatus(enum.Enum):
@@ -74,10 +88,27 @@ class Claim(NamedTuple):
 class Store(Protocol):
     """Where idempotency claims and completed responses live.
 
-    Implementations must make ``claim`` atomic: of any number of concurrent
-    claims on one free key, exactly one returns ``CLAIMED``. A store whose
-    backend fails raises ``sloguard.StoreUnavailable`` from ``claim`` or
-    ``wait``; errors from ``complete`` and ``release`` are logged by the caller.
+    **Keys** are made by :func:`sloguard.idempotency.keys.store_key`: a principal
+    digest and the client's key. A store may read the principal back
+    (:func:`~sloguard.idempotency.keys.principal_of`) to share its room fairly
+    between principals; it never sees a credential or a request body.
+
+    **Claims** are atomic: of any number of concurrent claims on one free key,
+    exactly one returns ``CLAIMED``.
+
+    **Leases and fencing.** A claim takes a lease on the key with a fencing
+    token, for ``lease_seconds``. The token *holds* the lease until the lease
+    expires, is released, or is completed, whichever comes first; ``renew``
+    moves the expiry while the token holds it. A token that no longer holds the
+    lease can neither complete (``False``), release (no-op) nor renew
+    (``False``), whether or not another request has claimed the key since: a
+    holder that outlived its lease cannot know whether another ran meanwhile, so
+    its response is refused, and the key is free for a retry. The answer
+    depends on the key alone, never on other keys' traffic.
+
+    **Failures.** A store whose backend fails raises ``sloguard.StoreUnavailable``
+    from any operation; the caller decides what a failed ``complete``,
+    ``release`` or ``renew`` means for the request.
     """
 
     async def claim(self, key: str, fingerprint: bytes, lease_seconds: float) -> Claim:
@@ -85,17 +116,24 @@ class Store(Protocol):
 
         An expired lease counts as free: the new claimant gets a new token, never
         equal to an earlier one's (``MemoryStore`` counts up, ``RedisStore`` draws
-        64 random bits), so the earlier holder can neither complete nor release.
+        64 random bits).
         """
         ...
 
     async def complete(self, key: str, token: int, response: StoredResponse) -> bool:
-        """Store ``response`` if ``token`` still holds the lease; False if it was taken over
-        or the response cannot be stored (too large for the store)."""
+        """Store ``response`` in place of the lease if ``token`` still holds it. False
+        if it does not (expired, released, completed or taken over) or if the
+        response cannot be stored (too large for the store, or for its principal's
+        share of it); either way the lease has ended and the key is free."""
         ...
 
     async def release(self, key: str, token: int) -> None:
-        """Drop the lease if ``token`` still holds it, so that a retry runs again."""
+        """End the lease if ``token`` still holds it, so that a retry runs again."""
+        ...
+
+    async def renew(self, key: str, token: int, lease_seconds: float) -> bool:
+        """Extend the lease to ``lease_seconds`` from now if ``token`` still holds it;
+        False if it does not (the caller has lost the key and must not store)."""
         ...
 
     async def wait(self, key: str) -> None:
@@ -119,7 +157,7 @@ class SyncStore(Protocol):
         self, key: str, token: int, response: StoredResponse, nbytes: int | None = None
     ) -> bool:
         """:meth:`Store.complete`, as a plain call; ``nbytes``, when given, is
-        ``response.nbytes`` counted by the caller."""
+        ``response.nbytes`` counted by the caller (:func:`stored_nbytes`)."""
         ...
 
 

@@ -153,8 +153,7 @@ class Admission:
             return self._limit_refusal(state, granted)
         return granted
 
-    @staticmethod
-    def release(permit: Permit | None, status: int | None, latency_s: float) -> None:
+    def release(self, permit: Permit | None, status: int | None, latency_s: float) -> None:
         """Give ``permit`` back: the app answered with ``status`` after ``latency_s``
         (None: it raised or was cancelled, which says nothing about the limit)."""
         if permit is None:
@@ -164,7 +163,8 @@ class Admission:
         elif status in _OVERLOADED:
             permit.dropped()
         else:
-            permit.success(latency_s)
+            # The service's time: not the upload before it, nor the wait for the permit.
+            permit.success(min(latency_s, self._clock() - permit.acquired_at))
 
     # -- introspection ----------------------------------------------------------
 
@@ -214,7 +214,7 @@ class Admission:
             loaded_at = self._clock()
         grace = slo.enforcement.grace_period_days * _DAY_SECONDS
         previous = self._capabilities.get(capability)
-        enforced = slo.enforcement.reject_on_violation
+        enforced = slo.enforcement.reject_on_violation and slo.shedding.enabled
         state = CapabilityAdmission(
             capability,
             slo,
