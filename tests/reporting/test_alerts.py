@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
 from sloguard.reporting import Alert, AlertEngine, BreachTracker, BurnRule, budget_period
-from sloguard.slo import OutcomeCounter, SLOFile, SLOStatus
+from sloguard.slo import OutcomeCounter, SLOFile, SLOManager, SLOStatus
 from tests.reporting.statuses import DAY, NOW, make_slo, make_status
 
 HOUR = 3_600.0
+SEED_SLO = Path(__file__).resolve().parents[2] / "state/controller/slos/convert_document_to_pdf.yml"
+CAPABILITY = "convert:document_to_pdf"
 
 
 @pytest.fixture
@@ -148,6 +153,68 @@ def test_burn_alerts_need_enough_requests_in_the_live_window(plain: SLOFile) -> 
     engine = AlertEngine()
     assert engine.evaluate(few, plain, now=NOW) == []
     assert len(AlertEngine(min_samples=10).evaluate(few, plain, now=NOW)) == 1
+
+
+def test_one_failed_request_in_a_fresh_process_pages_nobody(tmp_path: Path) -> None:
+    """The seed's SLO (99.9%, alerts at 50% slack and 90% pagerduty) in a fresh process."""
+    shutil.copy(SEED_SLO, tmp_path)
+    manager = SLOManager(tmp_path, clock=ManualClock(1_000.0))
+    engine = AlertEngine()
+    manager.record(CAPABILITY, latency_s=0.01, ok=False)
+    status = manager.status(CAPABILITY)
+    slo = manager.get_slo(CAPABILITY)
+    assert status is not None
+    assert slo is not None
+    assert status.budget.consumed == pytest.approx(1_000.0)  # 1 of 1 failed: 100,000% spent
+    assert engine.evaluate(status, slo, now=NOW) == []
+    for i in range(30):  # a burst: 31 requests, 6 failed, enough for the live window
+        manager.record(CAPABILITY, latency_s=0.01, ok=i % 6 != 0)
+    status = manager.status(CAPABILITY)
+    assert status is not None
+    assert status.requests >= slo.shedding.min_samples
+    assert status.budget.burn_rate_5m > 14.4
+    assert engine.evaluate(status, slo, now=NOW) == []  # no page from 31 requests either
+
+
+def test_budget_and_burn_alerts_fire_once_the_month_holds_enough_requests(tmp_path: Path) -> None:
+    shutil.copy(SEED_SLO, tmp_path)
+    manager = SLOManager(tmp_path, clock=ManualClock(1_000.0))
+    slo = manager.get_slo(CAPABILITY)
+    assert slo is not None
+    assert slo.alert_min_requests == 1_000
+    engine = AlertEngine()
+    for i in range(999):
+        manager.record(CAPABILITY, latency_s=0.01, ok=i % 50 != 0)  # 2% fail: 20x the budget
+    status = manager.status(CAPABILITY)
+    assert status is not None
+    assert engine.evaluate(status, slo, now=NOW) == []
+    manager.record(CAPABILITY, latency_s=0.01)
+    status = manager.status(CAPABILITY)
+    assert status is not None
+    fired = engine.evaluate(status, slo, now=NOW)
+    assert sorted(a.kind for a in fired) == ["budget", "budget", "burn"]
+    assert {a.channel for a in fired} == {"slack", "pagerduty", "burn_rate"}
+
+
+def test_the_minimum_of_requests_is_the_slo_files(tmp_path: Path) -> None:
+    text = SEED_SLO.read_text(encoding="utf-8")
+    assert "  error_budget:\n" in text
+    (tmp_path / "pdf.yml").write_text(
+        text.replace("  error_budget:\n", "  error_budget:\n    min_requests: 10\n"),
+        encoding="utf-8",
+    )
+    manager = SLOManager(tmp_path, clock=ManualClock(1_000.0))
+    slo = manager.get_slo(CAPABILITY)
+    assert slo is not None
+    for _ in range(9):
+        manager.record(CAPABILITY, latency_s=0.01, ok=False)
+    status = manager.status(CAPABILITY)
+    assert status is not None
+    assert AlertEngine().evaluate(status, slo, now=NOW) == []
+    manager.record(CAPABILITY, latency_s=0.01, ok=False)
+    status = manager.status(CAPABILITY)
+    assert status is not None
+    assert [a.kind for a in AlertEngine().evaluate(status, slo, now=NOW)] == ["budget", "budget"]
 
 
 def test_channels_and_rules_are_configurable(plain: SLOFile) -> None:

@@ -113,6 +113,9 @@ def test_models_are_frozen() -> None:
         ("slo.error_budget.alerts.1.threshold", 0, ("slo", "error_budget", "alerts", 1)),
         ("slo.error_budget.alerts.0.threshold", 1.5, ("slo", "error_budget", "alerts", 0)),
         ("enforcement.grace_period_days", -1, ("enforcement", "grace_period_days")),
+        ("slo.error_budget.min_requests", 0, ("slo", "error_budget", "min_requests")),
+        ("slo.error_budget.min_requests", "100", ("slo", "error_budget", "min_requests")),
+        ("slo.error_budget.min_requests", 10.5, ("slo", "error_budget", "min_requests")),
         ("capability.name", "document to pdf", ("capability", "name")),
         ("capability.verb", "a:b", ("capability", "verb")),
     ],
@@ -123,6 +126,24 @@ def test_bad_field_is_reported_at_its_path(
     locs = error_locs(with_value(path, value))
     assert len(locs) == 1
     assert locs[0][: len(loc)] == loc
+
+
+@pytest.mark.parametrize(
+    ("target", "stated", "needed"),
+    [
+        (0.9, None, 100),  # at least 100, whatever the target
+        (0.99, None, 100),
+        (0.999, None, 1_000),  # enough for the budget to allow one failed request
+        (0.9999, None, 10_000),
+        (0.999, 20, 20),  # the file's own figure wins
+    ],
+)
+def test_alerts_need_a_minimum_of_requests(target: float, stated: int | None, needed: int) -> None:
+    data = with_value("slo.availability.target", target)
+    del data["slo"]["error_budget"]["monthly_pct"]
+    if stated is not None:
+        data["slo"]["error_budget"]["min_requests"] = stated
+    assert SLOFile.model_validate(data).alert_min_requests == needed
 
 
 def test_threshold_of_one_is_allowed() -> None:

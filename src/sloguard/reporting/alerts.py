@@ -11,14 +11,17 @@ a second replica fires the *same* id for the same event; a shared store
   (UTC) of the wall clock, e.g. ``2026-11``; id
   ``{capability}:budget:{threshold}:{channel}:{period}``. Consumption itself is
   the SLO manager's rolling 30 days in this process (approximation: the
-  month the id names and the 30 days measured are not the same span).
+  month the id names and the 30 days measured are not the same span). Only
+  once those 30 days hold ``slo.error_budget.min_requests`` requests (by
+  default 100, or ``1 / budget`` if more: 1,000 at 99.9%): one failed request
+  in a fresh process pages nobody.
 - **Burn**: the SRE workbook's multi-window alerts, on the windows the SLO
   manager keeps (5 m, 1 h, 6 h). ``page`` is the workbook's pair, 14.4x over
   1 h and 5 m; ``ticket`` is 6x over 6 h with 1 h as the short window (the
   workbook's is 30 m, which the manager does not keep). An alert fires when
-  both windows burn at least ``factor`` and the live window holds
-  ``min_samples`` requests; it fires again only after the condition has
-  cleared, and at most once per long window (id
+  both windows burn at least ``factor``, the live window holds
+  ``min_samples`` requests and the month ``min_requests`` (as for budget
+  alerts); it fires again only after the condition has cleared, and at most once per long window (id
   ``{capability}:burn:{rule}:{start of the 1 h / 6 h slot}``). Rules are in
   order of precedence: while one burns, the later ones (a fast burn is also a
   slow one) are noted but not sent, as Alertmanager's inhibition would do.
@@ -178,15 +181,17 @@ class AlertEngine:
         """The alerts ``status`` (and the tracker's ``events`` for it) fire that are new."""
         at = self._clock() if now is None else now
         candidates = [
-            *self._budget_alerts(status, at),
+            *self._budget_alerts(status, slo, at),
             *self._burn_alerts(status, slo, at),
             *self._warning_alerts(events, at),
             *self._breach_alerts(events, at),
         ]
         return [alert for alert in candidates if self._fired.add(alert.id)]
 
-    def _budget_alerts(self, status: SLOStatus, at: float) -> Iterable[Alert]:
+    def _budget_alerts(self, status: SLOStatus, slo: SLOFile, at: float) -> Iterable[Alert]:
         budget = status.budget
+        if budget.requests < slo.alert_min_requests:
+            return  # a budget measured on a handful of requests means nothing yet
         period = budget_period(at)
         for crossed in budget.alerts_crossed:
             threshold = crossed.threshold
@@ -213,8 +218,8 @@ class AlertEngine:
 
     def _burn_alerts(self, status: SLOStatus, slo: SLOFile, at: float) -> Iterable[Alert]:
         needed = self.min_samples if self.min_samples is not None else slo.shedding.min_samples
-        if status.requests < needed:
-            return  # too few requests to trust a 5-minute rate; neither fire nor clear
+        if status.requests < needed or status.budget.requests < slo.alert_min_requests:
+            return  # too few requests to trust a rate; neither fire nor clear
         outranked = False  # an earlier rule burns: later ones are noted, not sent
         for rule in self.burn_rules:
             key = (status.capability, rule.name)

@@ -12,6 +12,7 @@ once at load so that the hot path only reads plain attributes.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Annotated, Literal
 
@@ -124,6 +125,10 @@ class BudgetAlert(_Model):
     channel: Label
 
 
+MIN_ALERT_REQUESTS = 100
+"""The fewest requests budget and burn-rate alerts are judged on, whatever the target."""
+
+
 class ErrorBudgetSpec(_Model):
     """The month's error budget and the alerts on its consumption.
 
@@ -135,6 +140,10 @@ class ErrorBudgetSpec(_Model):
         None
     )
     alerts: tuple[BudgetAlert, ...] = ()
+    min_requests: Annotated[int, Field(strict=True, ge=1)] | None = None
+    """Requests the month must hold (in this process) before budget or burn-rate alerts
+    fire; default :data:`MIN_ALERT_REQUESTS`, or more: enough for the budget to allow one
+    failed request (``1 / (1 - target)``). See :attr:`SLOFile.alert_min_requests`."""
 
 
 class SLOSpec(_Model):
@@ -349,3 +358,14 @@ class SLOFile(_Model):
         """The fraction of requests allowed to fail: ``1 - availability.target``."""
         # Rounded so that 1 - 0.999 is 0.001, not 0.0010000000000000009.
         return round(1.0 - self.slo.availability.target, 12)
+
+    @property
+    def alert_min_requests(self) -> int:
+        """Requests the month must hold before budget and burn-rate alerts fire:
+        ``slo.error_budget.min_requests``, or by default the larger of
+        :data:`MIN_ALERT_REQUESTS` and ``1 / budget`` (below that, one failed request
+        spends more than the whole budget: 1,000 requests at 99.9%)."""
+        stated = self.slo.error_budget.min_requests
+        if stated is not None:
+            return stated
+        return max(MIN_ALERT_REQUESTS, math.ceil(round(1.0 / self.budget_fraction, 6)))
