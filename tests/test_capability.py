@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from sloguard.capability import RouteTable, capability_from_path, read_seed_body
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sloguard.capability import RouteTable, capability_from_path, is_capability, read_seed_body
 from sloguard.exceptions import ConfigurationError
 
 
@@ -64,3 +68,32 @@ def test_a_seed_body_is_read_leniently() -> None:
     assert read_seed_body(b"not json").capability is None
     assert read_seed_body(b'{"verb": 1, "capability": "x"}').capability is None
     assert read_seed_body(b"[" * 100_000 + b"]" * 100_000).capability is None  # too deep
+
+
+SEED_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda v: json.dumps(v).encode(), SEED_VALUES),
+        st.builds(
+            lambda fields: json.dumps(
+                {"verb": "convert", "capability": "pdf", **fields}, ensure_ascii=False
+            ).encode("utf-8", "surrogatepass"),
+            st.dictionaries(st.sampled_from(["priority", "idempotency_key", "verb"]), SEED_VALUES),
+        ),
+        st.integers(min_value=1, max_value=50_000).map(lambda n: b"[" * n + b"]" * n),
+    )
+)
+def test_any_seed_body_is_read_without_raising(body: bytes) -> None:
+    seed = read_seed_body(body)
+    assert seed.capability is None or is_capability(seed.capability)
+    assert seed.priority is None or isinstance(seed.priority, str)

@@ -21,7 +21,9 @@ from sloguard.exceptions import ConfigurationError
 ROUTE_PREFIX = "/route/"
 SEED_ROUTE_PATH = "/route"
 
-_CAPABILITY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*:[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+CAPABILITY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*:[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+"""What a capability key looks like, ``verb:name`` (the OpenAPI document shows it)."""
+_CAPABILITY = re.compile(CAPABILITY_PATTERN)
 
 
 def is_capability(value: str) -> bool:

@@ -48,6 +48,7 @@ from sloguard.reporting.compliance import (
 from sloguard.reporting.escalation import Escalator
 from sloguard.reporting.idempotency import IdempotencyCounts
 from sloguard.reporting.incident import incident_report, iso
+from sloguard.reporting.openapi import openapi_route
 from sloguard.reporting.records import BREACH_SEVERITIES, Breach, Escalation
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.slicing import in_slices
@@ -734,8 +735,9 @@ def slo_api(
     clock: Clock = time.time,
     escalator: Escalator | None = None,
 ) -> Starlette:
-    """A Starlette app serving only the /slo routes (at ``/slo...``)."""
+    """A Starlette app serving only the /slo routes (at ``/slo...``), and their OpenAPI
+    document at ``/openapi.json``."""
     routes = slo_routes(
         manager, repository, admission=admission, token=token, clock=clock, escalator=escalator
     )
-    return Starlette(routes=routes)
+    return Starlette(routes=[openapi_route(), *routes])

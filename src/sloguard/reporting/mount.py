@@ -13,7 +13,8 @@ that reporter. Pass a reporter yourself (``SLOApp(guard.reporter)``) when the
 guard wraps the app from outside (``app = SLOGuard(app)``).
 
 Paths under the mount point: ``/`` (the status of every capability), ``/ui``,
-``/history``, ``/breaches``, ``/compliance``... and ``/{verb}:{name}``. Fixed
+``/history``, ``/breaches``, ``/compliance``..., ``/openapi.json`` (their OpenAPI
+document) and ``/{verb}:{name}``. Fixed
 paths are matched first; the capability route answers only a ``verb:name``.
 """
 
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Router
 from starlette.types import Receive, Scope, Send
 
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.reporting.openapi import openapi_route
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.ui import dashboard_routes
 
@@ -32,8 +34,9 @@ _MAX_LAYERS = 64
 
 
 def slo_site_routes(api: Sequence[BaseRoute], prefix: str = "/slo") -> list[BaseRoute]:
-    """The dashboard's routes, then ``api`` (the /slo routes, capability route last)."""
-    return [*dashboard_routes(prefix), *api]
+    """``{prefix}/openapi.json`` (the /slo API's OpenAPI document), the dashboard's
+    routes, then ``api`` (the /slo routes, capability route last)."""
+    return [openapi_route(prefix + "/openapi.json", prefix=prefix), *dashboard_routes(prefix), *api]
 
 
 def find_reporter(app: object) -> Reporter | None:

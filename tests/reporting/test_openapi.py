@@ -1,0 +1,291 @@
+"""The OpenAPI document, and the /slo API fuzzed from it: no input is ever a 5xx.
+
+The fuzzer draws, for each operation the document lists, values for each of its
+parameters: values the schema allows, and hostile ones (5,000 digits, years 1
+and 9999, NUL, 1e20, nan, arbitrary text). Bounded (``max_examples``), seeded
+(``derandomize``): the same requests on every run, in CI too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from sloguard import SLOManager
+from sloguard._clock import ManualClock
+from sloguard.reporting import Alert, AlertsConfig, Breach, MinuteAggregate, Reporter, SLOApp
+from sloguard.reporting.api import slo_api
+from sloguard.reporting.mount import slo_site_routes
+from sloguard.reporting.openapi import openapi_document
+from sloguard.reporting.sqlite import SQLiteHistory
+from sloguard.routing import WorkerRegistry, create_controller_app
+from tests.reporting.conftest import write_slo
+
+CAP = "convert:pdf"
+JAN10 = 1_736_467_200  # 2025-01-10T00:00:00Z
+FUZZ_EXAMPLES = 1_000
+KNOWN = {"capability": (CAP, "classify:email"), "breach_id": ("b-1",), "alert_id": ("a-1",)}
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+@pytest.mark.parametrize("controller", [False, True])
+def test_the_document_is_openapi_3_1_and_every_reference_resolves(controller: bool) -> None:
+    document = openapi_document(controller=controller)
+    assert document["openapi"] == "3.1.0"
+    json.dumps(document)  # plain JSON
+    schemas = document["components"]["schemas"]
+    for ref in refs(document):
+        assert ref.startswith("#/components/schemas/")
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    for path, item in document["paths"].items():
+        assert path.startswith("/")
+        for operation in item.values():
+            assert operation["responses"], path
+            names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert names == set(re.findall(r"\{(\w+)\}", path)), path
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+
+
+def route_paths(routes: list[Any]) -> set[str]:
+    return {route.path for route in routes if isinstance(route, Route)}
+
+
+def test_the_document_describes_every_slo_route_and_every_controller_route(
+    tmp_path: Path,
+) -> None:
+    write_slo(tmp_path / "slos")
+    manager = SLOManager(tmp_path / "slos")
+    reporter = Reporter(manager)
+    served = route_paths(slo_site_routes(reporter.routes()))
+    served.discard("/slo/ui/{asset}")  # the dashboard's script and style
+    served.discard("/slo/openapi.json")  # the document itself
+    slo = openapi_document()["paths"].keys()
+    assert served == {"/slo", *slo}
+    app = create_controller_app(registry=WorkerRegistry(), manager=manager)
+    controller = route_paths(app.routes) | {"/metrics"}  # /metrics is a Mount
+    controller -= {"/slo/ui/{asset}", "/slo/openapi.json"}
+    assert controller == set(openapi_document(controller=True)["paths"])
+
+
+async def test_it_is_served_beside_the_api_mounted_or_not(tmp_path: Path) -> None:
+    write_slo(tmp_path / "slos")
+    manager = SLOManager(tmp_path / "slos")
+    mounted = Starlette(routes=[])
+    mounted.mount("/reports", SLOApp(Reporter(manager)))
+    apps = [
+        (slo_api(manager, token=""), "/openapi.json", None, "/slo/history"),
+        (mounted, "/reports/openapi.json", "/reports", "/history"),
+    ]
+    for app, path, server, history in apps:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get(path)
+        assert response.status_code == 200, path
+        document = response.json()
+        assert history in document["paths"]
+        assert document.get("servers") == (None if server is None else [{"url": server}])
+
+
+# -- the fuzzer -------------------------------------------------------------------
+
+HOSTILE = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="0123456789", min_size=13, max_size=6_000),  # past int() and float
+    st.from_regex(r"\A\d{1,12}(\.\d{1,9})?\Z"),
+    st.from_regex(r"\A\d{1,13}[smhdx]?\Z"),
+    st.sampled_from(
+        [
+            "1e20",
+            "nan",
+            "inf",
+            "-1",
+            "0",
+            "0001-01-01",
+            "0001-01",
+            "9999-12-31",
+            "9999-12",
+            "9999-12-31T23:59:59Z",
+            "9999-12-31T23:00:00-05:00",
+            "0001-01-01T00:00:00+05:00",
+            "1969-12-31T23:59:59Z",
+            "2025-02-30",
+            "2025-13",
+            "8999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "\x00",
+            "a:b",
+            "convert:pdf",
+            "🙂:🙂",
+        ]
+    ),
+    st.dates().map(str),
+    st.datetimes().map(lambda moment: moment.isoformat() + "Z"),
+    st.integers(min_value=-(2**64), max_value=2**64).map(str),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda by: json.dumps({"by": by}).encode(), st.text(max_size=300) | JSON_VALUES),
+    st.sampled_from([10, 999, 1_000, 5_000]).map(lambda n: b"[" * n + b"]" * n),
+    st.sampled_from([b" " * 20_000, b'{"by": "' + b"x" * 20_000 + b'"}']),
+    st.builds(lambda value: json.dumps(value).encode(), JSON_VALUES),
+)
+
+
+def valid_values(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    if "enum" in schema:
+        return st.sampled_from([str(v) for v in schema["enum"]])
+    if "pattern" in schema:
+        return st.from_regex(schema["pattern"])
+    return st.text(max_size=20)
+
+
+def value_for(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    return st.one_of(valid_values(schema), HOSTILE)
+
+
+@st.composite
+def requests(draw: st.DrawFn, document: dict[str, Any]) -> tuple[str, str, dict[str, str], bytes]:
+    """``(method, url, query, body)`` for one operation of ``document``."""
+    operations = [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    method, path, operation = draw(st.sampled_from(operations))
+    query: dict[str, str] = {}
+    for parameter in operation.get("parameters", []):
+        schema = parameter["schema"]
+        # Known names half the time, so that requests get past the lookups to the rest.
+        known = KNOWN.get(parameter["name"], ())
+        values = (
+            st.one_of(st.sampled_from(known), value_for(schema)) if known else value_for(schema)
+        )
+        if parameter["in"] == "path":
+            path = path.replace("{" + parameter["name"] + "}", quote(draw(values), safe="") or "x")
+        elif parameter.get("required") or draw(st.booleans()):
+            query[parameter["name"]] = draw(values)
+    body = draw(BODIES) if "requestBody" in operation else b""
+    return method, path, query, body
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
+    """The /slo API (and its dashboard and document) of a reporter with history in
+    SQLite: minute rows, breaches (one escalating), alerts."""
+    directory = tmp_path_factory.mktemp("fuzz")
+    write_slo(directory / "slos", extra="credits: [{below_pct: 99.9, credit_pct: 10}]\n")
+    write_slo(directory / "slos", "classify", "email")
+    history = SQLiteHistory(directory / "history.sqlite3")
+    history.migrate()
+    history.write_minutes(
+        [
+            MinuteAggregate(CAP, JAN10 + 60 * i, "r1", 10, i % 2, 1, 20.0, 90.0, 150.0, i >= 2)
+            for i in range(30)
+        ]
+    )
+    history.save_breach(
+        Breach("b-1", CAP, "resolved", JAN10 + 30, JAN10 + 150, ("x",), severity="critical")
+    )
+    history.save_alert(Alert("a-1", CAP, "breach", "breach", "warning", "x", JAN10 + 60))
+    escalating = AlertsConfig.model_validate(
+        {
+            "escalation": {
+                "policies": {"p": {"levels": [{"after_minutes": 5, "sinks": ["log"]}]}},
+                "channels": {"breach": "p"},
+            }
+        }
+    )
+    manager = SLOManager(directory / "slos", clock=ManualClock(1_000.0))
+    reporter = Reporter(manager, history=history, alerts=escalating, wall_clock=lambda: JAN10)
+    asyncio.run(reporter.escalator.observe(history.alerts(CAP)[0]))
+    yield Starlette(routes=slo_site_routes(reporter.routes(token="")))
+    history.close()
+
+
+class Tally:
+    """What the fuzzer sent, and the server errors it got."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.statuses: Counter[int] = Counter()
+        self.server_errors: list[tuple[int, str, str]] = []
+
+    def __str__(self) -> str:
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
+        return f"{self.sent} requests ({statuses}), {len(self.server_errors)} 5xx"
+
+
+async def send(app: Starlette, request: tuple[str, str, dict[str, str], bytes]) -> int:
+    method, path, query, body = request
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.request(method, path, params=query, content=body)
+    # Starlette's own 404 answers a path no route matches (a %2F makes one): not ours.
+    if response.status_code >= 400 and response.text != "Not Found":
+        assert response.headers["content-type"] == "application/problem+json", response.text
+    return response.status_code
+
+
+def test_no_request_to_the_slo_api_is_a_server_error(
+    fuzzed_app: Starlette, record_property: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tally = Tally()
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(request=requests(openapi_document()))
+    def fuzz(request: tuple[str, str, dict[str, str], bytes]) -> None:
+        status = asyncio.run(send(fuzzed_app, request))
+        tally.sent += 1
+        tally.statuses[status] += 1
+        if status >= 500:
+            method, path, query, _ = request
+            tally.server_errors.append((status, method, f"{path}?{query}"))
+        assert status < 500, request
+
+    try:
+        fuzz()
+    finally:
+        record_property("fuzz_requests", tally.sent)
+        record_property("fuzz_server_errors", len(tally.server_errors))
+        with capsys.disabled():
+            print(f"\n/slo fuzzer: {tally}")
+    assert tally.sent >= FUZZ_EXAMPLES
+    assert tally.server_errors == []
