@@ -63,3 +63,4 @@ def test_a_seed_body_is_read_leniently() -> None:
     assert (seed.capability, seed.priority) == ("classify:email", "HIGH")
     assert read_seed_body(b"not json").capability is None
     assert read_seed_body(b'{"verb": 1, "capability": "x"}').capability is None
+    assert read_seed_body(b"[" * 100_000 + b"]" * 100_000).capability is None  # too deep

@@ -96,12 +96,13 @@ _NOTHING = SeedRequest(None, None, None)
 def read_seed_body(body: bytes) -> SeedRequest:
     """The capability, priority and idempotency key a seed-form body names.
 
-    Lenient: a body that is not a JSON object, or fields of the wrong type,
-    name nothing (the controller answers those with a 400 of its own).
+    Lenient: a body that is not a JSON object (or nests deeper than the parser
+    goes), or fields of the wrong type, name nothing (the controller answers those
+    with a 400 of its own).
     """
     try:
         document: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _NOTHING
     if not isinstance(document, dict):
         return _NOTHING

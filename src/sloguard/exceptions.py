@@ -93,5 +93,14 @@ class StoreUnavailable(SloguardError):
         self.fail_open = fail_open
 
 
+class HistoryUnavailable(SloguardError):
+    """The SLO history store did not answer a call in time, or every thread allowed to
+    call it is still stuck in an earlier call.
+
+    The /slo API answers 503 ``history_unavailable``; the recorder keeps its rows
+    to retry; an alert is delivered without being recorded.
+    """
+
+
 def _problem_line(path: str, field: str, message: str) -> str:
     return f"{path}: {field}: {message}" if field else f"{path}: {message}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -253,6 +253,35 @@ async def test_a_principal_callable_replaces_the_authorization_default(
     assert is_replay(same_tenant)
     assert not is_replay(other_tenant)
     assert handlers.calls["items"] == 2
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        pytest.param(lambda scope: scope["user"].id, id="raises"),
+        pytest.param(lambda scope: None, id="returns None"),
+    ],
+)
+async def test_a_principal_callable_that_fails_is_a_503_and_nothing_runs(
+    make_client: Factory,
+    handlers: Handlers,
+    caplog: pytest.LogCaptureFixture,
+    principal: Callable[[Scope], str],
+) -> None:
+    """The app's bug, not the client's: nothing runs under no identity (that would break
+    once per principal and key), and the 503 says a retry with the same key is safe."""
+    client = make_client(principal=principal)
+    for _ in range(3):
+        response = await client.post("/items", headers=KEY)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["error"] == "idempotency_principal_unavailable"
+        assert "retrying it with the same key is safe" in response.json()["detail"]
+    assert handlers.calls["items"] == 0
+    assert (await client.post("/items")).status_code == 201  # unkeyed: no principal needed
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # logged once, with its traceback
+    assert errors[0].exc_info is not None
 
 
 # --- fingerprints --------------------------------------------------------------------

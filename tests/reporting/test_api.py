@@ -17,7 +17,7 @@ from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.routing import WorkerRegistry, create_controller_app
 from tests.reporting.conftest import write_slo
-from tests.servers import serving
+from tests.servers import free_port, serving
 
 CAP = "convert:pdf"
 JAN10 = 1_736_467_200  # 2025-01-10T00:00:00Z
@@ -152,6 +152,15 @@ async def test_history_points(client: httpx.AsyncClient) -> None:
         ({"capability": CAP, "step": "5x"}, "step"),
         ({"capability": CAP, "step": "0"}, "step"),
         ({"capability": CAP, "since": 0, "until": JAN10, "step": "1m"}, "step"),
+        # Values past what the code can compute with: each was a 500.
+        ({"capability": CAP, "step": "6" * 5000}, "step"),
+        ({"capability": CAP, "step": "367d"}, "step"),
+        ({"capability": CAP, "until": "9" * 400}, "until"),
+        ({"capability": CAP, "since": "1e20"}, "since"),
+        ({"capability": CAP, "until": "9999-12-31T23:59:59Z"}, "until"),
+        ({"capability": CAP, "until": "9999-12-31T23:00:00-05:00"}, "until"),
+        ({"capability": CAP, "since": "0001-01-01T00:00:00+05:00"}, "since"),
+        ({"capability": CAP, "since": "1969-12-31T23:59:59Z"}, "since"),
     ],
 )
 async def test_bad_history_parameters_are_400s_naming_them(
@@ -272,6 +281,11 @@ async def test_compliance_defaults_to_the_last_30_days(client: httpx.AsyncClient
         ({"to_date": "2025/01/10"}, "to_date"),
         ({"to_date": "20250110"}, "to_date"),
         ({"capability": "bad"}, "capability"),
+        ({"from_date": "0001-01-01", "to_date": "0001-01-05"}, "to_date"),
+        ({"to_date": "0001-01-05"}, "to_date"),
+        ({"from_date": "9999-12-25", "to_date": "9999-12-31"}, "to_date"),
+        ({"from_date": "1969-12-31", "to_date": "1970-01-05"}, "from_date"),
+        ({"to_date": "9999-12-31T23:00:00-05:00"}, "to_date"),
     ],
 )
 async def test_bad_compliance_ranges_are_400s(
@@ -327,6 +341,9 @@ async def test_monthly_compliance_with_credits(client: httpx.AsyncClient) -> Non
         ({"from_month": "2023-01", "to_month": "2025-01"}, "to_month"),
         ({"from_month": "2025-1"}, "from_month"),
         ({"to_month": "2025-13"}, "to_month"),
+        ({"from_month": "0001-01", "to_month": "0001-02"}, "to_month"),
+        ({"to_month": "0001-01"}, "to_month"),
+        ({"from_month": "9999-11", "to_month": "9999-12"}, "to_month"),
     ],
 )
 async def test_bad_monthly_ranges_are_400s(
@@ -334,6 +351,55 @@ async def test_bad_monthly_ranges_are_400s(
 ) -> None:
     response = await client.get("/slo/compliance/monthly", params=params)
     assert_problem(response, 400, parameter=parameter)
+
+
+async def test_the_first_days_and_months_of_1970_have_their_defaults_clamped(
+    client: httpx.AsyncClient,
+) -> None:
+    daily = await client.get("/slo/compliance", params={"to_date": "1970-01-05"})
+    assert daily.json()["from_date"] == "1970-01-01"
+    monthly = await client.get("/slo/compliance/monthly", params={"to_month": "1970-01"})
+    assert monthly.json()["from_month"] == "1970-01"
+    latest = await client.get("/slo/compliance/monthly", params={"to_month": "8999-12"})
+    assert latest.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 5_000 + b"]" * 5_000, b'{"a":' * 2_000 + b"1" + b"}" * 2_000],
+    ids=["deep array", "deep object"],
+)
+async def test_a_deeply_nested_ack_body_is_a_400(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post("/slo/alerts/a-1/ack", content=body)
+    assert_problem(response, 400, error="invalid_json")
+
+
+async def test_a_huge_ack_body_is_a_413(client: httpx.AsyncClient) -> None:
+    response = await client.post("/slo/alerts/a-1/ack", content=b" " * 100_000)
+    assert_problem(response, 413, error="payload_too_large")
+
+
+async def test_with_its_postgresql_down_the_history_endpoints_answer_503(
+    manager: SLOManager,
+) -> None:
+    from sloguard.reporting.postgres import PostgresHistory
+
+    down = PostgresHistory(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/test", connect_timeout_s=1
+    )
+    paths = [
+        f"/slo/history?capability={CAP}",
+        "/slo/breaches",
+        "/slo/breaches/b-1/report",
+        "/slo/compliance",
+        "/slo/compliance/monthly",
+    ]
+    async with client_for(slo_api(manager, down, token="")) as client:
+        for path in paths:
+            body = assert_problem(await client.get(path), 503, error="history_unavailable")
+            assert "logged on the server" in body["detail"]
+        assert (await client.get("/slo")).status_code == 200  # the live status needs no store
+    down.close()
 
 
 async def test_without_a_store_the_history_endpoints_answer_503(manager: SLOManager) -> None:

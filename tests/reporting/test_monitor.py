@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sloguard.reporting import (
     SLOMonitor,
     Subscription,
 )
-from sloguard.slo import SLOManager
+from sloguard.slo import SLOManager, SLOStatus
 from tests.reporting.receivers import Receiver
 from tests.reporting.statuses import NOW
 from tests.servers import serving
@@ -197,3 +198,74 @@ async def test_a_throughput_floor_counts_refusals_as_demand(
     assert violation.startswith("throughput 0.")
     assert violation.endswith(" rps < target 1.0 rps")
     assert current.worst["throughput_rps"] < 1.0 <= current.worst["demand_rps"]
+
+
+class BrokenManager(SLOManager):
+    """An SLO manager whose status of the capabilities in ``broken`` raises: an injected fault."""
+
+    broken: frozenset[str] = frozenset()
+
+    def status(self, capability: str) -> SLOStatus | None:
+        if capability in self.broken:
+            raise RuntimeError(f"injected: the status of {capability} is broken")
+        return super().status(capability)
+
+
+def three_capabilities(directory: Path, clock: ManualClock, broken: set[str]) -> BrokenManager:
+    for name in ("a", "b", "c"):
+        (directory / f"{name}.yml").write_text(
+            SLO.replace("document_to_pdf", name), encoding="utf-8"
+        )
+    manager = BrokenManager(directory, clock=clock)
+    manager.broken = frozenset(broken)
+    for capability in manager.capabilities:
+        for _ in range(25):
+            manager.record(capability, latency_s=0.3)  # every one misses its p95
+    return manager
+
+
+@pytest.mark.parametrize("broken", [{"convert:a"}, {"convert:b"}, {"convert:a", "convert:c"}])
+async def test_a_capability_that_fails_never_stops_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: set[str]
+) -> None:
+    clock = ManualClock(start=NOW)
+    manager = three_capabilities(tmp_path, clock, broken)
+    healthy = sorted(set(manager.capabilities) - broken)
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, clock=clock)
+        for tick in range(3):
+            events, alerts = await monitor.tick()
+            if tick == 0:
+                assert sorted(e.capability for e in events) == healthy
+                assert sorted(a.capability for a in alerts) == healthy
+            clock.advance(5.0)
+        await notifier.join()
+    assert notifier.stats.delivered == len(healthy)
+    assert monitor.liveness.failures == 3 * len(broken)
+    assert monitor.liveness.last_error is not None
+    assert "injected: the status of convert:" in monitor.liveness.last_error
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == len(broken)  # each logged once, with its traceback
+
+
+async def test_the_monitor_loop_survives_a_failing_tick_and_reports_its_liveness(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(start=NOW)
+    manager = three_capabilities(tmp_path, clock, {"convert:a"})
+    alerted = asyncio.Event()
+    async with Notifier() as notifier:
+        monitor = SLOMonitor(manager, notifier=notifier, clock=clock)
+        monitor.hub.on_alert(lambda alert: alerted.set())
+        assert monitor.liveness.state() == "idle"
+        task = asyncio.create_task(monitor.run(interval_s=0.001))
+        try:
+            await asyncio.wait_for(alerted.wait(), timeout=10)
+            assert not task.done()
+            assert monitor.liveness.state() == "running"
+            assert monitor.liveness.failures >= 1
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert monitor.liveness.state() == "stopped"

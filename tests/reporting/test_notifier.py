@@ -178,7 +178,7 @@ async def test_a_failing_record_gate_still_sends(
         notifier.notify(ALERT)
         await notifier.join()
     assert len(app.received) == 1
-    assert "recording it failed; sending it anyway" in caplog.text
+    assert "recording alerts (they are sent anyway) failed" in caplog.text
 
 
 async def test_a_full_queue_drops_without_waiting(caplog: pytest.LogCaptureFixture) -> None:
@@ -213,3 +213,57 @@ async def test_close_gives_up_on_what_cannot_finish(receiver: tuple[Receiver, st
     assert not notifier.notify(dataclasses.replace(ALERT, id="late"))
     assert notifier.stats.dropped == 2
     await notifier.aclose()  # twice is harmless
+
+
+async def test_a_record_gate_that_hangs_delays_an_alert_at_most_its_timeout(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """Delivery never depends on recording: a history store that hangs (here, one whose
+    save waits on an event that never comes) lets every alert out after the timeout."""
+    app, url = receiver
+    never = asyncio.Event()
+
+    async def hung(alert: Alert) -> bool:
+        await never.wait()
+        return True
+
+    config = webhook(url, record_timeout_s=0.05)
+    async with notifier_for(config, Sleeps(), record=hung) as notifier:
+        for i in range(5):
+            notifier.notify(dataclasses.replace(ALERT, id=f"a{i}"))
+        await asyncio.wait_for(notifier.join(), timeout=10)
+    assert sorted(body["id"] for body in app.bodies()) == [f"a{i}" for i in range(5)]
+    assert notifier.stats.delivered == 5
+    assert notifier.liveness.failures == 5
+    assert notifier.liveness.last_error == (
+        "recording alerts (they are sent anyway): TimeoutError: no answer within 0.05 s"
+    )
+
+
+async def test_a_sink_that_fails_unexpectedly_never_stops_the_others(
+    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = receiver
+    config = AlertsConfig.model_validate(
+        {
+            "sinks": {"hook": {"type": "webhook", "url": f"{url}/hook"}},
+            "channels": {"team": ["hook", "log"]},
+        }
+    )
+    # Details a JSON body cannot carry: the webhook sink raises while building its request.
+    bad = dataclasses.replace(ALERT, id="bad", details={"at": object()})
+    async with notifier_for(config, Sleeps()) as notifier:
+        assert notifier.liveness.state() == "idle"
+        notifier.notify(bad)
+        notifier.notify(dataclasses.replace(bad, id="bad-2"))
+        notifier.notify(ALERT)
+        await notifier.join()
+        assert notifier.liveness.state() == "running"
+    assert notifier.liveness.state() == "stopped"
+    assert [body["id"] for body in app.bodies()] == [ALERT.id]
+    stats = notifier.stats
+    assert (stats.delivered, stats.failed) == (4, 2)  # the log sink had all three
+    assert notifier.liveness.failures == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == 1  # the sink's failure, logged once with its traceback
+    assert "sink hook failed" in errors[0].getMessage()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -18,6 +20,7 @@ from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import Metrics
 from sloguard.reporting.recorder import HistoryRecorder
+from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.sqlite import SQLiteHistory
 from tests.reporting.conftest import write_slo
@@ -281,3 +284,120 @@ def test_the_default_replica_is_host_and_pid(stack: Stack, store: SQLiteHistory)
     import socket
 
     assert stack.recorder(store).replica == f"{socket.gethostname()}-{os.getpid()}"
+
+
+class BrokenRefusals:
+    """Refusal counts that cannot be read for the capabilities in ``broken``: an injected fault."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+
+    def shed_counts(self, capability: str, *, dry_run: bool = False) -> dict[str, int]:
+        if capability in self.broken:
+            raise RuntimeError(f"injected: the refusals of {capability} are unreadable")
+        return {"low": 0}
+
+
+def two_capabilities(slo_dir: Path) -> tuple[SLOManager, ManualClock, ManualClock]:
+    write_slo(slo_dir, "convert", "a")
+    write_slo(slo_dir, "convert", "b")
+    mono, wall = ManualClock(1_000.0), ManualClock(WALL0)
+    return SLOManager(slo_dir, clock=mono), mono, wall
+
+
+async def test_a_capability_that_fails_never_stops_the_others_being_recorded(
+    tmp_path: Path, store: SQLiteHistory, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, mono, wall = two_capabilities(tmp_path / "slos")
+    recorder = HistoryRecorder(
+        manager,
+        store,
+        guard=BrokenRefusals({"convert:a"}),
+        monotonic_clock=mono,
+        wall_clock=wall,
+        metrics=Metrics(CollectorRegistry()),
+    )
+    for second in range(3):
+        for capability in manager.capabilities:
+            manager.record(capability, latency_s=0.02)
+        mono.advance(10)
+        wall.advance(10)
+        assert await recorder.flush() == 1, second  # convert:b's minute row
+    assert [r.requests for r in store.minute_rows("convert:b", MINUTE0, MINUTE0 + 60)] == [3]
+    assert recorder.liveness.failures == 3
+    assert recorder.liveness.last_error == (
+        "reading convert:a: RuntimeError: injected: the refusals of convert:a are unreadable"
+    )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1  # logged once, with its traceback
+    assert errors[0].exc_info is not None
+
+
+class BlockingStore(SQLiteHistory):
+    """A real SQLite store whose writes block until ``release`` is set: a hung store."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+        self.written = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def write_minutes(self, rows: Sequence[MinuteAggregate]) -> None:
+        self.release.wait()
+        super().write_minutes(rows)
+        self.loop.call_soon_threadsafe(self.written.set)
+
+
+async def test_a_hung_store_is_a_failed_write_after_its_deadline_and_no_thread_piles_up(
+    stack: Stack, tmp_path: Path
+) -> None:
+    repository = BlockingStore(tmp_path / "history.sqlite3")
+    repository.migrate()
+    recorder = stack.recorder(repository, store_timeout_s=0.05)
+    await stack.send(2)
+    stack.advance(10)
+    try:
+        assert await recorder.flush() == 0  # the write hangs: given up after its deadline
+        threads = threading.active_count()
+        for _ in range(3):  # the first write is still stuck: these fail at once
+            assert await recorder.flush() == 0
+        assert threading.active_count() == threads
+        assert recorder.flush_errors == 4
+        assert recorder.backlog == 1
+    finally:
+        repository.release.set()
+    await asyncio.wait_for(repository.written.wait(), timeout=10)  # the stuck write ends
+    assert await recorder.flush() == 1  # and the next one goes through
+    assert [r.requests for r in repository.minute_rows(CAP, MINUTE0, MINUTE0 + 60)] == [2]
+    repository.close()
+
+
+async def test_the_recorder_loop_survives_a_failing_capability_and_reports_its_liveness(
+    tmp_path: Path,
+) -> None:
+    manager, mono, wall = two_capabilities(tmp_path / "slos")
+    repository = BlockingStore(tmp_path / "history.sqlite3")
+    repository.migrate()
+    repository.release.set()
+    recorder = HistoryRecorder(
+        manager,
+        repository,
+        guard=BrokenRefusals({"convert:a"}),
+        interval_s=0.001,
+        monotonic_clock=mono,
+        wall_clock=wall,
+        metrics=Metrics(CollectorRegistry()),
+    )
+    assert recorder.liveness.state() == "idle"
+    manager.record("convert:b", latency_s=0.02)
+    mono.advance(10)
+    recorder.start()
+    try:
+        await asyncio.wait_for(repository.written.wait(), timeout=10)
+        assert recorder.liveness.state() == "running"
+        assert recorder.liveness.failures >= 1
+    finally:
+        await recorder.stop()
+    assert recorder.liveness.state() == "stopped"
+    assert [r.requests for r in repository.minute_rows("convert:b", 0, 2**40)] == [1]
+    repository.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from sloguard import SLOGuard
 from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import Metrics
-from sloguard.reporting import Alert, Breach
+from sloguard.reporting import Alert, AlertsConfig, Breach
 from sloguard.reporting.reporter import Reporter
 from sloguard.slo.manager import SLOManager
+from tests.postgres_server import unique_schema
 from tests.reporting.conftest import write_slo
 from tests.servers import serving
 
@@ -199,3 +201,76 @@ async def test_by_default_a_breach_opens_within_60_s_of_the_first_violating_eval
     assert first_bad == WALL_START
     assert opened is not None
     assert opened - first_bad <= 60.0
+
+
+async def test_alerts_go_out_while_the_postgresql_history_hangs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Another client holds every table locked: each store call hangs. Alerts are still
+    delivered, the monitor still passes, /slo/history answers 503, no thread piles up;
+    once the lock goes the store is used again. (The recorder's bounded writes are
+    tested in test_recorder.py.)"""
+    import psycopg
+
+    from sloguard.reporting.postgres import PostgresHistory
+
+    schema = unique_schema()
+    repository = PostgresHistory(database_url, schema=schema)
+    repository.migrate()
+    write_slo(tmp_path / "slos")
+    clock, wall = ManualClock(), ManualClock(WALL_START)
+    manager = SLOManager(tmp_path / "slos", clock=clock)
+    alerts = AlertsConfig.model_validate({"delivery": {"record_timeout_s": 0.2}})
+    reporter = Reporter(
+        manager,
+        history=repository,
+        alerts=alerts,
+        monitor_every_s=None,
+        wall_clock=wall,
+        monotonic_clock=clock,
+        store_timeout_s=0.2,
+    )
+    locker = psycopg.connect(database_url)
+    locker.execute(f'SET search_path TO "{schema}"')
+    locker.execute(
+        "LOCK TABLE sloguard_alerts, sloguard_breaches, sloguard_escalations, sloguard_minutes "
+        "IN ACCESS EXCLUSIVE MODE"
+    )
+    try:
+        for _ in range(25):
+            manager.record(CAP, latency_s=0.3)  # p95 300 ms against 100 ms: a warning
+        events, fired = await asyncio.wait_for(reporter.monitor.tick(), timeout=10)
+        assert [e.type for e in events] == ["warning"]
+        assert [a.kind for a in fired] == ["warning"]
+        threads = threading.active_count()
+        for i in range(5):
+            reporter.notifier.notify(Alert(f"a{i}", CAP, "budget", "slack", "warning", "x", 1.0))
+        await asyncio.wait_for(reporter.notifier.join(), timeout=10)
+        assert reporter.notifier.stats.delivered == 6
+        assert threading.active_count() <= threads  # the two stuck calls, no more
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=Starlette(routes=list(reporter.routes(token="")))),
+            base_url="http://test",
+        ) as client:
+            response = await client.get("/slo/history", params={"capability": CAP})
+        assert response.status_code == 503
+        assert response.json()["error"] == "history_unavailable"
+        assert reporter.notifier.liveness.last_error is not None
+    finally:
+        locker.rollback()
+        locker.close()
+    # The lock is gone: the stuck calls finish (the warning's record among them), and
+    # once they have, alerts are recorded again.
+    recorded = await asyncio.to_thread(repository.alerts, CAP)
+    assert [a.kind for a in recorded] == ["warning"]
+    for attempt in range(100):
+        alert_id = f"after-{attempt}"
+        reporter.notifier.notify(Alert(alert_id, CAP, "budget", "slack", "warning", "x", 2.0))
+        await reporter.notifier.join()
+        if any(a.id == alert_id for a in await asyncio.to_thread(repository.alerts, CAP)):
+            break
+    else:
+        pytest.fail("no alert was recorded after the lock was released")
+    await reporter.stop()
+    repository.drop_schema()
+    repository.close()

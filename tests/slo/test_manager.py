@@ -259,6 +259,120 @@ async def test_watch_polls_until_cancelled_and_survives_errors(
             await task
 
 
+BREAKS_THE_LOADER = [
+    pytest.param("  latency: {p95_ms: " + "9" * 5000 + "}\n", id="a 5000-digit integer"),
+    pytest.param("  latency: {p95_ms: 100}\n  when: 2025-13-45\n", id="an impossible date"),
+    pytest.param("  when: 2001-12-14t21:59:43.10-99:00\n", id="a time zone 99 hours off"),
+]
+
+
+def _observed(mgr: SLOManager, monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[bool | Exception]:
+    """A queue of what each of ``mgr``'s polls returned or raised."""
+    polled = asyncio.Queue[bool | Exception]()
+    poll = mgr.poll
+
+    async def observed_poll() -> bool:
+        try:
+            changed = await poll()
+        except Exception as exc:
+            await polled.put(exc)
+            raise
+        await polled.put(changed)
+        return changed
+
+    monkeypatch.setattr(mgr, "poll", observed_poll)
+    return polled
+
+
+@pytest.mark.parametrize("bad", BREAKS_THE_LOADER)
+def test_a_file_that_breaks_the_yaml_loader_is_a_file_error(
+    write: WriteFile, slo_dir: Path, slo_text: SLOText, bad: str
+) -> None:
+    write("a.yml", slo_text("convert", "a"))
+    write("bad.yml", "capability: {verb: convert, name: bad}\nslo:\n" + bad)
+    mgr = SLOManager(slo_dir)
+    assert mgr.capabilities == ("convert:a",)
+    [error] = mgr.errors
+    assert error.path == slo_dir / "bad.yml"
+    assert "invalid YAML value" in str(error)
+
+
+@pytest.mark.parametrize("bad", BREAKS_THE_LOADER)
+async def test_the_watcher_survives_a_file_that_breaks_the_yaml_loader(
+    write: WriteFile,
+    slo_dir: Path,
+    slo_text: SLOText,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: str,
+) -> None:
+    mgr = SLOManager(slo_dir)
+    polled = _observed(mgr, monkeypatch)
+    write("a.yml", slo_text("convert", "a"))
+    task = asyncio.create_task(mgr.watch(interval_s=0))
+    try:
+        assert await asyncio.wait_for(polled.get(), timeout=10) is True
+        write("bad.yml", "capability: {verb: convert, name: bad}\nslo:\n" + bad)
+        while await asyncio.wait_for(polled.get(), timeout=10) is not True:
+            pass
+        assert [e.path.name for e in mgr.errors] == ["bad.yml"]
+        write("b.yml", slo_text("convert", "b"))  # the watch goes on
+        while await asyncio.wait_for(polled.get(), timeout=10) is not True:
+            pass
+        assert mgr.capabilities == ("convert:a", "convert:b")
+        assert not task.done()
+        assert mgr.watcher.state() == "running"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert mgr.watcher.state() == "stopped"
+
+
+async def test_the_watcher_survives_any_failure_logs_it_once_and_reports_it(
+    write: WriteFile,
+    slo_dir: Path,
+    slo_text: SLOText,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mgr = SLOManager(slo_dir)
+    assert mgr.watcher.state() == "idle"
+    polled = _observed(mgr, monkeypatch)
+    observed = mgr.poll
+    failures = 3
+
+    async def failing_poll() -> bool:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            await polled.put(RuntimeError())
+            raise RuntimeError("injected: the poll broke")
+        return await observed()
+
+    monkeypatch.setattr(mgr, "poll", failing_poll)
+    task = asyncio.create_task(mgr.watch(interval_s=0))
+    try:
+        for _ in range(3):
+            assert isinstance(await asyncio.wait_for(polled.get(), timeout=10), RuntimeError)
+        write("a.yml", slo_text("convert", "a"))
+        while await asyncio.wait_for(polled.get(), timeout=10) is not True:
+            pass
+        assert mgr.capabilities == ("convert:a",)
+        watcher = mgr.watcher
+        assert watcher.failures == 3
+        assert watcher.last_error == "SLO reload: RuntimeError: injected: the poll broke"
+        assert watcher.state() == "running"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # logged once, with its traceback
+    assert errors[0].exc_info is not None
+    assert "SLO reload failed" in errors[0].getMessage()
+    assert "works again" in caplog.text
+
+
 # -- live windows ---------------------------------------------------------------
 
 

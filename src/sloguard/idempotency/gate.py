@@ -77,6 +77,16 @@ Set-Cookie would hand one session's cookie to a retry."""
 _RETRY_AFTER_1 = ((b"retry-after", b"1"),)
 _NOT_STORED = ((IDEMPOTENCY_STORED.lower().encode(), b"false"),)
 _NOTHING = Reply(0, [], b"")  # the client left before its request was complete
+# Not a 500: nothing ran, and running the request under no identity (or another's) would
+# break "at most once per principal and key". A 503 says: not processed, retry is safe.
+_NO_PRINCIPAL = problem_reply(
+    503,
+    "idempotency_principal_unavailable",
+    "Idempotency principal unavailable",
+    "The identity this idempotency key belongs to could not be determined (the server's "
+    "principal function failed), so the request was not processed; retrying it with the "
+    "same key is safe.",
+)
 
 
 class IdempotencyGate:
@@ -142,6 +152,7 @@ class IdempotencyGate:
         self.on_event = on_event
         self.on_decision = on_decision
         self._principal = principal
+        self._principal_failed = False
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
 
     def applies(self, scope: Scope) -> bool:
@@ -191,7 +202,9 @@ class IdempotencyGate:
 
         if not self._cookie_warned and not request.authorization:
             self._warn_if_cookie(scope)
-        credential = request.authorization if self._principal is None else self._principal(scope)
+        credential = request.authorization if self._principal is None else self._principal_of(scope)
+        if credential is None:
+            return _NO_PRINCIPAL
         # One key, one operation: method and path are in the fingerprint, not the key,
         # so another operation under the same key is a 422, not a second execution.
         leased_key = store_key(self.fingerprints.principal(credential), key)
@@ -283,6 +296,21 @@ class IdempotencyGate:
         return status not in self.released_statuses and (
             status < 500 or not self.release_on_server_error
         )
+
+    def _principal_of(self, scope: Scope) -> str | None:
+        """The app's ``principal(scope)``; None when it raises or gives no string (logged
+        with its traceback the first time, then at debug level)."""
+        assert self._principal is not None
+        try:
+            principal = self._principal(scope)
+            if isinstance(principal, str):
+                return principal
+            raise TypeError(f"principal() returned {type(principal).__name__}, not str")
+        except Exception:
+            level = logging.DEBUG if self._principal_failed else logging.ERROR
+            self._principal_failed = True
+            logger.log(level, "principal= failed: keyed requests are answered 503", exc_info=True)
+            return None
 
     def _warn_if_cookie(self, scope: Scope) -> None:
         if any(name == b"cookie" for name, _ in scope["headers"]):

@@ -9,21 +9,25 @@ naming it, a missing or wrong bearer token (when one is configured) a 401.
 ``{"by": "alice"}``).
 
 The live endpoints read the in-process :class:`SLOManager`; the others read
-the history repository in a worker thread, and answer 503 when there is none.
+the history repository in a worker thread, each read within ``store_timeout_s``.
+They answer 503 ``no_history_store`` when there is none, and 503
+``history_unavailable`` when it fails or does not answer in time. Dates and
+instants are accepted from 1970 to 8999 (UTC): anything else is a 400 naming
+the parameter, never an overflow.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 import json
+import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from sloguard._clock import Clock
 from sloguard.capability import is_capability
+from sloguard.exceptions import HistoryUnavailable
 from sloguard.observability.metrics import MetricsSink
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sloguard.reporting.compliance import (
@@ -46,19 +51,36 @@ from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.records import BREACH_SEVERITIES, Breach, Escalation
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.slicing import in_slices
+from sloguard.reporting.storecalls import StoreCalls
 from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager, SLOStatus
 from sloguard.slo.schema import SLOFile
 
+logger = logging.getLogger("sloguard.reporting")
+
 TOKEN_ENV = "SLOGUARD_API_TOKEN"
 MAX_HISTORY_POINTS = 10_000
 DEFAULT_HISTORY_S = 3_600
-_STEP = re.compile(r"^(\d+)([smhd]?)$")
+MAX_STEP_S = 366 * 86_400
+"""The largest ``step`` of ``/slo/history``: a (leap) year."""
+EARLIEST_DATE = dt.date(1970, 1, 1)
+LATEST_DATE = dt.date(8999, 12, 31)
+"""Dates, months and instants the API accepts lie between these (UTC): history has no
+minute before 1970, and every date computed from one in range stays in range."""
+EARLIEST_INSTANT = 0.0
+END_INSTANT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC).timestamp()
+"""Instants are before this one (the end of :data:`LATEST_DATE`)."""
+DEFAULT_READ_TIMEOUT_S = 10.0
+"""How long a request waits for one history store read before its 503."""
+MAX_ACK_BYTES = 16 * 1024
+_STEP = re.compile(r"^(\d{1,12})([smhd]?)$")
+_YEARS = f"from {EARLIEST_DATE.year} to {LATEST_DATE.year} (UTC)"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
 _BREACH_STATES = ("open", "resolved", "warning")
 _PROBLEM = PROBLEM_CONTENT_TYPE.decode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class Problem(Exception):
@@ -130,9 +152,13 @@ class SLOApi:
         escalator: Escalator | None = None,
         clock: Clock = time.time,
         idempotency: IdempotencyCounts | None = None,
+        store_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
         self.manager = manager
         self.repository = repository
+        # Threads of their own, so that a store that hangs costs the API a few threads,
+        # not the event loop's shared pool.
+        self._read = StoreCalls("sloguard-history-api", timeout_s=store_timeout_s, threads=4)
         self.idempotency = idempotency
         self.escalator = escalator
         # Or functions giving them, looked up per request: they may come after the routes.
@@ -170,6 +196,19 @@ class SLOApi:
                 "this server keeps no SLO history (no repository configured)",
             )
         return self.repository
+
+    async def _call(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """``fn(*args)`` off the event loop, bounded; a failure of the store is a 503."""
+        try:
+            return await self._read(fn, *args)
+        except HistoryUnavailable as exc:
+            raise _history_unavailable(f"{exc}; retry later") from exc
+        except Exception as exc:
+            logger.exception("reading the SLO history failed")
+            raise _history_unavailable(
+                f"reading the SLO history failed ({type(exc).__name__}; logged on the "
+                "server); retry later"
+            ) from exc
 
     def _capability_param(self, request: Request, *, required: bool) -> SLOFile | None:
         value = request.query_params.get("capability")
@@ -283,7 +322,7 @@ class SLOApi:
         if since >= until:
             raise bad_parameter("since", f"must be before until ({iso(since)} >= {iso(until)})")
         step = _step(params.get("step"))
-        first, end = int(since // step) * step, int(-(-until // step)) * step
+        first, end = int(max(since, 0.0) // step) * step, int(-(-until // step)) * step
         if (end - first) // step > MAX_HISTORY_POINTS:
             raise bad_parameter(
                 "step",
@@ -291,7 +330,7 @@ class SLOApi:
                 "use a larger step or a shorter range",
             )
         store = self._store()
-        points = await asyncio.to_thread(store.history, slo.key, first, end, step)
+        points = await self._call(store.history, slo.key, first, end, step)
         return JSONResponse(
             {
                 "capability": slo.key,
@@ -318,10 +357,10 @@ class SLOApi:
             raise bad_parameter("since", f"must be before until ({iso(since)} >= {iso(until)})")
         severities = _severities(params.get("severity"))
         store = self._store()
-        found = await asyncio.to_thread(
+        found = await self._call(
             store.breaches,
             None if slo is None else slo.key,
-            state,  # type: ignore[arg-type]  # checked against _BREACH_STATES above
+            state,  # checked against _BREACH_STATES above
             since,
             until,
             severities,
@@ -329,7 +368,7 @@ class SLOApi:
         escalations: dict[str, Escalation] = {}
         if self.escalator is not None and found:
             ids = [b.id for b in found]
-            rows = await asyncio.to_thread(self.escalator.store.escalations, ids)
+            rows = await self._call(self.escalator.store.escalations, ids)
             escalations = {e.alert_id: e for e in rows}
         return JSONResponse(
             {"breaches": [_breach_json(b, request, escalations.get(b.id)) for b in found]}
@@ -340,7 +379,10 @@ class SLOApi:
         by = await _ack_by(request)
         escalation = None
         if self.escalator is not None:
-            escalation = await self.escalator.ack(alert_id, by)
+            try:
+                escalation = await self.escalator.ack(alert_id, by)
+            except HistoryUnavailable as exc:
+                raise _history_unavailable(f"{exc}; retry later") from exc
         if escalation is None:
             raise Problem(
                 404,
@@ -355,7 +397,7 @@ class SLOApi:
     async def breach_report(self, request: Request) -> Response:
         breach_id = request.path_params["breach_id"]
         store = self._store()
-        breach = await asyncio.to_thread(store.breach, breach_id)
+        breach = await self._call(store.breach, breach_id)
         if breach is None:
             raise Problem(
                 404,
@@ -365,17 +407,19 @@ class SLOApi:
                 breach_id=breach_id,
             )
         slo = self.manager.get_slo(breach.capability)
-        text = await asyncio.to_thread(incident_report, store, breach, slo, self.clock())
+        text = await self._call(incident_report, store, breach, slo, self.clock())
         return Response(text, media_type="text/markdown; charset=utf-8")
 
     # -- compliance --------------------------------------------------------------
 
     async def compliance(self, request: Request) -> Response:
         slos = self._slos(request)
-        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        today = _today(self.clock())
         params = request.query_params
         to_date = _date(params, "to_date", default=today)
-        from_date = _date(params, "from_date", default=to_date - dt.timedelta(days=29))
+        from_date = _date(
+            params, "from_date", default=max(EARLIEST_DATE, to_date - dt.timedelta(days=29))
+        )
         if from_date > to_date:
             raise bad_parameter("from_date", f"{from_date} is after to_date {to_date}")
         # Counted as the seed counts it: today-90 to today is allowed (91 daily records).
@@ -389,7 +433,7 @@ class SLOApi:
         store = self._store()
         reports = []
         for slo in slos:
-            records = await asyncio.to_thread(daily_compliance, store, slo, from_date, to_date)
+            records = await self._call(daily_compliance, store, slo, from_date, to_date)
             reports.append({"capability": slo.key, "records": [r.to_json() for r in records]})
         return JSONResponse(
             {"from_date": from_date.isoformat(), "to_date": to_date.isoformat(), "reports": reports}
@@ -397,10 +441,10 @@ class SLOApi:
 
     async def monthly(self, request: Request) -> Response:
         slos = self._slos(request)
-        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        today = _today(self.clock())
         params = request.query_params
         to_month = _month(params, "to_month", default=today.replace(day=1))
-        default_from = _add_months(to_month, -2)
+        default_from = max(EARLIEST_DATE, _add_months(to_month, -2))
         from_month = _month(params, "from_month", default=default_from)
         if from_month > to_month:
             raise bad_parameter("from_month", f"{from_month:%Y-%m} is after to_month")
@@ -413,7 +457,7 @@ class SLOApi:
         store = self._store()
         reports = []
         for slo in slos:
-            summary = await asyncio.to_thread(monthly_compliance, store, slo, from_month, to_month)
+            summary = await self._call(monthly_compliance, store, slo, from_month, to_month)
             reports.append(
                 {
                     "capability": slo.key,
@@ -471,14 +515,37 @@ def escalation_json(escalation: Escalation) -> dict[str, Any]:
     }
 
 
+def _history_unavailable(detail: str) -> Problem:
+    problem = Problem(503, "history_unavailable", "History store unavailable", detail)
+    problem.headers["retry-after"] = "5"
+    return problem
+
+
+def _today(now: float) -> dt.date:
+    """The UTC date of ``now``, kept within the dates the API accepts."""
+    try:
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    except (OverflowError, OSError, ValueError):
+        return LATEST_DATE if now > 0 else EARLIEST_DATE
+    return min(max(today, EARLIEST_DATE), LATEST_DATE)
+
+
 async def _ack_by(request: Request) -> str | None:
     """Who acknowledges: the optional JSON body's ``by`` (at most 200 characters)."""
-    body = await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_ACK_BYTES:
+            raise Problem(
+                413, "payload_too_large", "Payload too large", f"at most {MAX_ACK_BYTES} bytes"
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         return None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Problem(400, "invalid_json", "Invalid JSON", "the body is not valid JSON") from None
     by = document.get("by") if isinstance(document, dict) else None
     if not isinstance(document, dict) or (by is not None and not isinstance(by, str)):
@@ -515,16 +582,20 @@ def _instant(params: Any, name: str, *, default: None) -> float | None: ...
 
 
 def _instant(params: Any, name: str, *, default: float | None) -> float | None:
-    """Unix seconds, or ISO 8601 (``2025-01-31T12:00:00Z``; no zone means UTC)."""
+    """Unix seconds, or ISO 8601 (``2025-01-31T12:00:00Z``; no zone means UTC), from
+    1970 to 8999."""
     value = params.get(name)
     if not value:
         return default
     try:
-        return float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else _parse_iso(value)
-    except ValueError:
+        seconds = float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else _parse_iso(value)
+    except (ValueError, OverflowError):
         raise bad_parameter(
-            name, f"{value!r} is neither Unix seconds nor an ISO 8601 date-time"
+            name, f"{_shown(value)} is neither Unix seconds nor an ISO 8601 date-time"
         ) from None
+    if not EARLIEST_INSTANT <= seconds < END_INSTANT:  # an overflow to inf fails too
+        raise bad_parameter(name, f"{_shown(value)} is not {_YEARS}")
+    return seconds
 
 
 def _parse_iso(value: str) -> float:
@@ -534,16 +605,24 @@ def _parse_iso(value: str) -> float:
     return moment.timestamp()
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for an error message, cut short if long."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value)} characters)"
+
+
 def _step(value: str | None) -> int:
-    """``60``, ``300s``, ``5m``, ``1h``, ``1d``: a positive multiple of 60 seconds."""
+    """``60``, ``300s``, ``5m``, ``1h``, ``1d``: a positive multiple of 60 seconds, at
+    most :data:`MAX_STEP_S`."""
     if not value:
         return 60
     match = _STEP.match(value.strip())
     seconds = int(match[1]) * _UNITS[match[2]] if match else 0
     if seconds < 60 or seconds % 60:
         raise bad_parameter(
-            "step", f"{value!r} is not a whole number of minutes (e.g. 60, 5m, 1h, 1d)"
+            "step", f"{_shown(value)} is not a whole number of minutes (e.g. 60, 5m, 1h, 1d)"
         )
+    if seconds > MAX_STEP_S:
+        raise bad_parameter("step", f"{_shown(value)} is more than {MAX_STEP_S // 86_400}d")
     return seconds
 
 
@@ -555,14 +634,18 @@ def _date(params: Any, name: str, *, default: dt.date) -> dt.date:
         return default
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            return dt.date.fromisoformat(value)
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", value):
+            day = dt.date.fromisoformat(value)
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", value):
+            day = dt.datetime.fromtimestamp(_parse_iso(value), dt.UTC).date()
+        else:
             raise ValueError(value)
-        return dt.datetime.fromtimestamp(_parse_iso(value), dt.UTC).date()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise bad_parameter(
-            name, f"{value!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 date-time"
+            name, f"{_shown(value)} is neither a date (YYYY-MM-DD) nor an ISO 8601 date-time"
         ) from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise bad_parameter(name, f"{_shown(value)} is not {_YEARS}")
+    return day
 
 
 def _month(params: Any, name: str, *, default: dt.date) -> dt.date:
@@ -572,9 +655,12 @@ def _month(params: Any, name: str, *, default: dt.date) -> dt.date:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}", value):
             raise ValueError(value)
-        return dt.date.fromisoformat(value + "-01")
+        month = dt.date.fromisoformat(value + "-01")
     except ValueError:
-        raise bad_parameter(name, f"{value!r} is not a month (YYYY-MM)") from None
+        raise bad_parameter(name, f"{_shown(value)} is not a month (YYYY-MM)") from None
+    if not EARLIEST_DATE <= month <= LATEST_DATE:
+        raise bad_parameter(name, f"{_shown(value)} is not {_YEARS}")
+    return month
 
 
 def _add_months(month: dt.date, count: int) -> dt.date:
@@ -593,6 +679,7 @@ def slo_routes(
     prefix: str = "/slo",
     idempotency: IdempotencyCounts | None = None,
     escalator: Escalator | None = None,
+    store_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> list[BaseRoute]:
     """The /slo routes, each behind the bearer ``token`` when one is given.
 
@@ -601,6 +688,7 @@ def slo_routes(
     The capability route comes last and answers only ``verb:name`` (anything else is a
     404 naming the path), so no fixed path can fall into it.
     ``escalator``: whose escalations ``POST /slo/alerts/{id}/ack`` acknowledges.
+    ``store_timeout_s``: how long a request waits for one history read (then 503).
     """
     api = SLOApi(
         manager,
@@ -610,6 +698,7 @@ def slo_routes(
         clock=clock,
         idempotency=idempotency,
         escalator=escalator,
+        store_timeout_s=store_timeout_s,
     )
     token = api_token(token)
 

@@ -19,7 +19,9 @@ for what went wrong, not for what came near). The channel's attachment wins.
 - ``POST /slo/alerts/{id}/ack`` acknowledges (:meth:`Escalator.ack`); the
   alert's resolution (a breach resolving) stops it (``resolved``).
 
-Store calls block (SQL): they run in a worker thread.
+Store calls block (SQL): they run in a worker thread, through ``call`` (the
+reporter's :class:`~sloguard.reporting.storecalls.StoreCalls`, which bounds
+each with a deadline).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from sloguard._clock import Clock
 from sloguard.reporting.notifier import Notifier
@@ -40,6 +42,15 @@ from sloguard.reporting.sinks import EscalationPolicy, EscalationSpec
 logger = logging.getLogger("sloguard.alerts")
 
 ACK_PATH = "/slo/alerts/{alert_id}/ack"
+
+T = TypeVar("T")
+
+
+class StoreCall(Protocol):
+    """Runs a blocking store call off the event loop (``asyncio.to_thread``, or a
+    :class:`~sloguard.reporting.storecalls.StoreCalls`)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 
 
 @runtime_checkable
@@ -139,9 +150,11 @@ class Escalator:
         *,
         tier_of: Callable[[str], str | None] = lambda capability: None,
         clock: Clock = time.time,
+        call: StoreCall = asyncio.to_thread,
     ) -> None:
         self.spec = spec
         self.store = store
+        self._call = call
         self.notifier = notifier
         self._tier_of = tier_of
         self._clock = clock
@@ -164,9 +177,7 @@ class Escalator:
     async def observe(self, alert: Alert) -> None:
         """Start the escalation of a new alert, or stop the one its resolution resolves."""
         if alert.resolves is not None:
-            await asyncio.to_thread(
-                self.store.stop_escalation, alert.resolves, alert.fired_at, "resolved"
-            )
+            await self._call(self.store.stop_escalation, alert.resolves, alert.fired_at, "resolved")
             return
         policy = self.policy_for(alert)
         if policy is None:
@@ -178,17 +189,17 @@ class Escalator:
             summary=alert.summary,
             started_at=alert.fired_at,
         )
-        await asyncio.to_thread(self.store.start_escalation, escalation)
+        await self._call(self.store.start_escalation, escalation)
 
     async def tick(self, now: float | None = None) -> list[Alert]:
         """Notify every level that has come due; the level alerts queued by this process."""
         at = self._clock() if now is None else now
-        running = await asyncio.to_thread(self.store.escalations, active=True)
+        running = await self._call(self.store.escalations, active=True)
         sent: list[Alert] = []
         for escalation in running:
             policy = self.spec.policies.get(escalation.policy)
             if policy is None:
-                await asyncio.to_thread(
+                await self._call(
                     self.store.stop_escalation, escalation.alert_id, at, "policy removed"
                 )
                 continue
@@ -202,16 +213,14 @@ class Escalator:
         due = sum(1 for level in levels if escalation.started_at + level.after_minutes * 60 <= at)
         sent = []
         for number in range(escalation.level + 1, due + 1):
-            if not await asyncio.to_thread(self.store.claim_level, escalation.alert_id, number):
+            if not await self._call(self.store.claim_level, escalation.alert_id, number):
                 break  # another replica has it, or it was acknowledged meanwhile
             level = levels[number - 1]
             alert = self._level_alert(escalation, number, len(levels), level.after_minutes, at)
             self.notifier.notify(alert, sinks=level.sinks)
             sent.append(alert)
             if number == len(levels):
-                await asyncio.to_thread(
-                    self.store.stop_escalation, escalation.alert_id, at, "exhausted"
-                )
+                await self._call(self.store.stop_escalation, escalation.alert_id, at, "exhausted")
         return sent
 
     @staticmethod
@@ -242,7 +251,7 @@ class Escalator:
 
     async def ack(self, alert_id: str, by: str | None = None) -> Escalation | None:
         """Acknowledge the escalation of ``alert_id``; None if it has none."""
-        escalation = await asyncio.to_thread(self.store.ack_escalation, alert_id, self._clock(), by)
+        escalation = await self._call(self.store.ack_escalation, alert_id, self._clock(), by)
         if escalation is not None:
             logger.info("alert %s acknowledged by %s", alert_id, by or "someone")
         return escalation

@@ -2,11 +2,14 @@
 
 One :meth:`SLOMonitor.tick` reads every loaded capability's live status from
 the :class:`SLOManager`, feeds the :class:`BreachTracker`, asks the
-:class:`AlertEngine` what is new, then saves breach records (``save_breach``,
-e.g. the history repository's upsert), queues alerts on the
-:class:`Notifier` and publishes every event on the :class:`EventHub`
-(WebSocket subscribers, ``on_breach`` / ``on_alert`` callbacks); then the
-:class:`Escalator` starts, stops and advances escalations.
+:class:`AlertEngine` what is new, queues the alerts on the :class:`Notifier`
+(first: delivery never waits on a store), saves breach records
+(``save_breach``, e.g. the history repository's upsert) and publishes every
+event on the :class:`EventHub` (WebSocket subscribers, ``on_breach`` /
+``on_alert`` callbacks); then the :class:`Escalator` starts, stops and
+advances escalations. A capability whose turn fails is logged (once until it
+works again) and skipped; the others are looked at as usual
+(:attr:`SLOMonitor.liveness` counts the failures).
 
 A ``throughput`` floor is judged here, not in the live status (which drives
 shedding: refusing requests would only lower throughput further). Demand is the
@@ -26,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from sloguard._clock import Clock
+from sloguard.liveness import Liveness
 from sloguard.reporting.alerts import AlertEngine
 from sloguard.reporting.breaches import BreachTracker
 from sloguard.reporting.escalation import Escalator
@@ -97,6 +101,8 @@ class SLOMonitor:
         self.slice_s = slice_s
         """Hand the event loop back after this much work in a tick (default ``SLICE_S``)."""
         self._known: set[str] = set()
+        self.liveness = Liveness("slo_monitor", clock=clock)
+        """The liveness of :meth:`run` (``idle`` until it runs)."""
 
     async def tick(self, now: float | None = None) -> tuple[list[ReportEvent], list[Alert]]:
         """Look at every capability once; return the events published and the alerts queued.
@@ -112,31 +118,44 @@ class SLOMonitor:
             if self._refusals is not None:
                 self._refusals.forget(gone)
         self._known = capabilities
+        liveness = self.liveness
         async for capability in in_slices(sorted(capabilities), slice_s=self.slice_s):
-            slo = self.manager.get_slo(capability)
-            status = self.manager.status(capability)
-            if slo is None or status is None:
-                continue  # removed by a reload between the two calls
-            status = self._judge_throughput(status, slo, at)
-            events = self.tracker.observe(status, slo, at)
-            alerts = self.engine.evaluate(status, slo, events, at)
-            for event in events:
-                breach = event.data.get("breach")
-                if isinstance(breach, Breach):
-                    await self._save(breach)
-                self.hub.publish(event)
-            for alert in alerts:
-                self.notifier.notify(alert)
-                self.hub.publish(alert_event(alert))
-                await self._escalate(alert)
+            try:  # one capability that fails never keeps the others from being watched
+                events, alerts = await self._look_at(capability, at)
+            except Exception as exc:
+                liveness.failed(capability, exc, logger)
+                continue
+            liveness.recovered(capability, logger)
             all_events += events
             all_alerts += alerts
         if self.escalator is not None:
             try:
                 all_alerts += await self.escalator.tick(at)
-            except Exception:
-                logger.exception("advancing escalations failed")
+            except Exception as exc:
+                liveness.failed("advancing escalations", exc, logger)
+            else:
+                liveness.recovered("advancing escalations", logger)
         return all_events, all_alerts
+
+    async def _look_at(self, capability: str, at: float) -> tuple[list[ReportEvent], list[Alert]]:
+        slo = self.manager.get_slo(capability)
+        status = self.manager.status(capability)
+        if slo is None or status is None:
+            return [], []  # removed by a reload between the two calls
+        status = self._judge_throughput(status, slo, at)
+        events = self.tracker.observe(status, slo, at)
+        alerts = self.engine.evaluate(status, slo, events, at)
+        for alert in alerts:  # queued first: delivery never waits on saving a breach
+            self.notifier.notify(alert)
+        for event in events:
+            breach = event.data.get("breach")
+            if isinstance(breach, Breach):
+                await self._save(breach)
+            self.hub.publish(event)
+        for alert in alerts:
+            self.hub.publish(alert_event(alert))
+            await self._escalate(alert)
+        return events, alerts
 
     def _judge_throughput(self, status: SLOStatus, slo: SLOFile, at: float) -> SLOStatus:
         """``status`` with refusals added to its demand and a throughput shortfall, if
@@ -165,13 +184,23 @@ class SLOMonitor:
             logger.exception("starting or stopping the escalation of alert %s failed", alert.id)
 
     async def run(self, interval_s: float = 5.0) -> None:
-        """``tick`` every ``interval_s`` seconds, forever (run it as a task); errors are logged."""
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("SLO monitor tick failed")
-            await asyncio.sleep(interval_s)
+        """``tick`` every ``interval_s`` seconds, forever (run it as a task). A failure is
+        logged (once until it works again) and skipped; :attr:`liveness` tells how it goes."""
+        liveness = self.liveness
+        liveness.interval_s = interval_s
+        liveness.started()
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception as exc:
+                    liveness.failed("SLO monitor tick", exc, logger)
+                else:
+                    liveness.recovered("SLO monitor tick", logger)
+                liveness.passed()
+                await asyncio.sleep(interval_s)
+        finally:
+            liveness.stopped()
 
     async def _save(self, breach: Breach) -> None:
         if self._save_breach is None:

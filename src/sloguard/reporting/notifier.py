@@ -6,7 +6,13 @@ dropped, logged and counted). Worker tasks drain the queue; each alert first
 passes the optional ``record`` gate (the shared history's ``save_alert``:
 False means another process or an earlier run already sent it), then goes to
 every sink of its channel at once (or of the escalation level it was queued
-for). A failed attempt (connection error, timeout, HTTP 5xx or 429, an SMTP
+for). Delivery never depends on recording: a ``record`` that fails, or has not
+answered within ``delivery.record_timeout_s``, lets the alert go out anyway
+(better a second page than a lost one). A sink that fails unexpectedly is
+logged (once until it works again) and counted; the other sinks and alerts go
+on (:attr:`Notifier.liveness`).
+
+A failed attempt (connection error, timeout, HTTP 5xx or 429, an SMTP
 4xx reply) is retried after a full-jitter exponential backoff, or the
 receiver's ``Retry-After``, each capped at ``max_delay_s``; after
 ``max_attempts`` the notifier gives up (logged, counted). Other 4xx answers
@@ -38,6 +44,7 @@ import httpx
 from sloguard._clock import Clock
 from sloguard.client.backoff import Random, full_jitter, parse_retry_after
 from sloguard.exceptions import ConfigurationError
+from sloguard.liveness import Liveness
 from sloguard.reporting.alerts import RecentIds
 from sloguard.reporting.records import Alert
 from sloguard.reporting.sinks import (
@@ -152,6 +159,8 @@ class Notifier:
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._closed = False
+        self.liveness = Liveness("alert_notifier", clock=wall_clock)
+        """Running from the first alert to :meth:`aclose`; a pass is an alert handled."""
 
     def _resolve(self, env: Mapping[str, str]) -> dict[str, _Target]:
         targets = {}
@@ -226,6 +235,7 @@ class Notifier:
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
+            self.liveness.stopped()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -250,6 +260,7 @@ class Notifier:
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.liveness.started()
         self._workers = [
             loop.create_task(self._work(), name=f"sloguard-notifier-{i}")
             for i in range(self._delivery.concurrency)
@@ -261,11 +272,12 @@ class Notifier:
             self._in_flight += 1
             try:
                 await self._deliver(alert, sinks)
-            except Exception:
-                logger.exception("alert %s: delivery failed unexpectedly", alert.id)
+            except Exception as exc:
+                self.liveness.failed(f"delivering alert {alert.id}", exc, logger)
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
+                self.liveness.passed()
 
     async def _deliver(self, alert: Alert, sinks: tuple[str, ...] | None) -> None:
         if self._record is not None and not await self._first_time(alert):
@@ -273,19 +285,34 @@ class Notifier:
             logger.info("alert %s was already sent (by this or another process)", alert.id)
             return
         names = self.config.sinks_for(alert.channel) if sinks is None else sinks
-        await asyncio.gather(*(self._send(alert, self._targets[name]) for name in names))
+        await asyncio.gather(*(self._send_isolated(alert, name) for name in names))
 
     async def _first_time(self, alert: Alert) -> bool:
         assert self._record is not None
         try:
             result = self._record(alert)
             if inspect.isawaitable(result):
-                result = await result
-            return bool(result)
-        except Exception:
+                async with asyncio.timeout(self._delivery.record_timeout_s):
+                    result = await result
+        except Exception as exc:
             # Better a second page than a lost one: deliver, this process dedupes anyway.
-            logger.exception("alert %s: recording it failed; sending it anyway", alert.id)
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no answer within {self._delivery.record_timeout_s:g} s")
+            self.liveness.failed("recording alerts (they are sent anyway)", exc, logger)
             return True
+        self.liveness.recovered("recording alerts (they are sent anyway)", logger)
+        return bool(result)
+
+    async def _send_isolated(self, alert: Alert, name: str) -> None:
+        """:meth:`_send` to sink ``name``; a failure of this sink never stops the others."""
+        item = f"sink {name}"
+        try:
+            await self._send(alert, self._targets[name])
+        except Exception as exc:
+            self.stats.failed += 1
+            self.liveness.failed(item, exc, logger)
+        else:
+            self.liveness.recovered(item, logger)
 
     async def _send(self, alert: Alert, target: _Target) -> None:
         if isinstance(target.spec, LogSinkSpec):

@@ -19,6 +19,13 @@ refused since the last flush (``guard.shed_counts``), and upserts one row per
   again (a database that comes back empty is recreated). The backlog holds at most
   ``max_backlog`` rows; past that the oldest minutes are dropped and counted
   (``sloguard_report_rows_dropped_total``). Requests are never affected.
+- Every store call has a deadline (``store_timeout_s``, 30 s): a store that
+  hangs (a locked table, a server that stopped answering) is a failed write
+  like any other, and the next flush does not start another call while the
+  last one is still stuck.
+- A capability whose buckets cannot be read or summed is logged (once until it
+  works again) and skipped; the others are recorded. :attr:`HistoryRecorder.liveness`
+  tells ``/healthz`` how the loop is doing.
 - ``interval_s`` must stay below the live window (60 s by default): buckets
   older than the window are gone before the next flush could read them.
 """
@@ -37,10 +44,12 @@ from typing import Any, Protocol
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
+from sloguard.liveness import Liveness
 from sloguard.observability.metrics import Metrics, default_metrics
 from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.slicing import in_slices
+from sloguard.reporting.storecalls import StoreCalls
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.sketch import FrozenBucket
 
@@ -48,6 +57,8 @@ logger = logging.getLogger("sloguard.reporting")
 
 DEFAULT_INTERVAL_S = 10.0
 DEFAULT_MAX_BACKLOG = 100_000
+DEFAULT_STORE_TIMEOUT_S = 30.0
+"""A write of a large backlog takes seconds; nothing waits on the recorder but itself."""
 _QUANTILES = (0.50, 0.95, 0.99)
 
 
@@ -93,6 +104,7 @@ class HistoryRecorder:
         wall_clock: Clock = time.time,
         metrics: Metrics | None = None,
         slice_s: float | None = None,
+        store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     ) -> None:
         if not 0 < interval_s < manager.window_seconds:
             raise ConfigurationError(
@@ -123,6 +135,10 @@ class HistoryRecorder:
         self._failing = False
         self._next_prune = -float("inf")
         self._task: asyncio.Task[None] | None = None
+        # One call at a time: a write still stuck past its deadline is not joined by another.
+        self._call = StoreCalls("sloguard-history-recorder", timeout_s=store_timeout_s, threads=1)
+        self.liveness = Liveness("history_recorder", interval_s, clock=wall_clock)
+        """The liveness of :meth:`run` (``idle`` until it runs)."""
         self.flush_errors = 0
         self.dropped_rows = 0
 
@@ -150,36 +166,55 @@ class HistoryRecorder:
         """
         wall, offset = self._offset()
         touched: set[tuple[str, int]] = set()
+        liveness = self.liveness
         async for capability in in_slices(self.manager.capabilities, slice_s=self.slice_s):
-            width, buckets = self.manager.closed_buckets(capability)
-            last = self._seen.get(capability, -float("inf"))
-            for bucket in buckets:
-                start = bucket.epoch * width
-                if start <= last:
-                    continue
-                # A bucket counts in the minute its start falls in; rounded to the
-                # millisecond so that float noise in the offset cannot move a bucket
-                # that starts on a minute into the one before.
-                key = (capability, int(round(start + offset, 3) // 60) * 60)
-                self._minutes.setdefault(key, _Minute()).buckets.append(bucket)
-                touched.add(key)
-                self._seen[capability] = last = start
-                self._width[capability] = width
-            shed = self._new_shed(capability)
-            if shed:
-                key = (capability, int(wall // 60) * 60)
-                self._minutes.setdefault(key, _Minute()).shed += shed
-                touched.add(key)
-        rows = [
-            self._row(capability, minute)
-            async for capability, minute in in_slices(sorted(touched), slice_s=self.slice_s)
-        ]
+            item = f"reading {capability}"
+            try:  # one capability that fails never keeps the others from being recorded
+                touched |= self._collect(capability, wall, offset)
+            except Exception as exc:
+                liveness.failed(item, exc, logger)
+            else:
+                liveness.recovered(item, logger)
+        rows = []
+        async for capability, minute in in_slices(sorted(touched), slice_s=self.slice_s):
+            item = f"summing {capability}"
+            try:
+                rows.append(self._row(capability, minute))
+            except Exception as exc:
+                liveness.failed(item, exc, logger)
+            else:
+                liveness.recovered(item, logger)
         # Every bucket of a minute has closed (and been read) once the clock is a bucket
         # width past the minute's end; a second of margin absorbs clock jitter.
         horizon = wall - 61.0 - max(self._width.values(), default=0.0)
         for key in [k for k in self._minutes if k[1] < horizon]:
             del self._minutes[key]
         return rows
+
+    def _collect(self, capability: str, wall: float, offset: float) -> set[tuple[str, int]]:
+        """File ``capability``'s newly closed buckets (and refusals) under their minutes;
+        the minutes touched."""
+        touched = set()
+        width, buckets = self.manager.closed_buckets(capability)
+        last = self._seen.get(capability, -float("inf"))
+        for bucket in buckets:
+            start = bucket.epoch * width
+            if start <= last:
+                continue
+            # A bucket counts in the minute its start falls in; rounded to the
+            # millisecond so that float noise in the offset cannot move a bucket
+            # that starts on a minute into the one before.
+            key = (capability, int(round(start + offset, 3) // 60) * 60)
+            self._minutes.setdefault(key, _Minute()).buckets.append(bucket)
+            touched.add(key)
+            self._seen[capability] = last = start
+            self._width[capability] = width
+        shed = self._new_shed(capability)
+        if shed:
+            key = (capability, int(wall // 60) * 60)
+            self._minutes.setdefault(key, _Minute()).shed += shed
+            touched.add(key)
+        return touched
 
     def _offset(self) -> tuple[float, float]:
         wall = self._wall()
@@ -234,7 +269,7 @@ class HistoryRecorder:
             return 0
         rows = list(self._backlog.values())
         try:
-            await asyncio.to_thread(self._write, rows)
+            await self._call(self._write, rows)
         except Exception as exc:
             self.flush_errors += 1
             self.metrics.report_flush_errors.inc()
@@ -274,7 +309,7 @@ class HistoryRecorder:
     async def prune(self) -> None:
         """Roll up and expire old history (errors are logged, like flush errors)."""
         try:
-            result = await asyncio.to_thread(self.repository.prune, self._wall())
+            result = await self._call(self.repository.prune, self._wall())
         except Exception as exc:
             logger.error("pruning SLO history in %r failed: %s", self.repository, exc)
             return
@@ -286,13 +321,25 @@ class HistoryRecorder:
             )
 
     async def run(self) -> None:
-        """Flush every ``interval_s`` (and prune every ``prune_every_s``), forever."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.flush()
-            if self.prune_every_s is not None and self._monotonic() >= self._next_prune:
-                self._next_prune = self._monotonic() + self.prune_every_s
-                await self.prune()
+        """Flush every ``interval_s`` (and prune every ``prune_every_s``), forever. A pass
+        that fails is logged (once until one works again) and the loop goes on."""
+        liveness = self.liveness
+        liveness.started()
+        try:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                try:
+                    await self.flush()
+                    if self.prune_every_s is not None and self._monotonic() >= self._next_prune:
+                        self._next_prune = self._monotonic() + self.prune_every_s
+                        await self.prune()
+                except Exception as exc:
+                    liveness.failed("history flush", exc, logger)
+                else:
+                    liveness.recovered("history flush", logger)
+                liveness.passed()
+        finally:
+            liveness.stopped()
 
     def start(self) -> None:
         """Start :meth:`run` as a task on the running loop."""

@@ -12,7 +12,12 @@
   the history store (in memory without one).
 
 ``open_after_s`` and ``resolve_after_s`` tune breach detection (the
-:class:`BreachTracker`'s; default 55 s and 60 s).
+:class:`BreachTracker`'s; default 55 s and 60 s). Every call the monitor, the
+notifier and the escalator make to the history store has a deadline
+(``store_timeout_s``, default 5 s): a store that hangs never holds up alerts.
+
+:meth:`Reporter.health` is how its background loops are doing (the SLO file
+watcher, the monitor, the recorder, the notifier), for ``/healthz``.
 
 SLOGuard creates one (``SLOGuard(app, history=..., alerts=...)``), or takes
 yours (``SLOGuard(app, reporter=...)``), and starts and stops it with the
@@ -36,6 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
+from sloguard.liveness import Liveness, liveness_report
 from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
 from sloguard.reporting.breaches import (
@@ -52,6 +58,7 @@ from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
 from sloguard.reporting.records import Alert, Breach
 from sloguard.reporting.repository import HistoryRepository, open_repository
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
+from sloguard.reporting.storecalls import DEFAULT_STORE_TIMEOUT_S, StoreCalls
 from sloguard.shedding.admission import Admission
 from sloguard.slo.manager import SLOManager
 
@@ -79,6 +86,7 @@ class Reporter:
         monotonic_clock: Clock = monotonic,
         admission: Admission | None = None,
         metrics: MetricsSink | None = None,
+        store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S,
     ) -> None:
         if monitor_every_s is not None and monitor_every_s <= 0:
             raise ConfigurationError(f"monitor_every_s must be positive, got {monitor_every_s!r}")
@@ -88,6 +96,8 @@ class Reporter:
         )
         config = load_alerts_file(alerts) if isinstance(alerts, str | os.PathLike) else alerts
         repository = self.repository
+        self.store_timeout_s = store_timeout_s
+        self._store_calls = StoreCalls("sloguard-history", timeout_s=store_timeout_s)
         self.hub = EventHub()
         self.idempotency = IdempotencyCounts()
         """Per-capability idempotency hits and misses, counted by the request path."""
@@ -101,6 +111,7 @@ class Reporter:
             self.notifier,
             tier_of=self._tier_of,
             clock=wall_clock,
+            call=self._store_calls,
         )
         self.monitor = SLOMonitor(
             manager,
@@ -183,11 +194,26 @@ class Reporter:
 
     async def _save_breach(self, breach: Breach) -> None:
         assert self.repository is not None
-        await asyncio.to_thread(self.repository.save_breach, breach)
+        await self._store_calls(self.repository.save_breach, breach)
 
     async def _save_alert(self, alert: Alert) -> bool:
         assert self.repository is not None
-        return await asyncio.to_thread(self.repository.save_alert, alert)
+        return await self._store_calls(self.repository.save_alert, alert)
+
+    # -- liveness -----------------------------------------------------------------
+
+    def loops(self) -> list[Liveness]:
+        """The liveness of each background loop: the SLO file watcher (run by SLOGuard),
+        the monitor, the history recorder (with a history store) and the notifier."""
+        loops = [self.manager.watcher, self.monitor.liveness]
+        if self.recorder is not None:
+            loops.append(self.recorder.liveness)
+        return [*loops, self.notifier.liveness]
+
+    def health(self, *others: Liveness) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded", "loops": {...}}`` of :meth:`loops` and ``others``
+        (e.g. the controller's health checks): what ``/healthz`` shows."""
+        return liveness_report([*self.loops(), *others], self._wall())
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -206,6 +232,7 @@ class Reporter:
             prefix=prefix,
             idempotency=self.idempotency,
             escalator=self.escalator,
+            store_timeout_s=self.store_timeout_s,
         )
         return [stream, *routes]
 

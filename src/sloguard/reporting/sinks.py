@@ -207,6 +207,9 @@ class DeliverySpec(_Model):
     """Cap on one wait, a receiver's ``Retry-After`` included."""
     timeout_s: PositiveSeconds = 5.0
     """Per HTTP attempt."""
+    record_timeout_s: PositiveSeconds = 2.0
+    """How long an alert waits for the history store to record it (the check that no
+    other replica sent it) before it is sent anyway."""
     queue_size: Annotated[int, Field(strict=True, ge=1)] = 1000
     """Alerts waiting for delivery; one more is dropped (logged, counted)."""
     concurrency: Annotated[int, Field(strict=True, ge=1, le=64)] = 4

@@ -121,6 +121,8 @@ def read_slo_files(
             loaded[path] = load_slo_file(path, tiers)
         except SLOFileError as exc:
             errors.append(exc)
+        except Exception as exc:  # one file that breaks the loader never stops the others
+            errors.append(SLOFileError(path, (("", f"cannot load: {type(exc).__name__}: {exc}"),)))
     return loaded, errors
 
 

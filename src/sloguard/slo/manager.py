@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError, SLOFileError
+from sloguard.liveness import Liveness
 from sloguard.slo.budget import BudgetStatus, OutcomeCounter, budget_status
 from sloguard.slo.compliance import Metrics
 from sloguard.slo.compliance import check_compliance as _check_compliance
@@ -118,6 +119,8 @@ class SLOManager:
         self._shedding: set[str] = set()
         self._loaded_at: dict[str, float] = {}
         self._signature: tuple[tuple[str, int, int], ...] = ()
+        self.watcher = Liveness("slo_watcher")
+        """The liveness of :meth:`watch` (``idle`` until it runs)."""
         if self._dir is not None:
             self.reload()
 
@@ -186,15 +189,25 @@ class SLOManager:
     async def watch(self, interval_s: float = 2.0) -> None:
         """Run :meth:`poll` every ``interval_s`` seconds, forever; start it as a task.
 
-        Errors are logged, never raised: a bad edit or a missing directory does
-        not stop the watch.
+        Errors are logged (once, until a reload works again), never raised: a bad
+        edit, a missing directory or a failure of any kind does not stop the
+        watch. :attr:`watcher` is its liveness.
         """
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.poll()
-            except (ConfigurationError, OSError) as exc:
-                logger.error("SLO reload failed: %s", exc)
+        liveness = self.watcher
+        liveness.interval_s = interval_s
+        liveness.started()
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await self.poll()
+                except Exception as exc:
+                    liveness.failed("SLO reload", exc, logger)
+                else:
+                    liveness.recovered("SLO reload", logger)
+                liveness.passed()
+        finally:
+            liveness.stopped()
 
     def _scan_if_changed(self) -> _Scan | None:
         if self._dir is None:

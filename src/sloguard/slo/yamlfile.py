@@ -85,6 +85,10 @@ def parse_yaml(text: str) -> Any:
         raise YAMLDocumentError((("", f"invalid YAML: {_one_line(exc)}"),)) from exc
     except _DuplicateKeys as exc:
         raise YAMLDocumentError(exc.problems) from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # A scalar that parses but cannot be built: an integer of 5,000 digits, the
+        # date 2025-13-45, a time zone offset of -99:00.
+        raise YAMLDocumentError((("", f"invalid YAML value: {exc}"),)) from exc
 
 
 def validation_problems(exc: ValidationError) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,50 @@
+"""StoreCalls: blocking store calls in threads, each within a deadline, never piling up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from sloguard.exceptions import ConfigurationError, HistoryUnavailable
+from sloguard.reporting.storecalls import StoreCalls
+
+
+async def test_results_and_errors_come_back_as_from_the_function() -> None:
+    calls = StoreCalls("test")
+    assert await calls(divmod, 7, 2) == (3, 1)
+    assert await calls(sorted, [3, 1], reverse=True) == [3, 1]
+    with pytest.raises(ZeroDivisionError):
+        await calls(divmod, 1, 0)
+
+
+async def test_a_call_that_hangs_is_given_up_and_the_stuck_ones_are_not_joined() -> None:
+    calls = StoreCalls("test", timeout_s=0.05, threads=2)
+    release = threading.Event()
+    try:
+        for _ in range(2):  # each waits its deadline, then is given up; its thread stays stuck
+            with pytest.raises(HistoryUnavailable, match=r"did not answer wait within 0\.05 s"):
+                await calls(release.wait)
+        threads = threading.active_count()
+        for _ in range(10):  # both threads are stuck: these fail at once, with no new thread
+            with pytest.raises(HistoryUnavailable, match="has not answered the last 2 calls"):
+                await calls(release.wait)
+        assert threading.active_count() == threads
+    finally:
+        release.set()
+    for _ in range(1000):  # the stuck threads return, and calls go through again
+        try:
+            assert await calls(abs, -1) == 1
+            break
+        except HistoryUnavailable:
+            await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the store was never called again")
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        StoreCalls("test", timeout_s=0)
+    with pytest.raises(ConfigurationError, match="threads"):
+        StoreCalls("test", threads=0)
