@@ -83,3 +83,14 @@ def test_with_metrics_off_recording_still_feeds_the_window(tmp_path: Path) -> No
     status = manager.status("convert:pdf")
     assert status is not None
     assert status.requests == 1
+
+
+def test_sloguards_own_endpoints_are_not_counted_as_other_traffic(tmp_path: Path) -> None:
+    clock = ManualClock()
+    manager = SLOManager(tmp_path, clock=clock)
+    metrics = Metrics(CollectorRegistry())
+    recorder = OutcomeRecorder(manager, metrics, clock=clock)
+    for path in ("/metrics", "/slo/ui", "/slo", "/healthz", "/workers", "/orders"):
+        request = GuardedRequest(http_scope(path=path), _nothing, clock(), None)
+        recorder.record(request, None, 200)
+    assert sum(metrics.capability(None)._requests.values()) == 1  # /orders alone

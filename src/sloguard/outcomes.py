@@ -27,6 +27,10 @@ RequestObserver = Callable[[str, float, bool], None]
 
 _observers: tuple[RequestObserver, ...] = ()
 
+UNMETERED_PATHS = ("/metrics", "/slo", "/healthz", "/workers", "/openapi.json")
+"""sloguard's own endpoints (scrapes, dashboard polls, health checks, registrations):
+not the service's traffic, so not counted as requests of capability ``other``."""
+
 
 def add_request_observer(observer: RequestObserver) -> None:
     """Have every SLOGuard of the process call ``observer`` after each request with a
@@ -71,8 +75,17 @@ class OutcomeRecorder:
     metrics see the whole of it, from the request's arrival.
     """
 
-    def __init__(self, manager: SLOManager, metrics: MetricsSink, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        manager: SLOManager,
+        metrics: MetricsSink,
+        *,
+        clock: Clock,
+        unmetered: tuple[str, ...] = UNMETERED_PATHS,
+    ) -> None:
         self.manager = manager
+        self.unmetered = unmetered
+        """Path prefixes of sloguard's own endpoints, left out of the ``other`` series."""
         self.metrics = metrics
         self._clock = clock
         # The windows take the manager's clock time: a request ends at our clock's
@@ -90,7 +103,8 @@ class OutcomeRecorder:
         ok = status < 500
         capability = request.capability
         if slo is None:
-            self._other.request(request.priority, ok, total)
+            if not request.scope["path"].startswith(self.unmetered):
+                self._other.request(request.priority, ok, total)
         else:
             assert capability is not None
             recorded = self._recorded.get(capability)

@@ -14,6 +14,7 @@ import pytest
 
 from sloguard import SLOGuard
 from sloguard._clock import ManualClock
+from sloguard.reporting.reporter import Reporter
 from sloguard.routing import HealthChecker, WorkerRegistry, create_controller_app
 from sloguard.slo.manager import SLOManager
 from tests.routing.workers import RecordingWorker, running
@@ -414,3 +415,15 @@ def test_with_tracing_the_forward_is_a_child_span_the_worker_continues() -> None
     trace_id, span_id = forward.context.trace_id, forward.context.span_id
     version, got_trace, got_parent, _flags = got.headers["traceparent"].split("-")
     assert (version, got_trace, got_parent) == ("00", f"{trace_id:032x}", f"{span_id:016x}")
+
+
+async def test_healthz_reports_the_background_loops(tmp_path: Path) -> None:
+    manager = SLOManager(tmp_path)
+    reporter = Reporter(manager, monitor_every_s=None)
+    app = create_controller_app(tmp_path, manager=manager, reporter=reporter, demo=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        health = (await client.get("/healthz")).json()
+    assert health["status"] == "ok"
+    assert "slo_watcher" in health["loops"]
+    assert "alert_notifier" in health["loops"]

@@ -183,6 +183,8 @@ class Controller:
             raise ConfigurationError(f"limit_per_host must be at least 1, got {limit_per_host}")
         self.registry = registry
         self.manager = manager
+        self.reporter: Reporter | None = None
+        """Whose background loops /healthz reports (the one SLOGuard runs)."""
         self.tracing = tracing
         self.tracer_provider = tracer_provider
         self.forward_timeout_s = forward_timeout_s
@@ -482,7 +484,10 @@ class Controller:
 
     async def healthz(self, request: Request) -> Response:
         healthy = sum(1 for w in self.registry if self.registry.is_healthy(w))
-        return JSONResponse({"status": "ok", "workers": len(self.registry), "healthy": healthy})
+        body: dict[str, Any] = {"status": "ok", "workers": len(self.registry), "healthy": healthy}
+        if self.reporter is not None:
+            body.update(self.reporter.health())  # the background loops: alive, failing
+        return JSONResponse(body)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -590,6 +595,7 @@ def create_controller_app(
         capabilities = list(manager.capabilities) if manager is not None else []
         local.extend(demo_workers(manager, capabilities))
     controller = Controller(registry, manager=manager, local_workers=local, **options)
+    controller.reporter = reporter
     token = resolve_token(api_token)
     if reporter is not None:
         if history is not None:
