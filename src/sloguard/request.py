@@ -194,8 +194,16 @@ class Classifier:
         request.capability = seed.capability
         if seed.priority is not None and not _has_header(request.scope, self._priority):
             request.priority = parse_priority(seed.priority)
-        if seed.idempotency_key is not None and read_key and request.key is None:
-            key = seed.idempotency_key.encode("latin-1", "replace")
+        seed_key = seed.idempotency_key
+        # A key that is not printable ASCII is no key (the controller answers it 400):
+        # encoded lossily, distinct keys would collapse into one.
+        if (
+            seed_key is not None
+            and seed_key.isascii()
+            and seed_key.isprintable()
+            and (read_key and request.key is None)
+        ):
+            key = seed_key.encode("ascii")
             request.key = key
             scope = request.scope
             request.scope = {**scope, "headers": [*scope["headers"], (self._key, key)]}

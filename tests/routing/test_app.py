@@ -427,3 +427,25 @@ async def test_healthz_reports_the_background_loops(tmp_path: Path) -> None:
     assert health["status"] == "ok"
     assert "slo_watcher" in health["loops"]
     assert "alert_notifier" in health["loops"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"verb": "convert", "capability": "pdf", "priority": "lo\\u0000w"}',
+        b'{"verb": "convert", "capability": "pdf", "idempotency_key": "a\\r\\nb"}',
+        b'{"verb": "convert", "capability": "pdf", "idempotency_key": "\\u65e5\\u672c"}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["control-in-priority", "crlf-in-key", "non-ascii-key", "nested-deep"],
+)
+async def test_bad_seed_bodies_are_400s_never_500s(tmp_path: Path, body: bytes) -> None:
+    app = create_controller_app(tmp_path, manager=SLOManager(tmp_path), demo=False)
+    guard = SLOGuard(app, slo_dir=tmp_path, metrics=False, reload_every_s=None)
+    transport = httpx.ASGITransport(app=guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/route", content=body)
+        openapi = await client.get("/openapi.json")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "/route" in openapi.json()["paths"]

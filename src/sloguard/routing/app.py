@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +38,7 @@ from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.mount import slo_site_routes
+from sloguard.reporting.openapi import openapi_route
 from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.routing.body import DEFAULT_KEEP_BYTES, BodyTooLarge, ClientGone, RequestBody
@@ -77,6 +78,17 @@ class SeedRoute(BaseModel):
     idempotency_key: str | None = None
     priority: str | None = None
     request_payload: Any = {}  # the seed's clients may leave it out; pydantic copies defaults
+
+    @field_validator("idempotency_key", "priority")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        # Both travel on as headers: printable ASCII only (a control character or a
+        # non-Latin-1 character cannot be a header value).
+        if value is not None and not (
+            0 < len(value) <= 255 and value.isascii() and value.isprintable()
+        ):
+            raise ValueError("must be 1 to 255 printable ASCII characters")
+        return value
 
 
 class _Problem(Exception):
@@ -499,7 +511,7 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
 def _parse_seed(body: bytes) -> SeedRoute:
     try:
         document = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _Problem(
             400, "invalid_json", "Invalid JSON", f"the body is not valid JSON: {exc}"
         ) from exc
@@ -623,6 +635,7 @@ def create_controller_app(
                 methods=["DELETE"],
             ),
             Route("/healthz", controller.healthz, methods=["GET"]),
+            openapi_route(controller=True),
             Mount("/metrics", metrics_app()),
             *slo,
         ],
