@@ -14,7 +14,6 @@ from starlette.types import Message, Receive, Scope, Send
 IDEMPOTENCY_KEY = "Idempotency-Key"
 PRIORITY = "X-Priority"
 CAPABILITY = "X-Capability"
-RETRY_AFTER = "Retry-After"
 REPLAY_HEADERS = ("Idempotent-Replayed", "X-Idempotent-Replay")
 """Set to ``true`` on a replayed response (the draft's name, and the common ``X-`` one)."""
 IDEMPOTENCY_STORED = "Idempotency-Stored"

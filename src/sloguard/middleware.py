@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sloguard._clock import Clock, monotonic
 from sloguard.capability import RouteTable
 from sloguard.exceptions import ConfigurationError
-from sloguard.http import Exchange, Reply
+from sloguard.http import CAPABILITY, PRIORITY, Exchange, Reply
 from sloguard.idempotency.gate import IdempotencyGate
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import MetricsSink, NoMetrics, default_metrics
@@ -84,8 +84,8 @@ class SLOGuard:
         store: Store | None = None,
         idempotency: Mapping[str, Any] | bool = True,
         route_table: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        priority_header: str = "X-Priority",
-        capability_header: str = "X-Capability",
+        priority_header: str = PRIORITY,
+        capability_header: str = CAPABILITY,
         trust_capability_header: bool | Iterable[str] = False,
         shed_status: int = 503,
         evaluate_every_s: float = 0.5,

@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope
 
 from sloguard._clock import Clock
 from sloguard.capability import SEED_ROUTE_PATH, RouteTable, capability_from_path, read_seed_body
-from sloguard.http import BufferedReceive
+from sloguard.http import IDEMPOTENCY_KEY, PRIORITY, BufferedReceive
 from sloguard.shedding.priority import DEFAULT_PRIORITY, parse_priority
 from sloguard.slo.schema import Priority
 
@@ -87,8 +87,8 @@ class Classifier:
         *,
         clock: Clock,
         route_table: RouteTable | None = None,
-        key_header: str | None = "Idempotency-Key",
-        priority_header: str = "X-Priority",
+        key_header: str | None = IDEMPOTENCY_KEY,
+        priority_header: str = PRIORITY,
         capability_header: str | None = None,
         trusted_clients: Collection[str] | None = None,
         capabilities: bool = True,

@@ -525,7 +525,5 @@ class _Renewals:
                 except Exception:
                     logger.warning("could not renew idempotency key %s", lease._key, exc_info=True)
                     continue
-                if not renewed and self._held.pop(lease, None) is None:
-                    continue
-                if not renewed:
+                if not renewed and self._held.pop(lease, None) is not None:
                     logger.warning("the lease on idempotency key %s was lost", lease._key)

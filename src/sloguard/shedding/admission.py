@@ -202,10 +202,6 @@ class Admission:
             "refused": refused,
         }
 
-    def capabilities(self) -> list[str]:
-        """The capabilities admission has seen requests of."""
-        return list(self._capabilities)
-
     # -- the outer loop ---------------------------------------------------------
 
     def _track(self, capability: str, slo: SLOFile) -> CapabilityAdmission:
