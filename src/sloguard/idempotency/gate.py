@@ -388,12 +388,7 @@ class Lease:
         """
         gate = self._gate
         sync = gate._sync
-        if (
-            self.settled
-            or sync is None
-            or exchange.chunks is None
-            or not gate.keeps(exchange.status)
-        ):
+        if self.settled or sync is None or not self._storable(exchange):
             return self._settle_then(exchange, send, last)
         self.settled = True
         gate._renewals.drop(self)
