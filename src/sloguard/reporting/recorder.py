@@ -38,9 +38,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, overload
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
@@ -62,6 +61,40 @@ DEFAULT_STORE_TIMEOUT_S = 30.0
 _QUANTILES = (0.50, 0.95, 0.99)
 
 
+_Row = tuple[str, int, str, int, int, int, float | None, float | None, float | None, bool]
+"""A :class:`MinuteAggregate`'s fields, in order."""
+
+
+class _Rows(Sequence[MinuteAggregate]):
+    """Rows kept as tuples, each made a :class:`MinuteAggregate` only as it is read.
+
+    A flush at 10,000 capabilities has 10,000 rows: built at once, they would outlive
+    two collections and reach the collector's oldest generation, and enough of that
+    sets off a full collection (hundreds of milliseconds, the whole heap walked).
+    Tuples of numbers and strings the collector stops tracking at once.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[MinuteAggregate]:
+        return (MinuteAggregate(*row) for row in self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> MinuteAggregate: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[MinuteAggregate]: ...
+    def __getitem__(self, index: int | slice) -> MinuteAggregate | list[MinuteAggregate]:
+        if isinstance(index, slice):
+            return [MinuteAggregate(*row) for row in self._rows[index]]
+        return MinuteAggregate(*self._rows[index])
+
+
 class ShedCounts(Protocol):
     """What the recorder reads from SLOGuard: enforced refusals so far, by priority."""
 
@@ -71,14 +104,6 @@ class ShedCounts(Protocol):
 def default_replica() -> str:
     """``hostname-pid``: unique per process, so a restart never overwrites older rows."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(slots=True)
-class _Minute:
-    """What one capability did during one wall-clock minute, as far as seen."""
-
-    buckets: list[FrozenBucket] = field(default_factory=list)
-    shed: int = 0
 
 
 class HistoryRecorder:
@@ -130,8 +155,10 @@ class HistoryRecorder:
         self._seen: dict[str, float] = {}  # capability -> start of the last bucket read
         self._width: dict[str, float] = {}
         self._shed_seen: dict[str, int] = {}
-        self._minutes: dict[tuple[str, int], _Minute] = {}
-        self._backlog: dict[tuple[str, int], MinuteAggregate] = {}
+        # (capability, minute) -> (its frozen buckets as bytes, its refusals) so far: tuples
+        # of bytes and ints, which the cyclic collector stops tracking (an instance, it would not).
+        self._minutes: dict[tuple[str, int], tuple[tuple[bytes, ...], int]] = {}
+        self._backlog: dict[tuple[str, int], _Row] = {}  # tuples, as `_minutes`
         self._failing = False
         self._next_prune = -float("inf")
         self._task: asyncio.Task[None] | None = None
@@ -164,6 +191,10 @@ class HistoryRecorder:
         moved a bucket past its end. Both passes over the capabilities are cut into
         slices (:func:`in_slices`): requests are served between them.
         """
+        return list(_Rows(await self._collect_rows()))
+
+    async def _collect_rows(self) -> list[_Row]:
+        """:meth:`collect`, each row a tuple (see :class:`_Rows`)."""
         wall, offset = self._offset()
         touched: set[tuple[str, int]] = set()
         liveness = self.liveness
@@ -195,26 +226,31 @@ class HistoryRecorder:
         """File ``capability``'s newly closed buckets (and refusals) under their minutes;
         the minutes touched."""
         touched = set()
-        width, buckets = self.manager.closed_buckets(capability)
-        last = self._seen.get(capability, -float("inf"))
+        last = self._seen.get(capability)
+        width, buckets = self.manager.closed_buckets(capability, after=last)
         for bucket in buckets:
             start = bucket.epoch * width
-            if start <= last:
-                continue
             # A bucket counts in the minute its start falls in; rounded to the
             # millisecond so that float noise in the offset cannot move a bucket
             # that starts on a minute into the one before.
             key = (capability, int(round(start + offset, 3) // 60) * 60)
-            self._minutes.setdefault(key, _Minute()).buckets.append(bucket)
+            self._add(key, bucket=bytes(bucket))
             touched.add(key)
-            self._seen[capability] = last = start
+            self._seen[capability] = start
             self._width[capability] = width
         shed = self._new_shed(capability)
         if shed:
             key = (capability, int(wall // 60) * 60)
-            self._minutes.setdefault(key, _Minute()).shed += shed
+            self._add(key, shed=shed)
             touched.add(key)
         return touched
+
+    def _add(self, key: tuple[str, int], *, bucket: bytes | None = None, shed: int = 0) -> None:
+        """File a closed bucket or refusals under a capability's minute."""
+        buckets, shed_before = self._minutes.get(key, ((), 0))
+        if bucket is not None:
+            buckets += (bucket,)
+        self._minutes[key] = (buckets, shed_before + shed)
 
     def _offset(self) -> tuple[float, float]:
         wall = self._wall()
@@ -228,9 +264,9 @@ class HistoryRecorder:
         self._shed_seen[capability] = total
         return max(0, total - previous)
 
-    def _row(self, capability: str, minute: int) -> MinuteAggregate:
-        seen = self._minutes[(capability, minute)]
-        merged = FrozenBucket.merge(0, seen.buckets)
+    def _row(self, capability: str, minute: int) -> _Row:
+        buckets, shed = self._minutes[(capability, minute)]
+        merged = FrozenBucket.merge(0, buckets)
         p50, p95, p99 = (
             None if q is None else q * 1000.0
             for q in merged.quantiles(_QUANTILES, self.manager.mapping)
@@ -245,25 +281,15 @@ class HistoryRecorder:
                 "availability": 1.0 - errors / requests if requests else None,
             },
         )
-        return MinuteAggregate(
-            capability=capability,
-            minute=minute,
-            replica=self.replica,
-            requests=requests,
-            errors=errors,
-            shed=seen.shed,
-            p50_ms=p50,
-            p95_ms=p95,
-            p99_ms=p99,
-            compliant=compliant,
-        )
+        # MinuteAggregate's fields, in order.
+        return (capability, minute, self.replica, requests, errors, shed, p50, p95, p99, compliant)
 
     # -- writing (in a worker thread) -------------------------------------------
 
     async def flush(self) -> int:
         """Collect and write; the number of rows written (0 when the write failed)."""
-        for row in await self.collect():
-            self._backlog[row.capability, row.minute] = row  # newer rows replace older
+        for row in await self._collect_rows():
+            self._backlog[row[:2]] = row  # (capability, minute): newer rows replace older
         self._bound_backlog()
         if not self._backlog:
             return 0
@@ -286,14 +312,14 @@ class HistoryRecorder:
             logger.warning("SLO history writes to %r work again", self.repository)
             self._failing = False
         for row in rows:
-            if self._backlog.get((row.capability, row.minute)) is row:
-                del self._backlog[row.capability, row.minute]
+            if self._backlog.get(row[:2]) is row:
+                del self._backlog[row[:2]]
         return len(rows)
 
-    def _write(self, rows: list[MinuteAggregate]) -> None:
+    def _write(self, rows: list[_Row]) -> None:
         if self._failing:  # the store may be back empty (a lost database): schema first
             self.repository.migrate()
-        self.repository.write_minutes(rows)
+        self.repository.write_minutes(_Rows(rows))
 
     def _bound_backlog(self) -> None:
         excess = len(self._backlog) - self.max_backlog

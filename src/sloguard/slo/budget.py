@@ -19,7 +19,7 @@ counts live in this process only: after a restart the month starts again.
 
 from __future__ import annotations
 
-from array import array
+import struct
 from dataclasses import dataclass
 
 from sloguard.slo.schema import BudgetAlert, SLOFile
@@ -27,95 +27,130 @@ from sloguard.slo.schema import BudgetAlert, SLOFile
 MONTH_SECONDS = 30 * 86_400.0
 BURN_RATE_WINDOWS = {"5m": 300.0, "1h": 3_600.0, "6h": 21_600.0}
 
+# A ring's counts are one bytearray: the index of its newest slot written, then
+# (requests, errors) per slot, unsigned, 2, 4 or 8 bytes each as the counts need.
+_LAST = struct.Struct("=q")
+_FAR_PAST = -(2**62)
+_TYPECODES = {2: "H", 4: "I", 8: "Q"}  # struct's, by size
 
-_WIDER = {"H": "I", "I": "Q"}  # unsigned counts of 2, 4 and 8 bytes
 
+class _Ring:
+    """Requests and errors per slot of ``width`` seconds, for the last ``slots`` slots.
 
-def _zeros(slots: int) -> array[int]:
-    return array("H", bytes(4 * slots))
+    One instance serves every counter: the counts are in a bytearray of the counter's
+    (``counts``, made by :meth:`new`), which the collector does not track.
+    """
 
-
-class _CountRing:
-    """Requests and errors per slot of ``width`` seconds, for the last ``slots`` slots."""
-
-    __slots__ = ("_counts", "_last", "_slots", "_width")
+    __slots__ = ("slots", "width")
 
     def __init__(self, width: float, slots: int) -> None:
-        self._width = width
-        self._slots = slots
-        # Interleaved (requests, errors) per slot, unsigned, as narrow as the counts allow.
-        self._counts = _zeros(slots)
-        self._last = -(2**62)  # index of the newest slot written; far past at first
+        self.width = width
+        self.slots = slots
 
-    def add(self, at: float, requests: int, errors: int) -> None:
-        index = int(at // self._width)
-        if index > self._last:
-            self._advance(index)
-        elif index <= self._last - self._slots:
+    def new(self) -> bytearray:
+        """Counts with every slot empty."""
+        counts = bytearray(_LAST.size + 4 * self.slots)
+        _LAST.pack_into(counts, 0, _FAR_PAST)
+        return counts
+
+    def add(self, counts: bytearray, at: float, requests: int, errors: int) -> None:
+        index = int(at // self.width)
+        if index <= self._advance(counts, index) - self.slots:
             return  # older than anything kept
-        i = 2 * (index % self._slots)
-        counts = self._counts
-        slot_requests = counts[i] + requests
-        slot_errors = counts[i + 1] + errors
-        while True:
-            try:
-                counts[i] = slot_requests
-                counts[i + 1] = slot_errors
-                return
-            except OverflowError:
-                wider = _WIDER.get(counts.typecode)
-                if wider is None:
-                    raise  # beyond 8 bytes, or negative
-                counts = self._counts = array(wider, counts)
+        slot = index % self.slots
+        slot_requests, slot_errors = self._read(counts, slot)
+        new = (slot_requests + requests, slot_errors + errors)
+        while max(new) >> (8 * self._size(counts)):  # a count outgrows its size
+            self._widen(counts)
+        self._write(counts, slot, *new)
 
-    def totals(self, now: float, span: float) -> tuple[int, int]:
+    def totals(self, counts: bytearray, now: float, span: float) -> tuple[int, int]:
         """Requests and errors in the slots covering the last ``span`` seconds up to ``now``."""
-        index = int(now // self._width)
-        if index > self._last:
-            self._advance(index)
-        count = min(self._slots, max(1, round(span / self._width)))
-        counts = self._counts
+        index = int(now // self.width)
+        self._advance(counts, index)
+        count = min(self.slots, max(1, round(span / self.width)))
+        slots = self._unpack(counts)
         requests = errors = 0
         for k in range(index - count + 1, index + 1):
-            i = 2 * (k % self._slots)
-            requests += counts[i]
-            errors += counts[i + 1]
+            i = 2 * (k % self.slots)
+            requests += slots[i]
+            errors += slots[i + 1]
         return requests, errors
 
-    def _advance(self, index: int) -> None:
-        counts = self._counts
-        if index - self._last >= self._slots:
-            self._counts = _zeros(self._slots)  # every slot is stale: narrow again
+    def _advance(self, counts: bytearray, index: int) -> int:
+        """Make ``index`` the newest slot if it is newer, emptying the slots it skips;
+        the newest slot's index."""
+        last: int = _LAST.unpack_from(counts)[0]
+        if index <= last:
+            return last
+        if index - last >= self.slots:
+            counts[_LAST.size :] = bytes(4 * self.slots)  # every slot is stale: narrow again
         else:
-            for k in range(self._last + 1, index + 1):
-                i = 2 * (k % self._slots)
-                counts[i] = counts[i + 1] = 0
-        self._last = index
+            for k in range(last + 1, index + 1):
+                self._write(counts, k % self.slots, 0, 0)
+        _LAST.pack_into(counts, 0, index)
+        return index
+
+    def _size(self, counts: bytearray) -> int:
+        """Bytes per count: 2, 4 or 8."""
+        return (len(counts) - _LAST.size) // (2 * self.slots)
+
+    def _read(self, counts: bytearray, slot: int) -> tuple[int, int]:
+        size = self._size(counts)
+        pair: tuple[int, int] = struct.unpack_from(
+            f"=2{_TYPECODES[size]}", counts, _LAST.size + 2 * size * slot
+        )
+        return pair
+
+    def _write(self, counts: bytearray, slot: int, requests: int, errors: int) -> None:
+        size = self._size(counts)
+        fmt = f"=2{_TYPECODES[size]}"
+        struct.pack_into(fmt, counts, _LAST.size + 2 * size * slot, requests, errors)
+
+    def _unpack(self, counts: bytearray) -> tuple[int, ...]:
+        """Every count: ``(requests, errors)`` of slot ``i`` at ``2 * i`` and ``2 * i + 1``."""
+        typecode = _TYPECODES[self._size(counts)]
+        return struct.unpack_from(f"={2 * self.slots}{typecode}", counts, _LAST.size)
+
+    def _widen(self, counts: bytearray) -> None:
+        """Make every count the next size up; OverflowError beyond 8 bytes."""
+        wider = _TYPECODES.get(2 * self._size(counts))
+        if wider is None:
+            raise OverflowError("a count does not fit in 8 bytes")
+        counts[_LAST.size :] = struct.pack(f"={2 * self.slots}{wider}", *self._unpack(counts))
+
+
+_MINUTES = _Ring(60.0, 5)
+_SIX_HOURS = _Ring(300.0, 72)
+_MONTH = _Ring(21_600.0, 120)
 
 
 class OutcomeCounter:
-    """Rolling request and error counts of one capability, up to 30 days back (~1.4 KB)."""
+    """Rolling request and error counts of one capability, up to 30 days back (~1.4 KB).
+
+    One object for the cyclic collector to walk: its counts are bytearrays.
+    """
 
     __slots__ = ("_minutes", "_month", "_six_hours")
 
     def __init__(self) -> None:
-        self._minutes = _CountRing(60.0, 5)
-        self._six_hours = _CountRing(300.0, 72)
-        self._month = _CountRing(21_600.0, 120)
+        self._minutes = _MINUTES.new()
+        self._six_hours = _SIX_HOURS.new()
+        self._month = _MONTH.new()
 
     def add(self, at: float, requests: int, errors: int) -> None:
         """Count ``requests`` (of which ``errors`` failed) that happened at ``at``."""
-        self._minutes.add(at, requests, errors)
-        self._six_hours.add(at, requests, errors)
-        self._month.add(at, requests, errors)
+        _MINUTES.add(self._minutes, at, requests, errors)
+        _SIX_HOURS.add(self._six_hours, at, requests, errors)
+        _MONTH.add(self._month, at, requests, errors)
 
     def totals(self, now: float, span: float) -> tuple[int, int]:
         """Requests and errors over about the last ``span`` seconds (to the slot width)."""
         if span <= 300.0:
-            return self._minutes.totals(now, span)
+            return _MINUTES.totals(self._minutes, now, span)
         if span <= 21_600.0:
-            return self._six_hours.totals(now, span)
-        return self._month.totals(now, span)
+            return _SIX_HOURS.totals(self._six_hours, now, span)
+        return _MONTH.totals(self._month, now, span)
 
 
 @dataclass(frozen=True, slots=True)

@@ -353,15 +353,18 @@ class SLOManager:
         """The DDSketch key mapping of every window: what turns frozen buckets into quantiles."""
         return self._mapping
 
-    def closed_buckets(self, capability: str) -> tuple[float, list[FrozenBucket]]:
+    def closed_buckets(
+        self, capability: str, *, after: float | None = None
+    ) -> tuple[float, list[FrozenBucket]]:
         """``(bucket_seconds, buckets)``: the closed buckets of ``capability``'s live window,
-        oldest first (none before its first request). Closes the open bucket if the
-        clock is past it, as a status read would. Reporting reads history from these.
+        oldest first (none before its first request); with ``after``, only those that
+        started after ``after`` (clock seconds). Closes the open bucket if the clock is
+        past it, as a status read would. Reporting reads history from these.
         """
         window = self._windows.get(capability)
         if window is None:
             return 0.0, []
-        return window.bucket_seconds, window.closed_buckets(self._clock())
+        return window.bucket_seconds, window.closed_buckets(self._clock(), after=after)
 
     def set_shedding(self, capability: str, active: bool) -> None:
         """Mark ``capability`` as shedding or not; reported by :meth:`status`."""

@@ -3,17 +3,22 @@
 DDSketch (Datadog) has a relative-accuracy guarantee: every quantile it
 reports is within ``relative_accuracy`` of the exact one, and merging sketches
 built on one mapping keeps that guarantee. Latencies are never negative, so a
-window's open bucket is a :class:`LiveSketch`: only the store of positive
-values of a DDSketch, values too small for a bin counting as zeros. A bucket
-that closes is never written again, so it is frozen into a
-:class:`FrozenBucket`: the non-empty bins packed into one ``bytes``, over ten
-times smaller than the sketch. Frozen buckets merge bin by bin, exactly as the
-sketches would, so quantiles over a window are the ones the merged sketches
+window's open bucket is a :class:`LiveSketch`: the bins of a DDSketch's store
+of positive values (its keys, with their counts), values too small for a bin
+counting as zeros. A bucket that closes is never written again, so it is frozen
+into a :class:`FrozenBucket`: the non-empty bins packed into one ``bytes``, over
+ten times smaller than the sketch. Frozen buckets merge bin by bin, exactly as
+the sketches would, so quantiles over a window are the ones the merged sketches
 would give.
 
+Windows hold their frozen buckets as plain ``bytes`` in the same format, and the
+open bucket's bins in a dict of ints: CPython's cyclic garbage collector tracks
+every instance of a Python class (and every list), but no ``bytes`` and no dict
+of ints, so 10,000 windows add little to what each full collection walks.
+
 Of ddsketch (pyproject.toml pins the range this was tested with), this uses
-``LogarithmicMapping`` and the documented attributes of ``DenseStore``: its
-bins, offset, key range and count.
+``LogarithmicMapping`` and the documented attributes of ``DenseStore`` (its bins,
+offset, key range and count; to freeze a store the tests build as a reference).
 """
 
 from __future__ import annotations
@@ -48,49 +53,65 @@ class LiveSketch:
     ``add`` never awaits, so on one event loop each call is atomic.
     """
 
-    __slots__ = ("_mapping", "_store", "_zeros")
+    __slots__ = ("_bins", "_mapping", "_zeros")
 
     def __init__(self, mapping: KeyMapping) -> None:
         self._mapping = mapping
-        self._store = DenseStore(_CHUNK)
+        # Key -> count, the store's non-empty bins: ints only, so the collector never tracks it.
+        self._bins: dict[int, int] = {}
         self._zeros = 0
 
     @property
     def count(self) -> int:
         """The latencies added since the sketch started or was last drained."""
-        return int(self._store.count) + self._zeros
+        return sum(self._bins.values()) + self._zeros
 
     def add(self, latency_s: float) -> None:
         """Add one latency, in seconds (finite and not negative: the caller checks)."""
-        if latency_s > self._mapping.min_possible:
-            self._store.add(self._mapping.key(latency_s))
+        mapping = self._mapping
+        if latency_s > mapping.min_possible:
+            key = mapping.key(latency_s)
+            bins = self._bins
+            bins[key] = bins.get(key, 0) + 1
         else:
             self._zeros += 1
 
     def drain(self, *, epoch: float, errors: int) -> FrozenBucket:
         """Freeze the latencies added so far into a bucket, and start empty again."""
-        frozen = FrozenBucket.freeze(self._store, epoch=epoch, requests=self.count, errors=errors)
-        self._store = DenseStore(_CHUNK)
+        bins, zeros = self._bins, self._zeros
+        keys = sorted(bins)
+        first_key = keys[0] if keys else 0
+        frozen = FrozenBucket._pack(
+            epoch,
+            sum(bins.values()) + zeros,
+            errors,
+            zeros,
+            first_key,
+            [key - first_key for key in keys],
+            [bins[key] for key in keys],
+        )
+        bins.clear()
         self._zeros = 0
         return frozen
 
-    def quantiles(self, qs: Sequence[float], closed: FrozenBucket) -> tuple[float | None, ...]:
+    def quantiles(self, qs: Sequence[float], closed: bytes) -> tuple[float | None, ...]:
         """The latency at each quantile of ``qs`` over the latencies added and those of
-        ``closed``, as one DDSketch of them all would give it; None each with none.
+        ``closed`` (a frozen bucket), as one DDSketch of them all would give it; None
+        each with none.
 
-        The bins are copied in whole rather than frozen and merged: several times
-        cheaper, and a window's status reads them every time.
+        The bins are added into the closed ones' rather than frozen and merged: several
+        times cheaper, and a window's status reads them every time.
         """
-        part = closed._unpack()
-        store = self._store
+        part = _unpack(closed)
+        bins = self._bins
         ranges = [r for r in (part.key_range(),) if r is not None]
-        if store.count:
-            ranges.append((store.min_key, store.max_key))
+        if bins:
+            ranges.append((min(bins), max(bins)))
         low = min((low for low, _ in ranges), default=0)
         high = max((high for _, high in ranges), default=low - 1)
-        counts = [0.0] * (high - low + 1)
-        if store.count:
-            counts[store.min_key - low : store.max_key - low + 1] = _live_bins(store)
+        counts = [0] * (high - low + 1)
+        for key, count in bins.items():
+            counts[key - low] = count
         part.add_into(counts, low)
         return _quantiles(
             qs,
@@ -123,7 +144,10 @@ class FrozenBucket(bytes):
     offset from the first key, then its count, each in the narrowest unsigned
     type (1, 2, 4 or 8 bytes) that holds the largest. A bucket of 10 requests
     takes ~120 B where its live DDSketch took ~1.8 KB. Quantiles and merges
-    give exactly what the live sketches would.
+    give exactly what the live sketches would. Any ``bytes`` in this format is a
+    frozen bucket: :meth:`merge` and :meth:`LiveSketch.quantiles`
+    take plain ``bytes`` and :meth:`header_of` reads one: the collector tracks no
+    ``bytes``, but every instance of a class.
     """
 
     __slots__ = ()
@@ -140,9 +164,9 @@ class FrozenBucket(bytes):
         return cls._pack(epoch, requests, errors, zeros, store.min_key, offsets, counts)
 
     @classmethod
-    def merge(cls, epoch: float, buckets: Iterable[FrozenBucket]) -> FrozenBucket:
+    def merge(cls, epoch: float, buckets: Iterable[bytes]) -> FrozenBucket:
         """One bucket holding the requests, errors and latencies of all of ``buckets``."""
-        parts = [bucket._unpack() for bucket in buckets]
+        parts = [_unpack(bucket) for bucket in buckets]
         ranges = [r for r in (part.key_range() for part in parts) if r is not None]
         first_key = min((low for low, _ in ranges), default=0)
         dense = [0] * (max((high for _, high in ranges), default=first_key - 1) - first_key + 1)
@@ -158,28 +182,37 @@ class FrozenBucket(bytes):
             list(compress(dense, dense)),
         )
 
+    @staticmethod
+    def header_of(bucket: bytes) -> tuple[int, int, int]:
+        """``(epoch, requests, errors)`` of ``bucket``, a frozen bucket as plain ``bytes``."""
+        epoch, requests, errors = _HEADER.unpack_from(bucket)[:3]
+        return epoch, requests, errors
+
+    @staticmethod
+    def epoch_of(bucket: bytes) -> int:
+        """The index of ``bucket``, a frozen bucket as plain ``bytes`` (see :attr:`epoch`)."""
+        epoch: int = _HEADER.unpack_from(bucket)[0]
+        return epoch
+
     @property
     def epoch(self) -> int:
         """The bucket's index: it started at ``epoch * bucket_seconds``."""
-        epoch: int = _HEADER.unpack_from(self)[0]
-        return epoch
+        return self.epoch_of(self)
 
     @property
     def requests(self) -> int:
         """Requests in the bucket: one latency each."""
-        requests: int = _HEADER.unpack_from(self)[1]
-        return requests
+        return self.header_of(self)[1]
 
     @property
     def errors(self) -> int:
         """Requests in the bucket that failed."""
-        errors: int = _HEADER.unpack_from(self)[2]
-        return errors
+        return self.header_of(self)[2]
 
     def quantiles(self, qs: Sequence[float], mapping: KeyMapping) -> tuple[float | None, ...]:
         """The latency at each quantile of ``qs``, exactly as the bucket's DDSketch would
         give it (``get_quantile_value``); None each when the bucket is empty."""
-        part = self._unpack()
+        part = _unpack(self)
         keys = [part.first_key + offset for offset in part.offsets]
         return _quantiles(qs, mapping, part.requests, part.zeros, keys, part.counts)
 
@@ -202,15 +235,6 @@ class FrozenBucket(bytes):
         return cls(
             header + array(key_code, offsets).tobytes() + array(count_code, counts).tobytes()
         )
-
-    def _unpack(self) -> _Unpacked:
-        epoch, requests, errors, zeros, first_key, key_code, count_code = _HEADER.unpack_from(self)
-        key_type, count_type = key_code.decode(), count_code.decode()
-        body = memoryview(self)[_HEADER.size :]
-        key_size = array(key_type).itemsize
-        split = len(body) // (key_size + array(count_type).itemsize) * key_size
-        offsets, counts = body[:split].cast(key_type), body[split:].cast(count_type)
-        return _Unpacked(epoch, requests, errors, zeros, first_key, offsets, counts)
 
 
 class _Unpacked(NamedTuple):
@@ -235,6 +259,17 @@ class _Unpacked(NamedTuple):
         shift = self.first_key - first_key
         for offset, count in zip(self.offsets, self.counts, strict=True):
             dense[shift + offset] += count
+
+
+def _unpack(bucket: bytes) -> _Unpacked:
+    """The fields of a frozen bucket (a :class:`FrozenBucket` or plain ``bytes``)."""
+    epoch, requests, errors, zeros, first_key, key_code, count_code = _HEADER.unpack_from(bucket)
+    key_type, count_type = key_code.decode(), count_code.decode()
+    body = memoryview(bucket)[_HEADER.size :]
+    key_size = array(key_type).itemsize
+    split = len(body) // (key_size + array(count_type).itemsize) * key_size
+    offsets, counts = body[:split].cast(key_type), body[split:].cast(count_type)
+    return _Unpacked(epoch, requests, errors, zeros, first_key, offsets, counts)
 
 
 def _quantiles(

@@ -8,6 +8,10 @@ rotate lazily, when a write or a read finds the clock in a later bucket, so
 there is no background task. A bucket that closes is frozen
 (:class:`~sloguard.slo.sketch.FrozenBucket`); the window's quantiles are the
 ones a single DDSketch of every latency in it would give.
+
+A window is one object for CPython's cyclic garbage collector to walk, with its
+open sketch: the closed buckets are plain ``bytes`` in a tuple, which the
+collector stops tracking at its next pass (docs/slo.md, "Memory").
 """
 
 from __future__ import annotations
@@ -91,10 +95,10 @@ class LatencyWindow:
         self._epoch: float | None = None
         self._open = LiveSketch(mapping)
         self._errors = 0
-        # A list, not a deque: it holds at most `buckets` entries, and an empty deque is ~600 B.
-        self._closed: list[FrozenBucket] = []
+        # Frozen buckets, oldest first: a tuple of bytes, so the collector does not track it.
+        self._closed: tuple[bytes, ...] = ()
         # The closed buckets merged, as of the bucket index in its header; None after a rotation.
-        self._merged: FrozenBucket | None = None
+        self._merged: bytes | None = None
 
     @property
     def bucket_seconds(self) -> float:
@@ -121,11 +125,18 @@ class LatencyWindow:
         if self._epoch is not None and self._epoch != now // self._width:
             self._close()
 
-    def closed_buckets(self, now: float) -> list[FrozenBucket]:
+    def closed_buckets(self, now: float, *, after: float | None = None) -> list[FrozenBucket]:
         """The closed buckets still held, oldest first, after closing the open one if
-        ``now`` is past it; bucket ``b`` started at ``b.epoch * bucket_seconds``."""
+        ``now`` is past it; bucket ``b`` started at ``b.epoch * bucket_seconds``. With
+        ``after``, only those that started after ``after`` seconds."""
         self.roll(now)
-        return list(self._closed)
+        closed = self._closed
+        if after is not None:
+            new = len(closed)
+            while new and FrozenBucket.epoch_of(closed[new - 1]) * self._width > after:
+                new -= 1
+            closed = closed[new:]
+        return [FrozenBucket(bucket) for bucket in closed]
 
     def open_bucket(self) -> tuple[float, int, int]:
         """``(start_s, requests, errors)`` of the open bucket, not yet reported to ``on_close``."""
@@ -138,13 +149,14 @@ class LatencyWindow:
         self.roll(now)
         epoch = now // self._width
         merged = self._merged
-        if merged is None or merged.epoch != epoch:
+        if merged is None or FrozenBucket.epoch_of(merged) != epoch:
             self._drop_older_than(epoch - self._n)
-            merged = self._merged = FrozenBucket.merge(epoch, self._closed)
+            merged = self._merged = bytes(FrozenBucket.merge(epoch, self._closed))
         p50, p95, p99 = self._open.quantiles(_QUANTILES, merged)
+        _, requests, errors = FrozenBucket.header_of(merged)
         return WindowSnapshot(
-            requests=merged.requests + self._open.count,
-            errors=merged.errors + self._errors,
+            requests=requests + self._open.count,
+            errors=errors + self._errors,
             p50_s=p50,
             p95_s=p95,
             p99_s=p99,
@@ -156,7 +168,7 @@ class LatencyWindow:
             return
         epoch, requests, errors = self._epoch, self._open.count, self._errors
         if requests:
-            self._closed.append(self._open.drain(epoch=epoch, errors=errors))
+            self._closed += (bytes(self._open.drain(epoch=epoch, errors=errors)),)
             self._drop_older_than(epoch - self._n)
             if self._on_close is not None:
                 self._on_close(epoch * self._width, requests, errors)
@@ -168,6 +180,7 @@ class LatencyWindow:
         """Forget closed buckets at or before epoch ``oldest``: they have left the window."""
         closed = self._closed
         stale = 0
-        while stale < len(closed) and closed[stale].epoch <= oldest:
+        while stale < len(closed) and FrozenBucket.epoch_of(closed[stale]) <= oldest:
             stale += 1
-        del closed[:stale]
+        if stale:
+            self._closed = closed[stale:]
