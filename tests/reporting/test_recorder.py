@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from sloguard import SLOGuard, SLOManager
 from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
 from sloguard.observability.metrics import Metrics
+from sloguard.reporting.monitor import SLOMonitor
 from sloguard.reporting.recorder import HistoryRecorder
 from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
@@ -405,3 +407,50 @@ async def test_the_recorder_loop_survives_a_failing_capability_and_reports_its_l
     assert recorder.liveness.state() == "stopped"
     assert [r.requests for r in repository.minute_rows("convert:b", 0, 2**40)] == [1]
     repository.close()
+
+
+class FailingStore(SQLiteHistory):
+    """A real SQLite store whose minute writes fail: the rows wait in the backlog."""
+
+    def migrate(self) -> None:
+        if not self.path.exists():  # once: the schema stays
+            super().migrate()
+
+    def write_minutes(self, rows: Sequence[MinuteAggregate]) -> None:
+        raise OSError("injected: the disk is full")
+
+
+async def test_reporting_adds_no_objects_per_capability_for_the_cyclic_collector(
+    tmp_path: Path,
+) -> None:
+    # A full collection walks every tracked object: the recorder's minutes and backlog
+    # are tuples of bytes and numbers, and a healthy capability has no breach track.
+    count = 400
+    for i in range(count):
+        write_slo(tmp_path / "slos", name=f"cap_{i}")
+    mono, wall = ManualClock(1_000.0), ManualClock(WALL0)
+    manager = SLOManager(tmp_path / "slos", clock=mono)
+    store = FailingStore(tmp_path / "history.sqlite3")
+    store.migrate()
+    recorder = HistoryRecorder(manager, store, monotonic_clock=mono, wall_clock=wall)
+    monitor = SLOMonitor(manager, clock=wall)
+
+    async def serve(seconds: int) -> None:
+        for second in range(1, seconds + 1):
+            for capability in manager.capabilities:
+                manager.record(capability, latency_s=0.02)
+            mono.advance(1.0)
+            wall.advance(1.0)
+            if second % 5 == 0:
+                await monitor.tick()
+            if second % 10 == 0:
+                assert await recorder.flush() == 0  # every write fails: the backlog grows
+
+    await serve(20)  # every window started, every module the passes use imported
+    gc.collect()
+    started = len(gc.get_objects())
+    await serve(180)
+    assert recorder.backlog >= 3 * count
+    gc.collect()
+    assert (len(gc.get_objects()) - started) / count < 1
+    store.close()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -548,3 +549,51 @@ async def test_record_from_many_tasks_loses_nothing(mgr: SLOManager, clock: Manu
     assert status is not None
     assert (status.requests, status.errors) == (10_000, 1_000)
     assert status.budget.requests == 10_000
+
+
+def _capabilities(directory: Path, count: int, p99: Callable[[int], int]) -> Path:
+    directory.mkdir()
+    for i in range(count):
+        (directory / f"cap_{i}.yml").write_text(
+            f"capability: {{verb: bench, name: cap_{i}}}\n"
+            f"slo:\n  latency: {{p50_ms: 50, p99_ms: {p99(i)}}}\n"
+            "  availability: {target: 0.999}\n"
+            "  error_budget: {alerts: [{threshold: 0.5, channel: slack}]}\n",
+            encoding="utf-8",
+        )
+    return directory
+
+
+def test_files_share_their_equal_parts(tmp_path: Path) -> None:
+    mgr = SLOManager(_capabilities(tmp_path / "slos", 3, lambda i: 200 if i < 2 else 300))
+    a, b, c = (mgr.get_slo(f"bench:cap_{i}") for i in range(3))
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert a.slo is b.slo  # one SLOSpec for the two files that say the same
+    assert c.slo is not a.slo
+    assert c.slo.latency.p99_ms == 300.0
+    assert c.slo.availability is a.slo.availability  # and the parts that are equal
+    assert c.slo.error_budget.alerts is a.slo.error_budget.alerts
+    assert c.shedding is a.shedding
+    assert (a.key, b.key, c.key) == ("bench:cap_0", "bench:cap_1", "bench:cap_2")
+
+
+def test_a_busy_capability_is_four_objects_for_the_cyclic_collector(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # A full collection walks every tracked object: windows and budget counts keep
+    # theirs in bytes, bytearrays and dicts of ints, which the collector does not track.
+    count = 200
+    mgr = SLOManager(_capabilities(tmp_path / "slos", count, lambda i: 200 + i), clock=clock)
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(24 * 5):  # two minutes: every window full, its buckets rotated
+        for i, capability in enumerate(mgr.capabilities):
+            mgr.record(capability, latency_s=0.001 * (1 + i % 90), ok=i % 7 != 0)
+            mgr.record(capability, latency_s=0.5)
+        clock.advance(1.0)
+        if clock() % 5 == 0:
+            assert all(mgr.status(capability) is not None for capability in mgr.capabilities)
+    gc.collect()
+    assert (len(gc.get_objects()) - before) / count < 4.5  # window, sketch, counter, callback

@@ -127,6 +127,17 @@ def test_closed_buckets_are_reported_once_with_their_start() -> None:
     assert other.snapshot(41.0).requests == 0  # windows on one mapping share no bins
 
 
+def test_closed_buckets_after_a_start_are_the_newer_ones() -> None:
+    window = LatencyWindow(latency_mapping(), window_seconds=60, buckets=12)
+    for second in (1.0, 6.0, 7.0, 11.0, 16.0):
+        window.add(0.01, True, second)
+    starts = [b.epoch * 5.0 for b in window.closed_buckets(20.0)]
+    assert starts == [0.0, 5.0, 10.0, 15.0]
+    assert [b.epoch * 5.0 for b in window.closed_buckets(20.0, after=5.0)] == [10.0, 15.0]
+    assert window.closed_buckets(20.0, after=15.0) == []
+    assert [b.requests for b in window.closed_buckets(20.0, after=-1.0)] == [1, 2, 1, 1]
+
+
 def test_memory_is_bounded_without_reads() -> None:
     window = LatencyWindow(latency_mapping(), window_seconds=60, buckets=12)
     for second in range(10_000):

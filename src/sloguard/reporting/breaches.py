@@ -143,9 +143,20 @@ class BreachTracker:
         """
         at = self._clock() if now is None else now
         capability = status.capability
-        track = self._tracks.get(capability)
-        if track is None:
-            track = self._tracks[capability] = _Track()
+        track = self._tracks.get(capability) or _Track()
+        events = self._observe(track, status, slo, at)
+        # Only a capability with something to remember keeps a track: 10,000 healthy
+        # ones are no objects for the cyclic collector to walk.
+        if track.record is None and not track.shedding:
+            self._tracks.pop(capability, None)
+        else:
+            self._tracks[capability] = track
+        return events
+
+    def _observe(
+        self, track: _Track, status: SLOStatus, slo: SLOFile, at: float
+    ) -> list[ReportEvent]:
+        capability = status.capability
         events: list[ReportEvent] = []
         if status.shedding != track.shedding:
             track.shedding = status.shedding

@@ -18,8 +18,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-SLICE_S = 0.002
-"""The longest run of work between two hand-backs to the event loop, by default."""
+SLICE_S = 0.001
+"""The longest run of work between two hand-backs to the event loop, by default. The
+monitor's and the recorder's slices can fall in the same turns of the loop, and a
+waiting request waits a few turns: about six slices (benchmarks/monitor_stall.py)."""
 
 
 async def in_slices(

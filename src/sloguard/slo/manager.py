@@ -8,6 +8,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard, TypeVar
+
+from pydantic import BaseModel
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError, SLOFileError
@@ -28,6 +31,7 @@ from sloguard.slo.window import LatencyWindow, WindowSnapshot, invalid_latency
 
 logger = logging.getLogger("sloguard.slo")
 
+_Model = TypeVar("_Model", bound=BaseModel)
 _EMPTY = WindowSnapshot(requests=0, errors=0, p50_s=None, p95_s=None, p99_s=None)
 
 
@@ -229,7 +233,8 @@ class SLOManager:
         signature = self._signature_of(paths)
         tiers, tiers_error = read_tiers(self._tiers_file, self._tiers)
         fresh, errors = read_slo_files(paths, tiers)
-        return _Scan(fresh, ([tiers_error] if tiers_error else []) + errors, signature, tiers)
+        errors = ([tiers_error] if tiers_error else []) + errors
+        return _Scan(_share_equal_parts(fresh), errors, signature, tiers)
 
     def _apply(self, scan: _Scan) -> None:
         """Install a scan: keep last good versions, settle duplicates, drop gone state."""
@@ -391,6 +396,43 @@ class SLOManager:
         self._counters[capability] = counter
         self._windows[capability] = window
         return window
+
+
+def _share_equal_parts(files: dict[Path, SLOFile]) -> dict[Path, SLOFile]:
+    """``files``, each part (a model, a tuple of models) equal to one of another file's
+    made that one object. The models are frozen, so sharing is safe; files of one tier
+    or template then hold one copy of their targets and alerts between them, not one
+    each (at 10,000 files, ~200,000 fewer objects for the cyclic collector to walk)."""
+    pool: dict[object, object] = {}
+
+    def with_shared_parts(model: _Model) -> _Model:
+        moved = {}
+        for name, part in model:
+            same = shared(part)
+            if same is not part:
+                moved[name] = same
+        return model.model_copy(update=moved) if moved else model
+
+    def shared(value: object) -> object:
+        if not isinstance(value, BaseModel) and not _models(value):
+            return value  # a string, a number: nothing to share
+        try:
+            found = pool.get(value)
+        except TypeError:  # unhashable: kept as it is
+            return value
+        if found is None:  # the first of its kind: its parts shared, it is the one from now on
+            if isinstance(value, tuple):
+                found = tuple(shared(item) for item in value)
+            else:
+                found = with_shared_parts(value)
+            pool[value] = found
+        return found
+
+    return {path: with_shared_parts(slo) for path, slo in files.items()}
+
+
+def _models(value: object) -> TypeGuard[tuple[BaseModel, ...]]:
+    return isinstance(value, tuple) and bool(value) and all(isinstance(v, BaseModel) for v in value)
 
 
 def _ms(seconds: float | None) -> float | None:
