@@ -85,14 +85,41 @@ async def test_an_unreadable_registration_is_ignored(
     pair: list[RedisRegistry], redis_keys: RedisKeys
 ) -> None:
     one, _ = pair
-    await redis_keys.admin.set(redis_keys.prefix + "junk", b"{not json", px=10_000)
-    await redis_keys.admin.set(
-        redis_keys.prefix + "bad-cap", b'{"url": "http://a:1", "capabilities": ["nope"]}', px=10_000
-    )
+    entries = {
+        "junk": b"{not json",
+        "bad-cap": b'{"url": "http://a:1", "capabilities": ["nope"]}',
+        "bad-url": b'{"url": "http://a:99999", "capabilities": ["a:b"]}',
+    }
+    for worker_id, value in entries.items():
+        await redis_keys.admin.set(redis_keys.prefix + worker_id, value, px=10_000)
+        await redis_keys.admin.sadd(one.index, worker_id)
     await one.join("w1", "http://a:1", [CAP])
     await one.refresh()
 
     assert [w.id for w in one] == ["w1"]
+
+
+async def test_every_key_expires_and_the_index_goes_with_the_last_worker(
+    pair: list[RedisRegistry], redis_keys: RedisKeys
+) -> None:
+    one, other = pair
+    await one.join("w1", "http://a:1", [CAP])
+    await redis_keys.travel(5)
+    await other.join("w2", "http://a:2", [CAP])
+    ttls = {name: await redis_keys.admin.pttl(name) for name in await redis_keys.names()}
+    await redis_keys.travel(5)  # w1 expires; the index lives on with w2
+    await one.refresh()
+    after_w1 = [w.id for w in one]
+    await redis_keys.travel(5)
+
+    assert set(ttls) == {
+        one.index.encode(),
+        (one.prefix + "w1").encode(),
+        one.prefix.encode() + b"w2",
+    }
+    assert all(0 < ttl <= 10_000 for ttl in ttls.values())
+    assert after_w1 == ["w2"]
+    assert await redis_keys.names() == []
 
 
 async def test_static_workers_stay_local_and_survive_a_refresh(pair: list[RedisRegistry]) -> None:

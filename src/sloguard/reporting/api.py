@@ -117,22 +117,24 @@ def api_token(token: str | None = None) -> str | None:
     return token or None
 
 
-def require_token(token: str | None, endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` answering 401 unless the request has ``Authorization: Bearer <token>``."""
+def require_token(token: str | None, endpoint: Endpoint, *, detail: str | None = None) -> Endpoint:
+    """``endpoint`` answering 401 unless the request has ``Authorization: Bearer <token>``
+    (``detail``: what the 401 says about where the token comes from)."""
     if token is None:
         return endpoint
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
+    detail = detail or (
+        "this endpoint needs an 'Authorization: Bearer <token>' header with the "
+        f"API token (${TOKEN_ENV} or api_token)"
+    )
 
     async def guarded(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
-            problem = Problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "this endpoint needs an 'Authorization: Bearer <token>' header with the "
-                f"API token (${TOKEN_ENV} or api_token)",
-            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # The scheme is case-insensitive (RFC 9110 section 11.1); the token is compared
+        # in constant time.
+        matches = hmac.compare_digest(given.encode("latin-1", "replace"), expected)
+        if not (matches and scheme.lower() == "bearer"):
+            problem = Problem(401, "unauthorized", "Unauthorized", detail)
             problem.headers["www-authenticate"] = 'Bearer realm="sloguard"'
             return problem.response()
         return await endpoint(request)
