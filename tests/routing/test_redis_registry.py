@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from sloguard._clock import ManualClock
+from sloguard.routing import create_controller_app
 from sloguard.routing.redis_registry import RedisRegistry
-from tests.redis_server import RedisKeys
+from tests.redis_server import PrivateRedis, RedisKeys
+from tests.servers import serving
 
 CAP = "convert:document_to_pdf"
 
@@ -130,3 +133,33 @@ async def test_static_workers_stay_local_and_survive_a_refresh(pair: list[RedisR
 
     assert [w.id for w in one] == ["static-1"]
     assert len(other) == 0
+
+
+async def test_with_redis_down_writes_are_503_problems_and_reads_keep_the_last_view(
+    private_redis: PrivateRedis,
+) -> None:
+    registry = RedisRegistry(private_redis.url, prefix="t:", sync_interval_s=0.01)
+    await registry.join("w1", "http://127.0.0.1:9001", [CAP])
+    app = create_controller_app(registry=registry, health_interval_s=None, registry_token="t")
+    auth = {"authorization": "Bearer t"}
+    spec = {"id": "w2", "url": "http://127.0.0.1:9002", "capabilities": [CAP]}
+    with serving(app) as url:
+        async with httpx.AsyncClient(base_url=url, headers=auth) as client:
+            private_redis.stop()
+            answers = [
+                await client.post("/workers", json=spec),
+                await client.post("/workers/w1/heartbeat"),
+                await client.delete("/workers/w1"),
+            ]
+            listed = (await client.get("/workers")).json()["workers"]
+            health = (await client.get("/healthz")).json()
+
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["error"] == "registry_unavailable"
+        assert answer.headers["retry-after"] == "1"
+    assert [w["id"] for w in listed] == ["w1"]  # the last view
+    sync = health["loops"]["worker_registry_sync"]
+    assert sync["failures"] >= 1
+    assert sync["state"] == "running"
