@@ -206,3 +206,13 @@ async def test_a_bad_registration_writes_nothing(shared: Shared) -> None:
             await registry.join(worker_id, url, caps)
     await registry.refresh()
     assert len(registry) == 0
+
+
+async def test_what_is_no_worker_id_names_no_worker_nor_any_key(shared: Shared) -> None:
+    registry = shared.registry
+    await registry.join("w1", "http://10.0.0.1", [CAP])
+    for name in ("#index", "", "a/b", "w1 ", "x" * 201):
+        assert await registry.beat(name) is None
+        assert await registry.leave(name) is False
+    await registry.refresh()
+    assert [w.id for w in registry] == ["w1"]  # its index (in Redis) untouched

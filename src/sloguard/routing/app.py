@@ -512,7 +512,8 @@ class Controller:
         except (RegistrationRefused, RegistryUnavailable) as exc:
             return _registry_problem(exc, spec.id)
         logger.info("worker %s registered at %s", spec.id, spec.url)
-        entry = next(w for w in self.registry.snapshot() if w["id"] == spec.id)
+        # A shared registry's sync may drop it from the local view meanwhile: answer anyway.
+        entry = next((w for w in self.registry.snapshot() if w["id"] == spec.id), spec.model_dump())
         return JSONResponse(entry, status_code=200 if known else 201)
 
     async def heartbeat(self, request: Request) -> Response:

@@ -140,7 +140,7 @@ class RedisRegistry(WorkerRegistry):
 
     async def join(self, worker_id: str, url: str, capabilities: Iterable[str]) -> bool:
         url, caps = self._checked(worker_id, url, capabilities)  # before anything is written
-        self._not_static(worker_id)
+        self._registered(worker_id)
         value = json.dumps({"url": url, "capabilities": sorted(caps)})
         keys = [self.index, self.prefix + worker_id]
         args: list[str | int] = [worker_id, value, url, self._ttl_ms, self.max_workers, self.prefix]
@@ -156,7 +156,8 @@ class RedisRegistry(WorkerRegistry):
         return answer[0] == "known"
 
     async def beat(self, worker_id: str) -> Worker | None:
-        self._not_static(worker_id)
+        if not self._registered(worker_id):  # "#index" is no id: it never reaches a key
+            return None
         keys = [self.index, self.prefix + worker_id]
         try:
             value = await self._beat(keys=keys, args=[worker_id, self._ttl_ms])
@@ -168,7 +169,8 @@ class RedisRegistry(WorkerRegistry):
         return self._apply(worker_id, value, self._ttl_ms)
 
     async def leave(self, worker_id: str) -> bool:
-        self._not_static(worker_id)
+        if not self._registered(worker_id):
+            return False
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.prefix + worker_id)

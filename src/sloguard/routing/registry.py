@@ -217,17 +217,20 @@ class WorkerRegistry:
         return current is not None
 
     async def beat(self, worker_id: str) -> Worker | None:
-        self._not_static(worker_id)
+        if not self._registered(worker_id):
+            return None
         return self.heartbeat(worker_id)
 
     async def leave(self, worker_id: str) -> bool:
-        self._not_static(worker_id)
-        return self.remove(worker_id)
+        return self._registered(worker_id) and self.remove(worker_id)
 
-    def _not_static(self, worker_id: str) -> None:
+    def _registered(self, worker_id: str) -> bool:
+        """Whether ``worker_id`` may name a worker registered over HTTP: False for what is
+        no id at all; :class:`StaticWorker` for a static worker's."""
         worker = self._workers.get(worker_id)
         if worker is not None and worker.static:
             raise StaticWorker(worker_id)
+        return is_worker_id(worker_id)
 
     def _beating(self, worker: Worker) -> bool:
         """Whether a worker registered over HTTP heartbeat within the TTL (it is live)."""
