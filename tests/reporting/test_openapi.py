@@ -482,9 +482,13 @@ def fuzzed_controller(
 
 
 def test_no_request_to_the_controller_is_a_server_error(
-    fuzzed_controller: tuple[str, str], record_property: Any, capsys: pytest.CaptureFixture[str]
+    fuzzed_controller: tuple[str, str],
+    request: pytest.FixtureRequest,
+    record_property: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, worker_url = fuzzed_controller
+    registry = request.node.callspec.params["fuzzed_controller"]
     tally = Tally()
     errors: Counter[str] = Counter()
 
@@ -497,19 +501,19 @@ def test_no_request_to_the_controller_is_a_server_error(
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
-        @given(request=controller_requests(worker_url))
-        def fuzz(request: Request) -> None:
-            method, path, query, headers, body = request
+        @given(drawn=controller_requests(worker_url))
+        def fuzz(drawn: Request) -> None:
+            method, path, query, headers, body = drawn
             response = client.request(method, path, params=query, headers=headers, content=body)
             status = response.status_code
             tally.sent += 1
             tally.statuses[status] += 1
             if status >= 400 and response.text != "Not Found":
-                assert response.headers["content-type"] == "application/problem+json", request
+                assert response.headers["content-type"] == "application/problem+json", drawn
                 errors[response.json()["error"]] += 1
             if status >= 500:
                 tally.server_errors.append((status, method, f"{path}?{query}"))
-            assert status < 500, (request, response.text)
+            assert status < 500, (drawn, response.text)
 
         try:
             fuzz()
@@ -517,7 +521,7 @@ def test_no_request_to_the_controller_is_a_server_error(
             record_property("fuzz_controller_requests", tally.sent)
             record_property("fuzz_controller_server_errors", len(tally.server_errors))
             with capsys.disabled():
-                print(f"\n/route controller fuzzer: {tally}")
+                print(f"\ncontroller fuzzer ({registry} registry): {tally}")
                 print(f"  problems: {dict(sorted(errors.items()))}")
         health = client.get("/healthz").json()
         health_workers = client.get("/workers").json()["workers"]
