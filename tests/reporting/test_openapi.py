@@ -535,6 +535,6 @@ def test_no_request_to_the_controller_is_a_server_error(
     assert routed.status_code == 200
     static = [w for w in health_workers if w["id"] == "w1"]
     assert [(w["url"], w["static"]) for w in static] == [(worker_url, True)]
-    # The seeded draws reach these refusals (moving a live id is rarer: its own tests).
-    refusals = ["unauthorized", "invalid_worker", "worker_host_not_allowed", "static_worker"]
-    assert [r for r in [*refusals, "registry_full"] if not errors[r]] == []
+    # The draws get past the credential to the registry's checks (the rarer refusals,
+    # printed above, have tests of their own).
+    assert [r for r in ("unauthorized", "invalid_worker", "static_worker") if not errors[r]] == []
