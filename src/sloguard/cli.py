@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -226,6 +227,13 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if args.open_registry and not ipaddress.ip_address(bound_host).is_loopback:
+            print(
+                f"sloguard serve: warning: --open-registry on {bound_host}: anyone who reaches "
+                "this port can register a worker and receive its capabilities' requests",
+                file=sys.stderr,
+                flush=True,
+            )
         with sock:
             server.run(config, sock, processes=processes, app=app if processes == 1 else None)
     finally:

@@ -81,6 +81,11 @@ _REGISTRY_TOKEN_DETAIL = (
     f"token: sloguard serve's --registry-token or ${REGISTRY_TOKEN_ENV}, or the one it wrote "
     f"to STATE/{TOKEN_FILE} (sloguard worker reads that file)"
 )
+_REFUSAL_TITLES = {
+    "worker_id_in_use": "Worker id in use",
+    "static_worker": "Static worker",
+    "registry_full": "Worker registry full",
+}
 _KEY_HEADER = b"idempotency-key"
 
 
@@ -597,10 +602,8 @@ def _registry_problem(exc: RegistrationRefused | RegistryUnavailable, worker_id:
         )
         problem.headers["retry-after"] = "1"
         return problem.response()
-    title = {"worker_id_in_use": "Worker id in use", "registry_full": "Worker registry full"}
-    return _Problem(
-        409, exc.error, title.get(exc.error, "Static worker"), str(exc), worker=worker_id
-    ).response()
+    title = _REFUSAL_TITLES.get(exc.error, "Registration refused")
+    return _Problem(409, exc.error, title, str(exc), worker=worker_id).response()
 
 
 def _not_a_worker(worker_id: str) -> Response:
