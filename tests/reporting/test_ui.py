@@ -326,6 +326,7 @@ def test_the_card_shows_the_concurrency_limit_as_slo_reports_it(
             return shown["inflight"] == "10" and shown == admission_of(status)
 
         wait_until(browser, agrees, "the card agreeing with GET /slo")
+        assert field(browser, "classify:email", "state") == "OK"  # no answer yet, but traffic
         assert concurrency()["refused"] == {
             "concurrency_limit": {"low": 5},  # low is refused at the limit, at once
             "deadline": {"high": 2},

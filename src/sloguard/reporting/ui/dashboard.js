@@ -738,7 +738,7 @@
     let label = "ok";
     if (status.shedding && status.shedding.active) label = "shedding";
     else if (status.compliant === false) label = "violating";
-    else if (!status.requests) label = "no traffic";
+    else if (!status.requests && !inFlight(status.shedding)) label = "no traffic"; // the window counts answers only
     f.state.textContent = label;
     f.state.className = "badge";
     f.state.dataset.state = label;
@@ -779,6 +779,11 @@
       if (n > 0) counts[p] = n;
     }
     return counts;
+  }
+
+  function inFlight(shedding) {
+    const concurrency = shedding && shedding.concurrency;
+    return concurrency && isNumber(concurrency.inflight) ? concurrency.inflight : 0;
   }
 
   function total(counts) {
