@@ -101,7 +101,7 @@ class LimitTracker:
         new = {
             reason: count - track.refused.get(reason, 0)
             if count >= track.refused.get(reason, 0)
-            else count  # a new limiter (the file was reloaded) counts from 0
+            else count  # a limiter made anew (its limit was off meanwhile) counts from 0
             for reason, count in refused.items()
         }
         new = {reason: count for reason, count in new.items() if count > 0}
