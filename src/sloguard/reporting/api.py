@@ -51,6 +51,7 @@ from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.openapi import openapi_route
 from sloguard.reporting.records import BREACH_SEVERITIES, Breach, Escalation
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.shedding import shedding_json
 from sloguard.reporting.slicing import in_slices
 from sloguard.reporting.storecalls import StoreCalls
 from sloguard.shedding.admission import Admission
@@ -262,18 +263,11 @@ class SLOApi:
                 },
                 "alerts_crossed": [a.model_dump() for a in budget.alerts_crossed],
             },
-            "shedding": {"active": status.shedding},
+            "shedding": shedding_json(slo, status.shedding, self.admission),
         }
         idempotency = None if self.idempotency is None else self.idempotency.json(status.capability)
         if idempotency is not None:
             out["idempotency"] = idempotency
-        admission = self.admission
-        if admission is not None:
-            out["shedding"]["rejection_ratios"] = admission.rejection_ratios(status.capability)
-            out["shedding"]["shed"] = dict(admission.shed_counts(status.capability))
-            concurrency = admission.concurrency(status.capability)
-            if concurrency is not None:
-                out["shedding"]["concurrency"] = concurrency
         return out
 
     # -- live --------------------------------------------------------------------

@@ -47,6 +47,33 @@ def _object(required: list[str], **properties: Schema) -> Schema:
     return {"type": "object", "required": required, "properties": properties}
 
 
+def _counts(of: Schema) -> Schema:
+    return {"type": "object", "additionalProperties": of}
+
+
+def _shedding_schema() -> Schema:
+    """A status's ``shedding``: both admission loops (docs/shedding.md, "Watching both loops")."""
+    concurrency = _object(
+        ["mode"],
+        mode={"enum": ["adaptive", "fixed", "off"]},
+        limit=_INTEGER,
+        inflight=_INTEGER,
+        queued=_INTEGER,
+        refused=_counts(_counts(_INTEGER)),
+    )
+    concurrency["description"] = (
+        "the concurrency limit (the inner loop); only mode before the first request, "
+        "and when mode is off"
+    )
+    return _object(
+        ["active"],
+        active=_BOOLEAN,
+        rejection_ratios=_counts(_NUMBER),
+        shed=_counts(_INTEGER),
+        concurrency=concurrency,
+    )
+
+
 _NUMBER, _INTEGER, _STRING, _BOOLEAN = (
     {"type": "number"},
     {"type": "integer"},
@@ -138,7 +165,7 @@ def _schemas() -> dict[str, Schema]:
         demand_rps=_nullable(_NUMBER),
         targets={"type": "object"},
         budget={"type": "object"},
-        shedding={"type": "object"},
+        shedding=_shedding_schema(),
         idempotency={"type": "object"},
     )
     return {
