@@ -10,6 +10,7 @@ from sloguard import ConfigurationError, InvalidIdempotencyKey
 from sloguard.idempotency import parse_idempotency_key
 from sloguard.idempotency.keys import (
     MAX_KEY_LENGTH,
+    PRINCIPALS_REMEMBERED,
     Fingerprinter,
     principal_of,
     store_key,
@@ -171,3 +172,13 @@ def test_store_keys_never_collide_across_principals(c1: str, k1: str, c2: str, k
 
 def test_a_key_without_a_principal_belongs_to_the_anonymous_one() -> None:
     assert principal_of("k") == principal_of("\x1fk") == ""
+
+
+def test_remembered_principals_are_bounded_and_digest_the_same() -> None:
+    fingerprinter = Fingerprinter(b"deploy-1")
+    first = fingerprinter.principal(b"Bearer alice")
+    for i in range(PRINCIPALS_REMEMBERED + 10):  # past the bound: all forgotten once
+        fingerprinter.principal(f"Bearer {i}")
+    assert len(fingerprinter._principals) <= PRINCIPALS_REMEMBERED
+    assert fingerprinter.principal(b"Bearer alice") == first
+    assert Fingerprinter(b"deploy-1").principal("Bearer alice") == first
