@@ -27,6 +27,7 @@ from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.sqlite import SQLiteHistory
 from tests.reporting.conftest import write_slo
 from tests.servers import free_port
+from tests.tracked import tracked_from
 
 CAP = "convert:pdf"
 PATH = "/route/convert/pdf"
@@ -446,11 +447,11 @@ async def test_reporting_adds_no_objects_per_capability_for_the_cyclic_collector
             if second % 10 == 0:
                 assert await recorder.flush() == 0  # every write fails: the backlog grows
 
-    await serve(20)  # every window started, every module the passes use imported
+    await serve(20)  # every window started
     gc.collect()
-    started = len(gc.get_objects())
+    started = tracked_from(manager, monitor, recorder)
     await serve(180)
     assert recorder.backlog >= 3 * count
     gc.collect()
-    assert (len(gc.get_objects()) - started) / count < 1
+    assert (tracked_from(manager, monitor, recorder) - started) / count < 0.1
     store.close()

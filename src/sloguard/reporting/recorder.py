@@ -155,9 +155,9 @@ class HistoryRecorder:
         self._seen: dict[str, float] = {}  # capability -> start of the last bucket read
         self._width: dict[str, float] = {}
         self._shed_seen: dict[str, int] = {}
-        # (capability, minute) -> (its frozen buckets as bytes, its refusals) so far: tuples
-        # of bytes and ints, which the cyclic collector stops tracking (an instance, it would not).
-        self._minutes: dict[tuple[str, int], tuple[tuple[bytes, ...], int]] = {}
+        # (capability, minute) -> (its refusals, *its frozen buckets as bytes) so far: flat
+        # tuples of an int and bytes, which the cyclic collector stops tracking.
+        self._minutes: dict[tuple[str, int], tuple[int, *tuple[bytes, ...]]] = {}
         self._backlog: dict[tuple[str, int], _Row] = {}  # tuples, as `_minutes`
         self._failing = False
         self._next_prune = -float("inf")
@@ -247,10 +247,10 @@ class HistoryRecorder:
 
     def _add(self, key: tuple[str, int], *, bucket: bytes | None = None, shed: int = 0) -> None:
         """File a closed bucket or refusals under a capability's minute."""
-        buckets, shed_before = self._minutes.get(key, ((), 0))
+        shed_before, *buckets = self._minutes.get(key, (0,))
         if bucket is not None:
-            buckets += (bucket,)
-        self._minutes[key] = (buckets, shed_before + shed)
+            buckets.append(bucket)
+        self._minutes[key] = (shed_before + shed, *buckets)
 
     def _offset(self) -> tuple[float, float]:
         wall = self._wall()
@@ -265,7 +265,7 @@ class HistoryRecorder:
         return max(0, total - previous)
 
     def _row(self, capability: str, minute: int) -> _Row:
-        buckets, shed = self._minutes[(capability, minute)]
+        shed, *buckets = self._minutes[(capability, minute)]
         merged = FrozenBucket.merge(0, buckets)
         p50, p95, p99 = (
             None if q is None else q * 1000.0
