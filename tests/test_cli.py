@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -240,6 +241,34 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
         "classify:email",
         "example:capability",
     }
+
+
+def test_serve_freezes_its_start_up_heap_and_serves() -> None:
+    # SIGUSR1 asks the real server how many objects the collector no longer walks.
+    port = free_port()
+    code = (
+        "import gc, signal, sys\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print(gc.get_freeze_count(), flush=True))\n"
+        "from sloguard.cli import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    with stopped_at_exit(process):
+        wait_until_answering(base + "/healthz", process)
+        process.send_signal(signal.SIGUSR1)
+        assert process.stdout is not None
+        frozen = int(process.stdout.readline())
+        response = httpx.post(base + "/route/convert/document_to_pdf", content=b"{}")
+        process.stdout.close()
+    assert frozen > 10_000  # the imports, the app and its SLO models
+    assert response.status_code == 200
 
 
 def test_serve_with_tracing_prints_spans_with_sloguards_attributes() -> None:
