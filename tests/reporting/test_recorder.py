@@ -137,6 +137,29 @@ async def test_requests_become_a_minute_row_with_counts_quantiles_and_compliance
     assert row.compliant is False  # availability 10/12 < 99%
 
 
+class IndexingStore(SQLiteHistory):
+    """A real SQLite store that reads the rows it is given by index and by slice too."""
+
+    def write_minutes(self, rows: Sequence[MinuteAggregate]) -> None:
+        self.read = (list(rows), [rows[i] for i in range(len(rows))], rows[:], rows[-1])
+        super().write_minutes(rows)
+
+
+async def test_the_store_reads_the_same_rows_however_it_reads_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    store = IndexingStore(tmp_path / "history.sqlite3")
+    store.migrate()
+    recorder = stack.recorder(store, replica="r1")
+    await stack.send(3)
+    stack.advance(10)
+    assert await recorder.flush() == 1
+    iterated, indexed, sliced, last = store.read
+    assert iterated == indexed == sliced == [last]
+    assert (last.capability, last.minute, last.replica, last.requests) == (CAP, MINUTE0, "r1", 3)
+    store.close()
+
+
 async def test_refused_requests_are_counted_as_shed(stack: Stack, store: SQLiteHistory) -> None:
     recorder = stack.recorder(store)
     await stack.send(4, status=500)  # availability 0%: the SLO is violated

@@ -11,7 +11,7 @@ ones a single DDSketch of every latency in it would give.
 
 A window is one object for CPython's cyclic garbage collector to walk, with its
 open sketch: the closed buckets are plain ``bytes`` in a tuple, which the
-collector stops tracking at its next pass (docs/slo.md, "Memory").
+collector stops tracking at its next pass (docs/slo.md, "The garbage collector").
 """
 
 from __future__ import annotations
