@@ -111,7 +111,7 @@ def callgrind_count(state: Path, src: Path, script: Path, seconds: float, conns:
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         with serve(state, src, wrapper=wrapper) as (pid, url):
             target = Target("controller", url, script)
-            wrk(target, 3, conns)  # warm-up: pools, caches
+            _requests(target, 3, conns)  # warm-up: pools, caches
             subprocess.run(
                 ["callgrind_control", "--zero", str(pid)], check=True, capture_output=True
             )

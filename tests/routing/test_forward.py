@@ -707,3 +707,21 @@ async def test_a_forward_that_waits_for_a_connection_past_its_deadline_times_out
     assert upstream.status == 200
     assert body.startswith(b'{"worker"')
     assert len(held.received) == 1
+
+
+def endless_headers(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nx-endless: ")
+    for _ in range(100):
+        conn.sendall(b"a" * 4096)
+
+
+def test_an_answer_whose_headers_never_end_is_a_502_problem() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(endless_headers) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        answer = httpx.post(url + PDF_PATH, content=b"{}")
+
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "worker_bad_response"
+    assert "headers are over" in answer.json()["detail"]

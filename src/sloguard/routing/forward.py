@@ -69,6 +69,8 @@ PAUSE_BYTES = 256 * 1024
 """Response bytes buffered for a client that is behind, at which reading the worker pauses."""
 RESUME_BYTES = 64 * 1024
 """...and at or under which it resumes."""
+MAX_HEAD_BYTES = 64 * 1024
+"""The most a worker may send before its answer's headers end (a malformed answer above)."""
 
 _TARGET = re.compile(r"[!-~]+")
 """A request target that needs no escaping: visible ASCII, no space or control character."""
@@ -223,6 +225,7 @@ class _Connection(asyncio.Protocol):
 
     def _begin(self) -> None:
         self.status = 0
+        self.head_bytes = 0
         self.raw_headers: Headers = []
         self.length: int | None = None
         self.until_close = False
@@ -253,6 +256,12 @@ class _Connection(asyncio.Protocol):
             self.fail(Failure.MALFORMED, "the worker answered by switching protocols")
         except httptools.HttpParserError as exc:
             self.fail(Failure.MALFORMED, f"{type(exc).__name__}: {exc}")
+        else:
+            if not self.head_done:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    detail = f"the answer's headers are over {MAX_HEAD_BYTES} bytes"
+                    self.fail(Failure.MALFORMED, detail)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost follows
@@ -340,10 +349,11 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
-    def expire(self, detail: str) -> None:
+    def expire(self, timeout_s: float) -> None:
         """The forward's deadline passed: whatever has not completed breaks off."""
         if not self.complete:
-            self.fail(Failure.TIMEOUT, detail)
+            where = "mid-body" if self.head_done else "before the worker answered"
+            self.fail(Failure.TIMEOUT, f"the forward's deadline ({timeout_s:.3g} s) passed {where}")
 
     def fail(self, failure: Failure, detail: str) -> None:
         if self.error is None and not self.complete:
@@ -420,6 +430,7 @@ class _Pool:
         self.host, self.port = origin.host, origin.port
         self.idle: list[_Connection] = []
         self.open = 0
+        self.closed = False
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self, deadline: float) -> _Connection:
@@ -483,6 +494,9 @@ class _Pool:
         return conn
 
     def release(self, conn: _Connection) -> None:
+        if self.closed:  # the forwarder closed while this exchange ran
+            conn.abort()
+            return
         conn.idle_since = self.loop.time()
         conn._begin()
         self.idle.append(conn)
@@ -506,6 +520,7 @@ class _Pool:
                 return
 
     def close(self) -> None:
+        self.closed = True
         for conn in self.idle:
             conn.abort()
         self.idle.clear()
@@ -616,7 +631,7 @@ class Forwarder:
             conn = await pool.acquire(deadline)
             transport = conn.transport
             assert transport is not None
-            conn.timer = loop.call_at(deadline, conn.expire, f"no answer within {timeout_s:.3g} s")
+            conn.timer = loop.call_at(deadline, conn.expire, timeout_s)
             if isinstance(body, bytes):
                 transport.write(_head(origin, path, headers, len(body))[0] + body)
                 conn.request_sent = True

@@ -13,6 +13,7 @@ Prometheus series. Admission decides per process, from its own windows.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -101,7 +102,7 @@ class ServeConfig:
             tracing=self.tracing,
             tracer_provider=tracer_provider,
         )
-        return SLOGuard(
+        guarded = SLOGuard(
             app,
             manager=manager,
             reporter=reporter,
@@ -109,6 +110,10 @@ class ServeConfig:
             tracing=self.tracing,
             tracer_provider=tracer_provider,
         )
+        # What is built now lives as long as the process: out of the collector's sight, a
+        # full collection scans what requests leave behind, not every module and model.
+        gc.freeze()
+        return guarded
 
     def check_redis(self) -> None:
         """Raise :class:`ConfigurationError` unless the Redis server answers."""
