@@ -77,16 +77,19 @@ Set-Cookie would hand one session's cookie to a retry."""
 _RETRY_AFTER_1 = ((b"retry-after", b"1"),)
 _NOT_STORED = ((IDEMPOTENCY_STORED.lower().encode(), b"false"),)
 _NOTHING = Reply(0, [], b"")  # the client left before its request was complete
-# Not a 500: nothing ran, and running the request under no identity (or another's) would
-# break "at most once per principal and key". A 503 says: not processed, retry is safe.
-_NO_PRINCIPAL = problem_reply(
-    503,
-    "idempotency_principal_unavailable",
-    "Idempotency principal unavailable",
-    "The identity this idempotency key belongs to could not be determined (the server's "
-    "principal function failed), so the request was not processed; retrying it with the "
-    "same key is safe.",
-)
+
+
+def _no_principal() -> Reply:
+    # Not a 500: nothing ran, and running the request under no identity (or another's) would
+    # break "at most once per principal and key". A 503 says: not processed, retry is safe.
+    return problem_reply(
+        503,
+        "idempotency_principal_unavailable",
+        "Idempotency principal unavailable",
+        "The identity this idempotency key belongs to could not be determined (the server's "
+        "principal function failed), so the request was not processed; retrying it with the "
+        "same key is safe.",
+    )
 
 
 class IdempotencyGate:
@@ -204,7 +207,7 @@ class IdempotencyGate:
             self._warn_if_cookie(scope)
         credential = request.authorization if self._principal is None else self._principal_of(scope)
         if credential is None:
-            return _NO_PRINCIPAL
+            return _no_principal()
         # One key, one operation: method and path are in the fingerprint, not the key,
         # so another operation under the same key is a 422, not a second execution.
         leased_key = store_key(self.fingerprints.principal(credential), key)
