@@ -68,8 +68,9 @@ DEFAULT_RELEASED_STATUSES = frozenset({429})
 """Responses that say "not done, try later": not results, so the key is released
 (besides every 5xx, with ``release_on_server_error``)."""
 SCOPE_KEY = "sloguard.idempotency"
-"""Where a leased request's scope carries ``{"key", "token"}``: the fencing token lets a
-handler fence its own writes (a write with an older token than the last seen is stale)."""
+"""Where a leased request's scope carries ``{"key", "token", "principal"}``: the fencing
+token lets a handler fence its own writes (a write with an older token than the last seen
+is stale); the principal's digest lets a proxy scope the key it forwards."""
 
 UNSTORED_HEADERS = HOP_BY_HOP | {b"set-cookie"}
 """Never stored: hop-by-hop headers describe one connection, and a replayed
@@ -210,7 +211,8 @@ class IdempotencyGate:
             return _no_principal()
         # One key, one operation: method and path are in the fingerprint, not the key,
         # so another operation under the same key is a 422, not a second execution.
-        leased_key = store_key(self.fingerprints.principal(credential), key)
+        principal = self.fingerprints.principal(credential)
+        leased_key = store_key(principal, key)
         # The body, read ahead of the app for its fingerprint (the app reads it again
         # from the lease's receive).
         receive = request.receive
@@ -289,7 +291,7 @@ class IdempotencyGate:
             )
         self._decide("miss", request)
         request.receive = BufferedReceive(messages, receive)
-        scope[SCOPE_KEY] = {"key": key, "token": claim.token}
+        scope[SCOPE_KEY] = {"key": key, "token": claim.token, "principal": principal}
         lease = Lease(self, key, leased_key, claim.token, fingerprint)
         self._renewals.hold(lease)
         return lease

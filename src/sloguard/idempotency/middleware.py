@@ -64,6 +64,7 @@ class IdempotencyMiddleware:
         release_on_server_error: bool = True,
         released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
         on_event: EventHook | None = None,
+        fingerprint_secret: bytes | str | None = None,
     ) -> None:
         self.app = app
         self.gate = IdempotencyGate(
@@ -81,6 +82,7 @@ class IdempotencyMiddleware:
             release_on_server_error=release_on_server_error,
             released_statuses=released_statuses,
             on_event=on_event,
+            fingerprint_secret=fingerprint_secret,
         )
         self.store = self.gate.store
         self.key_header = key_header

@@ -31,7 +31,9 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from sloguard.capability import is_capability
-from sloguard.exceptions import ConfigurationError
+from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
+from sloguard.idempotency.gate import SCOPE_KEY
+from sloguard.idempotency.keys import Fingerprinter, forwarded_key, parse_idempotency_key
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
@@ -163,6 +165,11 @@ class Controller:
     as small ones do, is always kept). ``limit_per_host``: connections to one
     worker at once. ``local_workers``: workers served in this process from the
     lifespan on (the demo ones).
+
+    The ``Idempotency-Key`` a worker gets is scoped by the caller's principal
+    (:func:`~sloguard.idempotency.keys.forwarded_key`): the digest SLOGuard's gate
+    made when it leased the key, or else one of the ``Authorization`` header keyed
+    with ``fingerprint_secret``.
     """
 
     def __init__(
@@ -180,6 +187,7 @@ class Controller:
         local_workers: Sequence[LocalWorker] = (),
         tracing: bool = False,
         tracer_provider: Any = None,
+        fingerprint_secret: bytes | str | None = None,
     ) -> None:
         if forward_timeout_s <= 0:
             raise ConfigurationError(f"forward_timeout_s must be positive, got {forward_timeout_s}")
@@ -207,6 +215,8 @@ class Controller:
         self.retry_buffer_bytes = retry_buffer_bytes
         self.local_workers = tuple(local_workers)
         self.forwarder = Forwarder(limit_per_host=limit_per_host)
+        self.fingerprints = Fingerprinter(fingerprint_secret)
+        """Scopes forwarded keys when no idempotency gate leased them (see the class)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -248,6 +258,8 @@ class Controller:
             headers = request_headers(
                 scope["headers"], scope.get("client"), scope["scheme"], keep_length=True
             )
+            if keyed:
+                self._scope_key(scope, headers)
             query: bytes = scope["query_string"]
             path = f"/{verb}/{name}?{query.decode('latin-1')}" if query else f"/{verb}/{name}"
             await self._dispatch(receive, send, f"{verb}:{name}", path, body, headers, keyed)
@@ -274,6 +286,8 @@ class Controller:
             headers.append(("content-type", "application/json"))
             payload = json.dumps(seed.request_payload, separators=(",", ":")).encode()
             keyed = any(n.lower() == "idempotency-key" for n, _ in headers)
+            if keyed:
+                self._scope_key(scope, headers)
             capability = f"{seed.verb}:{seed.capability}"
             path = f"/{seed.verb}/{seed.capability}"
             whole = RequestBody.whole(payload)
@@ -284,6 +298,32 @@ class Controller:
             await _too_large(self.max_body_bytes).send(send)
         except ClientGone:
             return
+
+    def _scope_key(self, scope: Scope, headers: list[tuple[str, str]]) -> None:
+        """Replace the ``Idempotency-Key`` in ``headers`` with the one the worker gets:
+        scoped by the caller's principal, so that the worker's own idempotency layer,
+        which sees every client as the controller, never replays one client's response
+        to another. A key the gate did not lease and that does not parse (or comes
+        twice) goes on as it came: the worker refuses it as the gate would."""
+        held = scope.get(SCOPE_KEY)
+        if held is not None:
+            key, principal = held["key"], held["principal"]
+        else:
+            values = [v for n, v in headers if n.lower() == "idempotency-key"]
+            if len(values) != 1:
+                return
+            try:
+                key = parse_idempotency_key(values[0].encode("latin-1"))
+            except InvalidIdempotencyKey:
+                return
+            authorization = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+            principal = self.fingerprints.principal(authorization)
+        scoped = forwarded_key(principal, key)
+        if scoped is not None:
+            headers[:] = [(n, scoped if n.lower() == "idempotency-key" else v) for n, v in headers]
 
     async def _dispatch(
         self,
