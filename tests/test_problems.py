@@ -15,6 +15,7 @@ import yaml
 from starlette.types import Message
 
 from sloguard import ConfigurationError
+from sloguard.exceptions import RegistrationRefused
 from sloguard.problems import (
     DEFAULT_PROBLEM_BASE,
     DOCS_SITE_URL,
@@ -38,6 +39,13 @@ _MAKERS = {
     "_Problem": 1,
     "_bad_request": 0,
 }
+
+
+def _refusals(cls: type[RegistrationRefused]) -> tuple[str, ...]:
+    """The ``error`` of every registration refusal raised (the subclasses; the base is not)."""
+    return tuple(e for sub in cls.__subclasses__() for e in (sub.error, *_refusals(sub)))
+
+
 # Calls whose ``error`` is not a literal: each passes on one made elsewhere (scanned
 # there), or names its values here. A new one fails the test until it is listed.
 _DYNAMIC = {
@@ -45,6 +53,7 @@ _DYNAMIC = {
     ("reporting/api.py", "self.error"): (),
     ("routing/app.py", "self.error"): (),
     ("routing/app.py", "error"): (),  # _bad_request(error, ...): its callers pass literals
+    ("routing/app.py", "exc.error"): _refusals(RegistrationRefused),
     ("shedding/admission.py", "refusal.reason"): get_args(RefusalReason),
 }
 

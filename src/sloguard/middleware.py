@@ -32,7 +32,7 @@ from sloguard._clock import Clock, monotonic
 from sloguard.capability import RouteTable
 from sloguard.exceptions import ConfigurationError
 from sloguard.http import CAPABILITY, PRIORITY, Exchange, Reply
-from sloguard.idempotency.gate import DEFAULT_MAX_REQUEST_BYTES, IdempotencyGate
+from sloguard.idempotency.gate import DEFAULT_MAX_REQUEST_BYTES, GateOptions, IdempotencyGate
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import MetricsSink, NoMetrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -82,7 +82,7 @@ class SLOGuard:
         slo_dir: str | os.PathLike[str] | None = None,
         manager: SLOManager | None = None,
         store: Store | None = None,
-        idempotency: Mapping[str, Any] | bool = True,
+        idempotency: GateOptions | bool = True,
         route_table: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         priority_header: str = PRIORITY,
         capability_header: str = CAPABILITY,
@@ -314,7 +314,7 @@ def _metrics(metrics: MetricsSink | bool, manager: SLOManager) -> MetricsSink:
 
 
 def _gate(
-    idempotency: Mapping[str, Any] | bool,
+    idempotency: GateOptions | bool,
     store: Store | None,
     on_event: Callable[[str], None] | None,
     on_decision: Callable[[str | None, str], None],
@@ -323,7 +323,7 @@ def _gate(
         if store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
         return None
-    options = {} if idempotency is True else dict(idempotency)
+    options: GateOptions = {} if idempotency is True else GateOptions(**idempotency)
     if store is not None:
         options["store"] = store
     if on_event is not None:

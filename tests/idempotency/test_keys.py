@@ -10,6 +10,7 @@ from sloguard import ConfigurationError, InvalidIdempotencyKey
 from sloguard.idempotency import parse_idempotency_key
 from sloguard.idempotency.keys import (
     MAX_KEY_LENGTH,
+    PRINCIPALS_REMEMBERED,
     Fingerprinter,
     forwarded_key,
     principal_of,
@@ -204,3 +205,13 @@ def test_a_forwarded_key_names_no_credential_and_differs_per_principal() -> None
     assert alice != bob
     assert "alice" not in alice
     assert forwarded_key("", "k") is None  # anonymous: the key goes on as sent
+
+
+def test_remembered_principals_are_bounded_and_digest_the_same() -> None:
+    fingerprinter = Fingerprinter(b"deploy-1")
+    first = fingerprinter.principal(b"Bearer alice")
+    for i in range(PRINCIPALS_REMEMBERED + 10):  # past the bound: all forgotten once
+        fingerprinter.principal(f"Bearer {i}")
+    assert len(fingerprinter._principals) <= PRINCIPALS_REMEMBERED
+    assert fingerprinter.principal(b"Bearer alice") == first
+    assert Fingerprinter(b"deploy-1").principal("Bearer alice") == first

@@ -405,7 +405,7 @@ def test_hop_by_hop_headers_are_dropped_and_end_to_end_ones_pass_both_ways() -> 
 
 def test_a_registration_body_over_64_kib_is_a_413() -> None:
     registry = WorkerRegistry()
-    with controller(registry) as url:
+    with controller(registry, open_registry=True) as url:
         response = httpx.post(url + "/workers", content=b"{" + b" " * 70_000 + b"}")
 
     assert response.status_code == 413

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import TypedDict
 
 from starlette.types import Message, Scope, Send
 
@@ -91,6 +92,28 @@ def _no_principal() -> Reply:
         "principal function failed), so the request was not processed; retrying it with the "
         "same key is safe.",
     )
+
+
+class GateOptions(TypedDict, total=False):
+    """:class:`IdempotencyGate`'s options, as the middlewares built on it take them
+    (``IdempotencyMiddleware(app, **options)``, ``SLOGuard(idempotency=options)``)."""
+
+    store: Store | None
+    methods: Collection[str]
+    paths: Collection[str] | None
+    require_key: bool
+    key_header: str
+    replay_headers: Iterable[str]
+    principal: Principal | None
+    lease_seconds: float
+    wait_seconds: float
+    max_body_bytes: int
+    max_request_bytes: int
+    release_on_server_error: bool
+    released_statuses: Collection[int]
+    on_event: EventHook | None
+    on_decision: DecisionHook | None
+    fingerprint_secret: bytes | str | None
 
 
 class IdempotencyGate:
@@ -375,7 +398,7 @@ class Lease:
         fingerprint: bytes,
     ) -> None:
         self._gate = gate
-        self._key = gate.fingerprints.log_id(key)  # for logs: a digest, never the key
+        self._key = key
         self._store_key = store_key
         self._token = token
         self._fingerprint = fingerprint
@@ -385,6 +408,11 @@ class Lease:
         """The largest response body kept to store (-1: none is, the lease stores nothing)."""
         self.response_headers = _NOT_STORED if store_key is None else ()
         """Headers added to the response the app sends under this lease."""
+
+    @property
+    def log_id(self) -> str:
+        """The key as log lines name it: a digest, never the key (made only when logged)."""
+        return self._gate.fingerprints.log_id(self._key)
 
     def finish_then(self, exchange: Exchange, send: Send, last: Message) -> Awaitable[None]:
         """Settle the lease on the response ``exchange`` has seen, then send its last message.
@@ -433,7 +461,7 @@ class Lease:
             gate._event("too_large")
             logger.info(
                 "response to idempotency key %s not stored: over %d bytes",
-                self._key,
+                self.log_id,
                 gate.max_body_bytes,
             )
         elif exchange.finished and self._storable(exchange):
@@ -465,7 +493,7 @@ class Lease:
             await gate.store.release(self._store_key, self._token)
         except Exception:
             # The lease expires on its own; a failed release must not mask the app's outcome.
-            logger.warning("could not release idempotency key %s", self._key, exc_info=True)
+            logger.warning("could not release idempotency key %s", self.log_id, exc_info=True)
 
     def _storable(self, exchange: Exchange) -> bool:
         return exchange.chunks is not None and self._gate.keeps(exchange.status)
@@ -486,7 +514,7 @@ class Lease:
         # (rather than getting 409s until the lease expires).
         logger.warning(
             "could not store the response to idempotency key %s; releasing it",
-            self._key,
+            self.log_id,
             exc_info=True,
         )
 
@@ -523,7 +551,9 @@ class _Renewals:
                         lease._store_key, lease._token, gate.lease_seconds
                     )
                 except Exception:
-                    logger.warning("could not renew idempotency key %s", lease._key, exc_info=True)
+                    logger.warning(
+                        "could not renew idempotency key %s", lease.log_id, exc_info=True
+                    )
                     continue
                 if not renewed and self._held.pop(lease, None) is not None:
-                    logger.warning("the lease on idempotency key %s was lost", lease._key)
+                    logger.warning("the lease on idempotency key %s was lost", lease.log_id)
