@@ -1024,12 +1024,6 @@ async def test_fik_a_replay_has_a_content_length(client: httpx.AsyncClient) -> N
     assert int(again.headers["content-length"]) == len(again.content)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sloguard stores the app's own Idempotent-Replayed header and appends its "
-    "'true' to the replay: the replay carries 'false, true' (reported, not fixed here: "
-    "Lease._response would drop the replay headers' names)",
-)
 async def test_fik_an_apps_own_replay_header_is_not_replayed_beside_ours(store: Store) -> None:
     """FIK test_middleware_filters_existing_replay_header_and_content_length (the
     replay-header half): the replay says ``Idempotent-Replayed: true`` once, whatever

@@ -181,6 +181,8 @@ class IdempotencyGate:
         self._principal = principal
         self._principal_failed = False
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
+        # An app's own replay header is not stored: a replay says "true" once, in ours.
+        self._unstored = UNSTORED_HEADERS | {name for name, _ in self._replay_headers}
 
     def applies(self, scope: Scope) -> bool:
         """Whether an HTTP request's method and path are ones keys are honoured on."""
@@ -501,8 +503,9 @@ class Lease:
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
         kept = []
         header_bytes = 0
+        unstored = self._gate._unstored
         for name, value in exchange.headers:
-            if name.lower() not in UNSTORED_HEADERS:
+            if name.lower() not in unstored:
                 kept.append((name, value))
                 header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
