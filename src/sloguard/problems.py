@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.responses import Response
 from starlette.types import Send
 
 from sloguard.exceptions import ConfigurationError
@@ -121,3 +122,29 @@ async def send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class Problem(Exception):
+    """An error answer: raised where the error is found, answered as problem+json once
+    (by the ``/slo`` API and the controller alike). ``headers`` (e.g. ``Retry-After``)
+    may be added before it is answered."""
+
+    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.title, self.detail = status, error, title, detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> Response:
+        """The answer, as a Starlette response (for a Starlette endpoint to return)."""
+        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
+        return Response(
+            body, self.status, headers=self.headers, media_type=PROBLEM_CONTENT_TYPE.decode()
+        )
+
+    async def send(self, send: Send) -> None:
+        """The answer, sent through an ASGI ``send``."""
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send_problem(
+            send, self.status, self.error, self.title, self.detail, headers=headers, **self.extra
+        )

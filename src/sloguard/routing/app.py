@@ -46,7 +46,7 @@ from sloguard.idempotency.keys import Fingerprinter, forwarded_key, parse_idempo
 from sloguard.liveness import Liveness, liveness_report
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
+from sloguard.problems import Problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.mount import slo_site_routes
@@ -78,7 +78,6 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 """Default bound on a /route request body (413 above it)."""
 MAX_REGISTRATION_BYTES = 64 * 1024
 """Bound on a ``POST /workers`` body (413 above it)."""
-_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
 _REGISTRY_TOKEN_DETAIL = (
     "registry writes need an 'Authorization: Bearer <token>' header with the registration "
     f"token: sloguard serve's --registry-token or ${REGISTRY_TOKEN_ENV}, or the one it wrote "
@@ -113,24 +112,6 @@ class SeedRoute(BaseModel):
         ):
             raise ValueError("must be 1 to 255 printable ASCII characters")
         return value
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.title, self.detail = status, error, title, detail
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> Response:
-        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
-        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
-
-    async def send(self, send: Send) -> None:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        await send_problem(
-            send, self.status, self.error, self.title, self.detail, headers=headers, **self.extra
-        )
 
 
 class _Endpoint:
@@ -170,8 +151,8 @@ class ControllerApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _too_large(limit: int | None) -> _Problem:
-    return _Problem(
+def _too_large(limit: int | None) -> Problem:
+    return Problem(
         413, "payload_too_large", "Payload too large", f"the request body is over {limit} bytes"
     )
 
@@ -290,7 +271,7 @@ class Controller:
             query: bytes = scope["query_string"]
             path = f"/{verb}/{name}?{query.decode('latin-1')}" if query else f"/{verb}/{name}"
             await self._dispatch(receive, send, f"{verb}:{name}", path, body, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
@@ -319,7 +300,7 @@ class Controller:
             path = f"/{seed.verb}/{seed.capability}"
             whole = RequestBody.whole(payload)
             await self._dispatch(receive, send, capability, path, whole, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
@@ -365,7 +346,7 @@ class Controller:
         if not is_capability(capability) or not (
             self._known(capability) or await self._known_after_refresh(capability)
         ):
-            raise _Problem(
+            raise Problem(
                 404,
                 "unknown_capability",
                 "Unknown capability",
@@ -462,10 +443,10 @@ class Controller:
 
     def _failure_problem(
         self, capability: str, exc: ForwardError, tried: list[str], retry: bool
-    ) -> _Problem:
+    ) -> Problem:
         worker = exc.worker
         if exc.failure is Failure.TIMEOUT:
-            return _Problem(
+            return Problem(
                 504,
                 "worker_timeout",
                 "Worker timed out",
@@ -474,7 +455,7 @@ class Controller:
                 worker=worker.id,
             )
         if exc.failure is Failure.MALFORMED:
-            return _Problem(
+            return Problem(
                 502,
                 "worker_bad_response",
                 "Worker sent a malformed response",
@@ -488,7 +469,7 @@ class Controller:
             why = " (not retried: its body was too large to keep for a retry)"
         else:
             why = ""
-        return _Problem(
+        return Problem(
             502,
             "worker_unreachable",
             "Worker unreachable",
@@ -506,13 +487,13 @@ class Controller:
         await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
-    def _no_worker(self, capability: str, tried: list[str]) -> _Problem:
+    def _no_worker(self, capability: str, tried: list[str]) -> Problem:
         if tried:  # the only worker failed and none is left to retry on
             detail = f"worker {tried[0]} was unreachable and no other healthy worker serves it"
-            problem = _Problem(502, "worker_unreachable", "Worker unreachable", detail)
+            problem = Problem(502, "worker_unreachable", "Worker unreachable", detail)
             problem.extra = {"capability": capability, "workers": tried}
             return problem
-        problem = _Problem(
+        problem = Problem(
             503,
             "no_worker_available",
             "No worker available",
@@ -546,7 +527,7 @@ class Controller:
             return _bad_request("invalid_worker", detail)
         hosts = self.worker_hosts
         if hosts is not None and not hosts.allows(spec.url):
-            return _Problem(
+            return Problem(
                 403,
                 "worker_host_not_allowed",
                 "Worker host not allowed",
@@ -609,11 +590,11 @@ def _parse_seed(body: bytes) -> SeedRoute:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise _Problem(
+        raise Problem(
             400, "invalid_json", "Invalid JSON", f"the body is not valid JSON: {exc}"
         ) from exc
     if not isinstance(document, dict):
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -623,7 +604,7 @@ def _parse_seed(body: bytes) -> SeedRoute:
         return SeedRoute.model_validate(document)
     except ValidationError as exc:
         problems = validation_problems(exc)
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -633,22 +614,22 @@ def _parse_seed(body: bytes) -> SeedRoute:
 
 
 def _bad_request(error: str, detail: str) -> Response:
-    return _Problem(400, error, "Bad request", detail).response()
+    return Problem(400, error, "Bad request", detail).response()
 
 
 def _registry_problem(exc: RegistrationRefused | RegistryUnavailable, worker_id: str) -> Response:
     if isinstance(exc, RegistryUnavailable):
-        problem = _Problem(
+        problem = Problem(
             503, "registry_unavailable", "Worker registry unavailable", str(exc), worker=worker_id
         )
         problem.headers["retry-after"] = "1"
         return problem.response()
     title = _REFUSAL_TITLES.get(exc.error, "Registration refused")
-    return _Problem(409, exc.error, title, str(exc), worker=worker_id).response()
+    return Problem(409, exc.error, title, str(exc), worker=worker_id).response()
 
 
 def _not_a_worker(worker_id: str) -> Response:
-    return _Problem(
+    return Problem(
         404, "unknown_worker", "Unknown worker", f"no worker {worker_id!r}; register it first"
     ).response()
 
