@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DEFAULT_REDIS_PREFIX = "sloguard:"
 REDIS_TIMEOUT_S = 0.5
 """The idempotency store's budget for one Redis call under ``sloguard serve --redis``."""
+FINGERPRINT_SECRET_ENV = "SLOGUARD_FINGERPRINT_SECRET"
+"""Where ``sloguard serve`` takes its fingerprint secret from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,11 @@ class ServeConfig:
     resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S
     log_level: str = "info"
     access_log: bool = False
+    fingerprint_secret: str | None = field(
+        default_factory=lambda: os.environ.get(FINGERPRINT_SECRET_ENV) or None, repr=False
+    )
+    """Keys the digests of principals and requests (default ``$SLOGUARD_FINGERPRINT_SECRET``);
+    every replica sharing a Redis store needs the same one."""
 
     @property
     def slo_dir(self) -> Path:
@@ -124,11 +131,13 @@ class ServeConfig:
             worker_hosts=self.worker_hosts,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
+            fingerprint_secret=self.fingerprint_secret,
         )
         return SLOGuard(
             app,
             manager=manager,
             reporter=reporter,
+            idempotency={"fingerprint_secret": self.fingerprint_secret},
             store=store,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
