@@ -105,6 +105,19 @@ def serve(
             process.wait()
 
 
+def measure(pid: int, url: str, script: Path, seconds: float, conns: int) -> tuple[float, ...]:
+    """User and system CPU µs per request of ``pid`` over one wrk run, and its rate."""
+    stat = Path(f"/proc/{pid}/stat")
+    before = stat.read_text().rpartition(")")[2].split()
+    start = time.monotonic()
+    requests = _requests(Target("controller", url, script), seconds, conns)
+    took = time.monotonic() - start
+    after = stat.read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    user, system = ((int(after[i]) - int(before[i])) / tick for i in (11, 12))
+    return user / requests * 1e6, system / requests * 1e6, requests / took
+
+
 def callgrind_count(state: Path, src: Path, script: Path, seconds: float, conns: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -169,12 +182,37 @@ def profile(state: Path, script: Path, seconds: float, conns: int, top: int) -> 
             f"| {where} | {tt / requests * 1e6:.1f} | {100 * tt / total:.1f}% | "
             f"{ct / requests * 1e6:.1f} | {calls / requests:.2f} |"
         )
+    groups: dict[str, float] = {}
+    for (path, _, _), (_, _, tt, _, _) in entries.items():
+        groups[_component(path)] = groups.get(_component(path), 0.0) + tt
+    print("\n| component (self time) | µs/request | share |\n|---|---:|---:|")
+    for component, tt in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"| {component} | {tt / requests * 1e6:.1f} | {100 * tt / total:.1f}% |")
     print("\ninclusive, the top functions:\n")
     rows = sorted(entries.items(), key=lambda item: -item[1][3])[: top * 2]
     for (path, line, name), (_, _, _, ct, _) in rows:
         print(
             f"  {ct / requests * 1e6:8.1f} µs  {100 * ct / total:5.1f}%  {_short(path, line, name)}"
         )
+
+
+_COMPONENTS = (
+    ("sloguard/routing/forward.py", "the forwarder (routing/forward.py)"),
+    ("sloguard/routing/", "the controller app (routing/app.py, body.py, registry.py)"),
+    ("sloguard/", "SLOGuard (middleware, request, admission, outcomes, metrics)"),
+    ("uvicorn/", "uvicorn (its protocol and response cycle)"),
+    ("starlette/", "Starlette"),
+    ("asyncio/", "asyncio (Python parts)"),
+)
+
+
+def _component(path: str) -> str:
+    if path == "~":
+        return "builtins (C functions called from all of the above)"
+    for fragment, name in _COMPONENTS:
+        if fragment in path:
+            return name
+    return "other"
 
 
 def _short(path: str, line: int, name: str) -> str:
@@ -235,6 +273,7 @@ def main() -> None:
                     print(f"| {name} | {conns} | {count:,.0f} |", flush=True)
             return
         cpu: dict[tuple[str, int], list[float]] = {}
+        system: dict[tuple[str, int], list[float]] = {}
         rate: dict[tuple[str, int], list[float]] = {}
         with contextlib.ExitStack() as stack:
             served = {name: stack.enter_context(serve(state, src)) for name, src in trees.items()}
@@ -244,21 +283,26 @@ def main() -> None:
             for _ in range(args.rounds):
                 for conns in args.connections:
                     for name, (pid, url) in served.items():
-                        run = wrk(Target(name, url, script, pid), args.seconds, conns)
-                        cpu.setdefault((name, conns), []).append(run.cpu_us)
-                        rate.setdefault((name, conns), []).append(run.rps)
+                        user_us, system_us, rps = measure(pid, url, script, args.seconds, conns)
+                        cpu.setdefault((name, conns), []).append(user_us + system_us)
+                        system.setdefault((name, conns), []).append(system_us)
+                        rate.setdefault((name, conns), []).append(rps)
         load = os.getloadavg()
         print(
             f"\nwrk -t1, {args.rounds} alternating rounds of {args.seconds:g} s, medians "
             f"(load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end)\n"
         )
-        print("| tree | conns | CPU µs/request | range | req/s |\n|---|---:|---:|---|---:|")
+        print(
+            "| tree | conns | CPU µs/request | range | of which system | req/s |\n"
+            "|---|---:|---:|---|---:|---:|"
+        )
         for conns in args.connections:
             for name in trees:
                 values = cpu[name, conns]
                 print(
                     f"| {name} | {conns} | {statistics.median(values):.0f} | "
                     f"{min(values):.0f} to {max(values):.0f} | "
+                    f"{statistics.median(system[name, conns]):.0f} | "
                     f"{statistics.median(rate[name, conns]):,.0f} |"
                 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -169,13 +170,15 @@ def test_sloguard_alone_prints_its_commands_and_fails(capsys: pytest.CaptureFixt
     assert "validate" in help_text
 
 
-def sloguard(*args: str) -> subprocess.Popen[str]:
+def sloguard(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``sloguard ARGS`` in the repository; ``env``: variables set on top of this one's."""
     code = "import sys; from sloguard.cli import main; raise SystemExit(main(sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -222,7 +225,9 @@ def test_serve_answers_the_readme_curl_with_the_demo_workers() -> None:
 
     assert first_line.startswith(f"sloguard serve: listening on {base} with 3 SLOs")
     assert "3 workers" in first_line
-    assert first_line.rstrip().endswith("; API token off")  # no SLOGUARD_API_TOKEN here
+    assert first_line.rstrip().endswith(
+        "; registry token in state/registry.token; API token off"  # no token given here
+    )
     assert response.status_code == 200
     assert response.json()["capability"] == "convert:document_to_pdf"
     assert seed.status_code == 200
@@ -263,11 +268,13 @@ def test_serve_refuses_a_missing_state_directory(tmp_path: Path) -> None:
 
 def test_a_worker_process_registers_heartbeats_and_leaves() -> None:
     registry = WorkerRegistry(heartbeat_ttl_s=30)
-    app = create_controller_app(registry=registry, health_interval_s=None)
+    app = create_controller_app(registry=registry, health_interval_s=None, registry_token="t0k")
     port = free_port()
+    env = {"SLOGUARD_REGISTRY_TOKEN": "t0k"}
     with serving(app) as controller:
         args = ["--capabilities", "a:b,c:d", "--port", str(port), "--controller", controller]
-        with stopped_at_exit(sloguard("worker", *args, "--heartbeat-s", "0.05")) as process:
+        args += ["--heartbeat-s", "0.05"]
+        with stopped_at_exit(sloguard("worker", *args, env=env)) as process:
             wait_until_answering(f"http://127.0.0.1:{port}/health", process)
             first_seen = None
             for _ in range(300):  # until a heartbeat follows the registration
@@ -289,6 +296,50 @@ def test_a_worker_process_registers_heartbeats_and_leaves() -> None:
     assert routed.status_code == 200
     assert routed.json()["worker"] == f"worker-{port}"
     assert left == []  # it deregistered on shutdown
+
+
+def registered(controller: str, worker_id: str, process: subprocess.Popen[str]) -> bool:
+    for _ in range(300):
+        assert process.poll() is None, "the worker exited"
+        if worker_id in {w["id"] for w in httpx.get(controller + "/workers").json()["workers"]}:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_registers_with_the_token_serve_wrote_and_without_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    port, good, bad = free_port(), free_port(), free_port()
+    controller = f"http://127.0.0.1:{port}"
+    token_file = tmp_path / "registry.token"
+    common = ["--capabilities", "a:b", "--controller", controller, "--heartbeat-s", "0.05"]
+    no_tokens = {"SLOGUARD_REGISTRY_TOKEN": "", "SLOGUARD_API_TOKEN": ""}
+    serve = sloguard("serve", "--state", str(tmp_path), "--port", str(port), env=no_tokens)
+    with stopped_at_exit(serve) as server:
+        assert server.stderr is not None
+        first_line = server.stderr.readline()
+        wait_until_answering(controller + "/healthz", server)
+        mode = token_file.stat().st_mode & 0o777
+        worker = sloguard(
+            "worker", *common, "--port", str(good), "--token-file", str(token_file), env=no_tokens
+        )
+        intruder = sloguard(
+            "worker", *common, "--port", str(bad), "--id", "intruder", "--token", "guess"
+        )
+        with stopped_at_exit(worker) as process, stopped_at_exit(intruder) as refused:
+            assert registered(controller, f"worker-{good}", process)
+            routed = httpx.post(controller + "/route/a/b", content=b"{}")
+            assert refused.stderr is not None
+            refusal = refused.stderr.readline() + refused.stderr.readline()
+            listed = httpx.get(controller + "/workers").json()["workers"]
+
+    assert f"; registry token in {token_file}; API token off" in first_line
+    assert mode == 0o600
+    assert routed.status_code == 200
+    assert routed.json()["worker"] == f"worker-{good}"
+    assert [w["id"] for w in listed] == [f"worker-{good}"]
+    assert f"{controller} refused the registration (401): registry writes need" in refusal
 
 
 # -- sloguard check ----------------------------------------------------------------

@@ -44,3 +44,16 @@ def test_the_manual_clock_moves_only_when_told() -> None:
     clock = ManualClock(10.0)
     clock.advance(2.5)
     assert clock() == 12.5
+
+
+async def test_idempotency_middleware_takes_every_gate_option() -> None:
+    # fingerprint_secret: one of IdempotencyGate's options, passed through unchanged.
+    keys_stored = []
+    for secret in (None, "deploy-1"):
+        store = RecordingStore()
+        app = IdempotencyMiddleware(APP, store=store, fingerprint_secret=secret)
+        headers = {"Idempotency-Key": "k-1", "Authorization": "Bearer alice"}
+        await drive(app, "POST", "/echo", headers=headers, body=b"x")
+        keys_stored.append(store.operations[0][1])
+    assert keys_stored[0] != keys_stored[1]
+    assert all("alice" not in key and key.endswith("k-1") for key in keys_stored)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import os
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sloguard.cli")
 TOKEN_ENV = "SLOGUARD_API_TOKEN"
+REGISTRY_TOKEN_ENV = "SLOGUARD_REGISTRY_TOKEN"
+TOKEN_FILE = "registry.token"
 
 
 def add_serve(subparsers: Any) -> None:
@@ -71,6 +74,33 @@ def add_serve(subparsers: Any) -> None:
         default="10485760",
         metavar="N",
         help="the largest /route request body, 413 above it (default: 10485760, 10 MiB)",
+    )
+    parser.add_argument(
+        "--registry-token",
+        metavar="TOKEN",
+        help="the token /workers writes need as 'Authorization: Bearer TOKEN' (default: "
+        f"${REGISTRY_TOKEN_ENV}, else ${TOKEN_ENV}, else the one in STATE/{TOKEN_FILE}, made "
+        "there readable by you alone when there is none; sloguard worker reads it there)",
+    )
+    parser.add_argument(
+        "--open-registry",
+        action="store_true",
+        help="let anyone who reaches the port register, heartbeat and remove workers, "
+        "without a token (local demos only)",
+    )
+    parser.add_argument(
+        "--worker-hosts",
+        metavar="LIST",
+        help="the hosts workers may register from, e.g. 127.0.0.0/8,10.0.0.0/8,"
+        "example.internal,*.svc.cluster.local (names are matched as written, not resolved); "
+        "403 for others (default: any)",
+    )
+    parser.add_argument(
+        "--max-workers",
+        default="256",
+        metavar="N",
+        help="live workers registered over HTTP at once, 409 registry_full beyond "
+        "(default: 256; static workers are not counted)",
     )
     parser.add_argument(
         "--access-log", action="store_true", help="log one line per request (default: off)"
@@ -129,6 +159,12 @@ def serve(args: argparse.Namespace) -> int:
         processes = _positive_int("--processes", args.processes)
         ttl = _positive_float("--heartbeat-ttl-s", args.heartbeat_ttl_s)
         max_body_bytes = _positive_int("--max-body-bytes", args.max_body_bytes)
+        max_workers = _positive_int("--max-workers", args.max_workers)
+        token, token_from = _registry_token(args)
+        if args.worker_hosts is not None:
+            from sloguard.routing.registration import WorkerHosts
+
+            WorkerHosts.parse(args.worker_hosts)  # a bad entry is exit 2, here
         if processes > 1 and not args.redis:
             raise ConfigurationError(
                 f"--processes {processes} needs --redis URL: idempotency keys and the worker "
@@ -142,6 +178,10 @@ def serve(args: argparse.Namespace) -> int:
             redis_prefix=args.redis_prefix,
             heartbeat_ttl_s=ttl,
             max_body_bytes=max_body_bytes,
+            registry_token=token,
+            open_registry=args.open_registry,
+            worker_hosts=args.worker_hosts,
+            max_workers=max_workers,
             open_after_s=args.open_after,
             resolve_after_s=args.resolve_after,
             log_level=args.log_level,
@@ -154,8 +194,9 @@ def serve(args: argparse.Namespace) -> int:
     metrics_dir = server.multiprocess_metrics_dir() if processes > 1 else None
     try:
         try:
-            # Built here in every case: a bad state directory or history store is
-            # reported once, before any process starts.
+            # Built here in every case: a bad state directory, token file or history
+            # store is reported once, before any process starts.
+            config = config.with_token()
             app = config()
         except ConfigurationError as exc:
             print(f"sloguard serve: {exc}", file=sys.stderr)
@@ -173,20 +214,52 @@ def serve(args: argparse.Namespace) -> int:
         kind = f" (built-in demo, in-process: {demo})" if demo else ""
         bound_host, bound_port = sock.getsockname()[:2]
         extra = f", {processes} processes sharing {args.redis}" if processes > 1 else ""
+        if args.open_registry:
+            registry = "registry open (--open-registry)"
+        else:
+            where = f"from {token_from}" if token_from else f"in {config.token_file}"
+            registry = f"registry token {where}"
         print(
             f"sloguard serve: listening on http://{_url_host(bound_host)}:{bound_port} "
             f"with {len(manager.capabilities)} SLOs from {config.slo_dir} and "
-            f"{workers} workers{kind}{extra}; "
+            f"{workers} workers{kind}{extra}; {registry}; "
             f"API token {'on' if os.getenv(TOKEN_ENV) else 'off'}",
             file=sys.stderr,
             flush=True,
         )
+        if args.open_registry and not ipaddress.ip_address(bound_host).is_loopback:
+            print(
+                f"sloguard serve: warning: --open-registry on {bound_host}: anyone who reaches "
+                "this port can register a worker and receive its capabilities' requests",
+                file=sys.stderr,
+                flush=True,
+            )
         with sock:
             server.run(config, sock, processes=processes, app=app if processes == 1 else None)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _registry_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The registry token ``serve`` was given and where from; (None, None) when none was
+    (the token file's is used) or the registry is open."""
+    if args.open_registry:
+        if args.registry_token:
+            raise ConfigurationError("--open-registry and --registry-token: choose one")
+        return None, None
+    given = [
+        (args.registry_token, "--registry-token"),
+        (os.environ.get(REGISTRY_TOKEN_ENV), f"${REGISTRY_TOKEN_ENV}"),
+        (os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"),
+    ]
+    for token, where in given:
+        if token:
+            if not (token.isascii() and token.isprintable() and " " not in token):
+                raise ConfigurationError(f"the registry token in {where} is not printable ASCII")
+            return token, where
+    return None, None
 
 
 def _positive_int(option: str, text: str) -> int:
@@ -210,7 +283,8 @@ def add_worker(subparsers: Any) -> None:
         "worker",
         help="run a demo worker that registers with a controller",
         description="Run a demo worker: POST /{verb}/{name} answers after a log-normal "
-        "delay (or ?delay_ms=N); with --controller it registers and heartbeats.",
+        "delay (or ?delay_ms=N); with --controller it registers and heartbeats, sending the "
+        "controller's registry token. Exit 2 on bad options or an unreadable token file.",
     )
     parser.add_argument(
         "--capabilities", required=True, help="comma-separated verb:name list to serve"
@@ -221,6 +295,17 @@ def add_worker(subparsers: Any) -> None:
     parser.add_argument("--id", dest="worker_id", help="worker id (default: worker-PORT)")
     parser.add_argument(
         "--heartbeat-s", type=float, default=5.0, help="seconds between heartbeats (default: 5)"
+    )
+    parser.add_argument(
+        "--token",
+        help=f"the controller's registry token (prefer ${REGISTRY_TOKEN_ENV}: a command line "
+        "is visible to every user of the machine)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"read the token from PATH (default, when no token is given: state/{TOKEN_FILE} "
+        "if it exists, where sloguard serve writes it)",
     )
     parser.set_defaults(handler=worker)
 
@@ -237,12 +322,17 @@ def worker(args: argparse.Namespace) -> int:
         shown = bad or "(empty)"
         print(f"sloguard worker: --capabilities: not verb:name: {shown}", file=sys.stderr)
         return 2
+    try:
+        token = _worker_token(args)
+    except ConfigurationError as exc:
+        print(f"sloguard worker: {exc}", file=sys.stderr)
+        return 2
     worker_id = args.worker_id or f"worker-{args.port}"
     url = f"http://{_url_host(args.host)}:{args.port}"
     app = demo_worker_app(capabilities, worker_id=worker_id)
     if args.controller:
         app.router.lifespan_context = _registered(
-            args.controller.rstrip("/"), worker_id, url, capabilities, args.heartbeat_s
+            args.controller.rstrip("/"), worker_id, url, capabilities, args.heartbeat_s, token
         )
     print(
         f"sloguard worker: {worker_id} listening on {url} for {', '.join(capabilities)}"
@@ -254,33 +344,62 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_token(args: argparse.Namespace) -> str | None:
+    """``--token``, ``--token-file``, ``$SLOGUARD_REGISTRY_TOKEN``, ``$SLOGUARD_API_TOKEN``,
+    then ``state/registry.token`` if it exists: the first there is (as ``serve`` picks)."""
+    from sloguard.routing.registration import read_token_file
+
+    if args.token:
+        return str(args.token)
+    if args.token_file:
+        return read_token_file(args.token_file)
+    token = os.environ.get(REGISTRY_TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    default = Path("state") / TOKEN_FILE
+    return read_token_file(default) if default.exists() else None
+
+
 def _registered(
-    controller: str, worker_id: str, url: str, capabilities: list[str], every_s: float
+    controller: str,
+    worker_id: str,
+    url: str,
+    capabilities: list[str],
+    every_s: float,
+    token: str | None = None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
-    """A lifespan that registers with the controller, heartbeats, and leaves at shutdown."""
+    """A lifespan that registers with the controller, heartbeats, and leaves at shutdown;
+    each refusal is printed once (until it changes), and registering is tried again."""
     import httpx
 
     spec = {"id": worker_id, "url": url, "capabilities": capabilities}
 
     async def keep_registered(client: httpx.AsyncClient) -> None:
-        registered = False
+        registered, said = False, ""
         while True:
+            message = ""
             try:
                 if registered:
                     answer = await client.post(f"{controller}/workers/{worker_id}/heartbeat")
                     registered = answer.status_code == 200  # 404: the controller restarted
                 if not registered:
                     answer = await client.post(f"{controller}/workers", json=spec)
-                    answer.raise_for_status()
-                    registered = True
-                    logger.info("registered with %s", controller)
+                    registered = answer.status_code in (200, 201)
+                    if registered:
+                        logger.info("registered with %s", controller)
+                    else:
+                        message = (
+                            f"{controller} refused the registration "
+                            f"({answer.status_code}): {_problem_detail(answer)}"
+                        )
             except httpx.HTTPError as exc:
                 registered = False
-                print(f"sloguard worker: cannot reach {controller}: {exc}", file=sys.stderr)
+                message = f"cannot reach {controller}: {exc}"
+            if message and message != said:
+                print(f"sloguard worker: {message}", file=sys.stderr, flush=True)
+            said = message
             await asyncio.sleep(every_s)
 
-    # A controller started with an API token refuses /workers writes without it.
-    token = os.environ.get("SLOGUARD_API_TOKEN")
     headers = {"authorization": f"Bearer {token}"} if token else {}
 
     @contextlib.asynccontextmanager
@@ -297,6 +416,13 @@ def _registered(
                     await client.delete(f"{controller}/workers/{worker_id}")
 
     return lifespan
+
+
+def _problem_detail(answer: Any) -> str:
+    try:
+        return str(answer.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return str(answer.text[:200])
 
 
 def add_validate(subparsers: Any) -> None:

@@ -102,5 +102,67 @@ class HistoryUnavailable(SloguardError):
     """
 
 
+class RegistrationRefused(SloguardError):
+    """The worker registry refused a write from a worker (the controller answers 409)."""
+
+    error = "registration_refused"
+
+
+class WorkerIdInUse(RegistrationRefused):
+    """A registration would move a live worker's id to another URL: the worker must leave
+    (``DELETE /workers/{id}``) or let its registration expire first."""
+
+    error = "worker_id_in_use"
+
+    def __init__(self, worker_id: str, url: str) -> None:
+        self.worker_id = worker_id
+        self.url = url
+        super().__init__(
+            f"worker {worker_id!r} is registered at {url} and still heartbeating: "
+            f"DELETE /workers/{worker_id} first, or wait until its registration expires"
+        )
+
+    def __reduce__(self) -> tuple[type[WorkerIdInUse], tuple[str, str]]:
+        return type(self), (self.worker_id, self.url)
+
+
+class StaticWorker(RegistrationRefused):
+    """A write over HTTP named a static worker (``workers.yml``, a built-in demo worker):
+    those are the operator's, never replaced, heartbeaten or removed over HTTP."""
+
+    error = "static_worker"
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        super().__init__(
+            f"worker {worker_id!r} is static (workers.yml or a built-in demo worker): "
+            "it cannot be registered, heartbeaten or removed over HTTP"
+        )
+
+    def __reduce__(self) -> tuple[type[StaticWorker], tuple[str]]:
+        return type(self), (self.worker_id,)
+
+
+class RegistryFull(RegistrationRefused):
+    """The registry holds ``limit`` live registered workers already."""
+
+    error = "registry_full"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the registry holds its limit of {limit} registered workers: one must leave "
+            "or expire first (the limit is serve's --max-workers)"
+        )
+
+    def __reduce__(self) -> tuple[type[RegistryFull], tuple[int]]:
+        return type(self), (self.limit,)
+
+
+class RegistryUnavailable(SloguardError):
+    """A shared worker registry's backend (Redis) failed or timed out on a worker's write;
+    the controller answers 503 ``registry_unavailable`` with ``Retry-After``."""
+
+
 def _problem_line(path: str, field: str, message: str) -> str:
     return f"{path}: {field}: {message}" if field else f"{path}: {message}"

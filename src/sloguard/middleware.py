@@ -32,7 +32,7 @@ from sloguard._clock import Clock, monotonic
 from sloguard.capability import RouteTable
 from sloguard.exceptions import ConfigurationError
 from sloguard.http import CAPABILITY, PRIORITY, Exchange, Reply
-from sloguard.idempotency.gate import IdempotencyGate
+from sloguard.idempotency.gate import DEFAULT_MAX_REQUEST_BYTES, GateOptions, IdempotencyGate
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import MetricsSink, NoMetrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -82,7 +82,7 @@ class SLOGuard:
         slo_dir: str | os.PathLike[str] | None = None,
         manager: SLOManager | None = None,
         store: Store | None = None,
-        idempotency: Mapping[str, Any] | bool = True,
+        idempotency: GateOptions | bool = True,
         route_table: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         priority_header: str = PRIORITY,
         capability_header: str = CAPABILITY,
@@ -141,6 +141,9 @@ class SLOGuard:
             trusted_clients=None
             if isinstance(trust_capability_header, bool)
             else list(trust_capability_header),
+            seed_body_bytes=DEFAULT_MAX_REQUEST_BYTES
+            if self.gate is None
+            else self.gate.max_request_bytes,
         )
         store = None if self.gate is None else self.gate.store
         self.metrics.watch(manager, store, self.admission.concurrency)
@@ -170,7 +173,10 @@ class SLOGuard:
         classifier = self.classifier
         request = classifier.classify(scope, receive)
         if classifier.is_seed_form(request):
-            await classifier.read_seed_form(request, read_key=self.gate is not None)
+            refused = await classifier.read_seed_form(request, read_key=self.gate is not None)
+            if refused is not None:
+                await refused.send(send)
+                return
         capability = request.capability
         slo = None if capability is None else self.manager.get_slo(capability)
         if self.tracing:
@@ -308,7 +314,7 @@ def _metrics(metrics: MetricsSink | bool, manager: SLOManager) -> MetricsSink:
 
 
 def _gate(
-    idempotency: Mapping[str, Any] | bool,
+    idempotency: GateOptions | bool,
     store: Store | None,
     on_event: Callable[[str], None] | None,
     on_decision: Callable[[str | None, str], None],
@@ -317,7 +323,7 @@ def _gate(
         if store is not None:
             raise ConfigurationError("a store was given but idempotency is disabled")
         return None
-    options = {} if idempotency is True else dict(idempotency)
+    options: GateOptions = {} if idempotency is True else GateOptions(**idempotency)
     if store is not None:
         options["store"] = store
     if on_event is not None:

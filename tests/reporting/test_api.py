@@ -453,14 +453,15 @@ def test_the_controller_serves_slo_and_guards_workers_writes(
     store.close()
 
 
-def test_without_a_token_the_controller_stays_open(
+def test_without_a_token_the_slo_api_stays_open_and_the_registry_does_not(
     manager: SLOManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SLOGUARD_API_TOKEN", raising=False)
+    monkeypatch.delenv("SLOGUARD_REGISTRY_TOKEN", raising=False)
     app = create_controller_app(registry=WorkerRegistry(), manager=manager, health_interval_s=None)
     spec = {"id": "w1", "url": "http://127.0.0.1:9", "capabilities": [CAP]}
     with serving(app) as url:
-        assert httpx.post(url + "/workers", json=spec).status_code == 201
+        assert httpx.post(url + "/workers", json=spec).status_code == 401
         assert httpx.get(url + "/slo").status_code == 200
 
 

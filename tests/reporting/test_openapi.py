@@ -1,9 +1,13 @@
-"""The OpenAPI document, and the /slo API fuzzed from it: no input is ever a 5xx.
+"""The OpenAPI document, and the /slo API and the controller fuzzed from it: no input is
+ever a 5xx.
 
 The fuzzer draws, for each operation the document lists, values for each of its
 parameters: values the schema allows, and hostile ones (5,000 digits, years 1
-and 9999, NUL, 1e20, nan, arbitrary text). Bounded (``max_examples``), seeded
-(``derandomize``): the same requests on every run, in CI too.
+and 9999, NUL, 1e20, nan, arbitrary text); for the controller, also headers
+(keys, priorities, credentials) and bodies (seed forms, registrations with
+hostile URLs). Bounded (``max_examples``), seeded (``derandomize``): the same
+requests on every run, in CI too. Each prints the requests it sent and the 5xx
+it got.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from sloguard import SLOManager
+from sloguard import SLOGuard, SLOManager
 from sloguard._clock import ManualClock
 from sloguard.reporting import Alert, AlertsConfig, Breach, MinuteAggregate, Reporter, SLOApp
 from sloguard.reporting.api import slo_api
@@ -32,7 +36,11 @@ from sloguard.reporting.mount import slo_site_routes
 from sloguard.reporting.openapi import openapi_document
 from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.routing import WorkerRegistry, create_controller_app
+from sloguard.routing.redis_registry import RedisRegistry
+from tests.redis_server import RedisKeys
 from tests.reporting.conftest import write_slo
+from tests.routing.workers import RecordingWorker, running
+from tests.servers import serving
 
 CAP = "convert:pdf"
 JAN10 = 1_736_467_200  # 2025-01-10T00:00:00Z
@@ -289,3 +297,244 @@ def test_no_request_to_the_slo_api_is_a_server_error(
             print(f"\n/slo fuzzer: {tally}")
     assert tally.sent >= FUZZ_EXAMPLES
     assert tally.server_errors == []
+
+
+# -- the controller fuzzer ----------------------------------------------------------
+#
+# The controller's own routes (/route/{verb}/{name}, the seed form POST /route,
+# /workers*, /healthz) behind SLOGuard, as `sloguard serve` runs them, over real
+# HTTP to a real worker. The world is set up so that no 5xx is ever right: the
+# worker answers at once, the SLOs cannot be missed, the only worker serving
+# them is static (never moved or removed over HTTP), registrations live an hour
+# and may only point at that worker (the allow-list and the URLs drawn see to
+# it). Any 5xx is then a bug.
+
+REGISTRY_TOKEN = "fuzz-registry-token"
+FUZZ_SLO = """\
+capability: {{verb: {verb}, name: {name}}}
+slo:
+  latency: {{p50_ms: 60000, p95_ms: 60000, p99_ms: 60000}}
+  availability: {{target: 0.5}}
+shedding: {{concurrency: {{mode: "off"}}}}
+"""
+ROUTED = ("convert:pdf", "classify:email")
+CONTROLLER_KNOWN = {
+    "verb": ("convert", "classify", "a"),
+    "name": ("pdf", "email", "b"),
+    "worker_id": ("w1", "f1", "f2", "#index"),
+}
+HEADER_VALUES = st.one_of(
+    st.from_regex(r"\A[A-Za-z0-9_-]{1,24}\Z"),
+    st.from_regex(r"\A[!-~\x80-\xff](?:[ -~\x80-\xff]{0,300}[!-~\x80-\xff])?\Z"),
+    st.sampled_from(["low", "HIGH", "critical", '"sf-string"', "a" * 256, "\xe9t\xe9"]),
+)
+ROUTE_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "idempotency-key": HEADER_VALUES,
+        "x-priority": HEADER_VALUES,
+        "x-capability": HEADER_VALUES,
+        "content-type": st.sampled_from(["application/json", "text/plain", "a/b; c=d", "\xff"]),
+    },
+)
+AUTHORIZATION = st.sampled_from(
+    [f"Bearer {REGISTRY_TOKEN}"] * 8 + [None, "Bearer wrong", f"Basic {REGISTRY_TOKEN}", "Bearer"]
+)
+BAD_URLS = [
+    "http://127.0.0.1:0",
+    "http://127.0.0.1:99999",
+    "http://127.0.0.1:65536",
+    "http://127.0.0.1:-1",
+    "http://127.0.0.1:",
+    "http://user:pw@127.0.0.1:1",
+    "http://127.0.0.1:1/?to=elsewhere",
+    "http://127.0.0.1:1#f",
+    "ftp://127.0.0.1:1",
+    "javascript:alert(1)",
+    "http://",
+    "http://[::1",
+    "http://a b",
+    "http://\xe9",
+    "http://2130706433:1",
+    "http://127.0.0.1:1/" + "a" * 3_000,
+]
+OFF_THE_LIST = [
+    "http://169.254.169.254",  # a cloud metadata service
+    "http://10.0.0.1:80",
+    "http://localhost:1",
+    "http://[::1]:1",
+    "https://internal.example:8443/admin",
+]
+
+
+def registrations(worker_url: str) -> st.SearchStrategy[bytes]:
+    """POST /workers bodies: well-formed ones whose URL varies (the one worker's, hosts off
+    the allow-list, bad URLs), and hostile ones in every field."""
+    # Another path of the one worker (it answers any): moving a live id there is refused.
+    moved = st.sampled_from([worker_url + "/v2", worker_url.replace("http", "HTTP") + "/v2/"])
+    allowed = st.sampled_from([worker_url, worker_url + "/", worker_url.replace("http", "HTTP")])
+    urls = st.one_of(allowed, moved, st.sampled_from(OFF_THE_LIST), st.sampled_from(BAD_URLS))
+    # f9 is live at the worker's URL from the start, and never deleted (no path names it).
+    known_ids = st.sampled_from(["f9", "w1", "f1"]) | st.from_regex(r"\A[a-z]{1,2}\Z")
+    known_caps = st.lists(st.sampled_from([*ROUTED, "a:b", "x:y"]), min_size=1, max_size=2)
+    well_formed = st.fixed_dictionaries({"id": known_ids, "url": urls, "capabilities": known_caps})
+    hostile = st.fixed_dictionaries(
+        {
+            "id": known_ids | st.text(max_size=20) | st.sampled_from(["#index", "a" * 201, ""]),
+            "url": urls | st.text(max_size=40) | JSON_VALUES,
+            "capabilities": known_caps | st.lists(st.text(max_size=12), max_size=3) | JSON_VALUES,
+        },
+        optional={"weight": JSON_VALUES},
+    )
+    encode = lambda document: json.dumps(document).encode()  # noqa: E731
+    return st.one_of(well_formed.map(encode), well_formed.map(encode), hostile.map(encode), BODIES)
+
+
+SEEDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "verb": st.one_of(st.sampled_from(CONTROLLER_KNOWN["verb"]), st.text(max_size=10)),
+        "capability": st.one_of(st.sampled_from(CONTROLLER_KNOWN["name"]), JSON_VALUES),
+        "idempotency_key": st.one_of(HEADER_VALUES, JSON_VALUES),
+        "priority": st.one_of(st.sampled_from(["low", "high", "x"]), JSON_VALUES),
+        "request_payload": JSON_VALUES,
+    },
+).map(lambda d: json.dumps(d).encode())
+
+Request = tuple[str, str, dict[str, str], list[tuple[bytes, bytes]], bytes]
+OPERATION_WEIGHTS = {
+    "POST /route/{verb}/{name}": 3,
+    "POST /route": 3,
+    "POST /workers": 5,
+    "POST /workers/{worker_id}/heartbeat": 2,
+    "DELETE /workers/{worker_id}": 2,
+}
+
+
+@st.composite
+def controller_requests(draw: st.DrawFn, worker_url: str) -> Request:
+    """``(method, path, query, headers, body)`` for one of the controller's own operations."""
+    document = openapi_document(controller=True)
+    operations = [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        if not path.startswith("/slo")  # fuzzed above
+        for method, operation in item.items()
+        for _ in range(OPERATION_WEIGHTS.get(f"{method.upper()} {path}", 1))
+    ]
+    method, path, operation = draw(st.sampled_from(operations))
+    for parameter in operation.get("parameters", []):
+        known = CONTROLLER_KNOWN.get(parameter["name"], ())
+        value = draw(st.one_of(st.sampled_from(known), HOSTILE) if known else HOSTILE)
+        path = path.replace("{" + parameter["name"] + "}", quote(value, safe="") or "x")
+    headers: dict[str, str] = {}
+    body = b""
+    if path.startswith("/route"):
+        headers = draw(ROUTE_HEADERS)
+        body = draw(st.one_of(SEEDS, BODIES) if path == "/route" else BODIES)
+    elif path.startswith("/workers") and method != "GET":
+        authorization = draw(AUTHORIZATION)
+        if authorization is not None:
+            headers["authorization"] = authorization
+        if method == "POST" and path == "/workers":
+            body = draw(registrations(worker_url))
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    query = draw(st.dictionaries(st.sampled_from(["delay_ms", "x"]), HOSTILE, max_size=1))
+    return method, path, query, raw, body
+
+
+@pytest.fixture(params=["memory", "redis"])
+def fuzzed_controller(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """``(controller URL, worker URL)``: the controller behind SLOGuard, on uvicorn, with
+    its registry in memory or in Redis."""
+    directory = tmp_path_factory.mktemp("fuzz-controller") / "slos"
+    directory.mkdir()
+    for capability in ROUTED:
+        verb, name = capability.split(":")
+        (directory / f"{verb}_{name}.yml").write_text(FUZZ_SLO.format(verb=verb, name=name))
+    manager = SLOManager(directory)
+    assert manager.errors == []
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry(heartbeat_ttl_s=3_600, max_workers=5)
+    keys = None
+    if request.param == "redis":
+        keys = RedisKeys(request.getfixturevalue("redis_url"))
+        registry = RedisRegistry(keys.url, prefix=keys.prefix, heartbeat_ttl_s=3_600, max_workers=5)
+    app = create_controller_app(
+        registry=registry,
+        manager=manager,
+        registry_token=REGISTRY_TOKEN,
+        worker_hosts="127.0.0.1",
+        health_interval_s=0.5,
+    )
+    guard = SLOGuard(app, manager=manager, metrics=False, reload_every_s=None)
+    with running(worker) as worker_url, serving(guard) as url:
+        registry.register("w1", worker_url, ROUTED, static=True)
+        auth = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
+        for worker_id in ("f1", "f9"):
+            spec = {"id": worker_id, "url": worker_url, "capabilities": list(ROUTED)}
+            assert httpx.post(url + "/workers", json=spec, headers=auth).status_code == 201
+        yield url, worker_url
+    if keys is not None:
+        asyncio.run(keys.close())
+
+
+def test_no_request_to_the_controller_is_a_server_error(
+    fuzzed_controller: tuple[str, str],
+    request: pytest.FixtureRequest,
+    record_property: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, worker_url = fuzzed_controller
+    registry = request.node.callspec.params["fuzzed_controller"]
+    tally = Tally()
+    errors: Counter[str] = Counter()
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(drawn=controller_requests(worker_url))
+        def fuzz(drawn: Request) -> None:
+            method, path, query, headers, body = drawn
+            response = client.request(method, path, params=query, headers=headers, content=body)
+            status = response.status_code
+            tally.sent += 1
+            tally.statuses[status] += 1
+            if status >= 400 and response.text != "Not Found":
+                assert response.headers["content-type"] == "application/problem+json", drawn
+                errors[response.json()["error"]] += 1
+            if status >= 500:
+                tally.server_errors.append((status, method, f"{path}?{query}"))
+            assert status < 500, (drawn, response.text)
+
+        try:
+            fuzz()
+        finally:
+            record_property("fuzz_controller_requests", tally.sent)
+            record_property("fuzz_controller_server_errors", len(tally.server_errors))
+            with capsys.disabled():
+                print(f"\ncontroller fuzzer ({registry} registry): {tally}")
+                print(f"  problems: {dict(sorted(errors.items()))}")
+        health = client.get("/healthz").json()
+        health_workers = client.get("/workers").json()["workers"]
+        routed = client.post("/route/convert/pdf", content=b"{}")
+
+    assert tally.sent >= FUZZ_EXAMPLES
+    assert tally.server_errors == []
+    # Refused over and over, the registry and the loops are still whole.
+    assert health["status"] == "ok"
+    assert health["loops"]["health_checks"]["state"] == "running"
+    assert routed.status_code == 200
+    static = [w for w in health_workers if w["id"] == "w1"]
+    assert [(w["url"], w["static"]) for w in static] == [(worker_url, True)]
+    # The draws get past the credential to the registry's checks (the rarer refusals,
+    # printed above, have tests of their own).
+    assert [r for r in ("unauthorized", "invalid_worker", "static_worker") if not errors[r]] == []

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -36,8 +37,8 @@ WALL_START = 1_800_000_000.0
 class Stack:
     """SLOGuard in front of a handler taking ``latency_s`` of the manual clock, plus /slo."""
 
-    def __init__(self, tmp_path: Path, *, token: str = "") -> None:
-        write_slo(tmp_path / "slos")
+    def __init__(self, tmp_path: Path, *, token: str = "", extra: str = "") -> None:
+        write_slo(tmp_path / "slos", extra=extra)
         self.clock = ManualClock()
         self.wall = ManualClock(WALL_START)
         self.manager = SLOManager(tmp_path / "slos", clock=self.clock)
@@ -49,8 +50,15 @@ class Stack:
             monotonic_clock=self.clock,
         )
         self.latency_s = 0.01
+        self.gate = threading.Event()
+        self.gate.set()
+        self.inside = 0
 
         async def work(request: Request) -> Response:
+            self.inside += 1
+            if not self.gate.is_set():
+                await anyio.to_thread.run_sync(self.gate.wait)
+            self.inside -= 1
             self.clock.advance(self.latency_s)
             return JSONResponse({"ok": True})
 
@@ -125,6 +133,55 @@ async def test_a_breach_reaches_callbacks_the_websocket_and_the_history(tmp_path
     assert history is not None
     points = history.history(CAP, int(WALL_START) - 60, int(WALL_START) + 120, 60)
     assert sum(p.requests for p in points) == 31  # the keyed miss ran; its replay did not
+
+
+async def test_the_websocket_streams_the_concurrency_limit_with_the_figures_of_slo(
+    tmp_path: Path,
+) -> None:
+    """The limiter starts refusing: a ``concurrency`` event, its figures those ``GET
+    /slo`` shows; it stops: another."""
+    limit_2 = (
+        "enforcement: {reject_on_violation: true}\n"
+        "shedding: {concurrency: {mode: fixed, initial: 2, min: 1, queue: {size: 0}}}\n"
+    )
+    stack = Stack(tmp_path, extra=limit_2)
+    with serving(stack.guard) as base:
+        async with (
+            connect(base.replace("http", "ws") + "/slo/ws") as ws,
+            httpx.AsyncClient(base_url=base) as client,
+        ):
+            assert (await client.post("/work")).status_code == 200  # the limiter exists
+            stack.gate.clear()
+            held = [asyncio.ensure_future(client.post("/work")) for _ in range(2)]
+            async with asyncio.timeout(10):
+                while stack.inside < 2:  # noqa: ASYNC110 (the handler runs on the server's loop)
+                    await asyncio.sleep(0.01)
+            low = {"x-priority": "low"}
+            assert [(await client.post("/work", headers=low)).status_code for _ in range(3)] == [
+                503
+            ] * 3
+            started = await next_event(ws, "concurrency")
+            status = (await client.get(f"/slo/{CAP}")).json()
+            assert started["capability"] == CAP
+            assert started["data"]["changes"] == ["refusals_started"]
+            assert started["data"]["refusing"] is True
+            assert started["data"]["concurrency"] == {
+                "mode": "fixed",
+                "limit": 2,
+                "inflight": 2,
+                "queued": 0,
+                "refused": {"concurrency_limit": {"low": 3}},
+            }
+            assert status["shedding"]["concurrency"] == started["data"]["concurrency"]
+            assert status["shedding"]["shed"] == {"low": 3}
+            assert "refusing (concurrency_limit 3)" in started["data"]["summary"]
+
+            stack.gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            stack.wall.advance(5)  # quiet for 5 s: the refusals have stopped
+            stopped = await next_event(ws, "concurrency")
+            assert stopped["data"]["changes"] == ["refusals_stopped"]
+            assert stopped["data"]["concurrency"]["inflight"] == 0
 
 
 async def test_the_websocket_needs_the_api_token_when_one_is_set(tmp_path: Path) -> None:

@@ -93,6 +93,12 @@ def field(driver: Any, capability: str, name: str) -> str:
     return text
 
 
+def refused(driver: Any, capability: str) -> dict[str, str]:
+    """The card's refusals, by reason (``window``: the SLO-window policy's)."""
+    reasons = ("concurrency_limit", "queue_full", "deadline", "queue_timeout", "window")
+    return {reason: field(driver, capability, f"refused-{reason}") for reason in reasons}
+
+
 def cards_shown(driver: Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -212,6 +218,17 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
             assert field(browser, "classify:email", "shedding").startswith("active: ")
             assert "low 95%" in field(browser, "classify:email", "shedding")  # the guard's ratios
             assert "p95 latency" in field(browser, "classify:email", "violations")
+            # The window policy alone: no limit, every refusal its own.
+            assert field(browser, "classify:email", "limit") == "off (no limit)"
+            email = httpx.get(url + "/slo/classify:email").json()["shedding"]
+            assert email["concurrency"] == {"mode": "off"}
+            assert email["shed"]["low"] > 0
+            wait_until(
+                browser,
+                lambda d: refused(d, "classify:email")["window"] == str(email["shed"]["low"]),
+                "the window's refusals",
+            )
+            assert refused(browser, "classify:email")["concurrency_limit"] == "—"
             assert float(field(browser, "classify:email", "p95").removesuffix(" ms")) > 60
             assert (
                 card(browser, "convert:document_to_pdf").get_attribute("data-state") == "no traffic"
@@ -220,6 +237,115 @@ def test_the_page_shows_every_capability_and_shedding_after_an_overload(
             assert shot.read_bytes().startswith(b"\x89PNG")
     finally:
         history.close()
+
+
+def hold(url: str, path: str, priority: str, count: int, delay_ms: int) -> threading.Thread:
+    """``count`` requests sent at once from a thread of their own, each taking
+    ``delay_ms`` in the demo worker; join the thread to wait for their answers."""
+
+    async def send() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            headers = {"x-priority": priority}
+            slow = f"{path}?delay_ms={delay_ms}"
+            await asyncio.gather(*(client.post(slow, headers=headers) for _ in range(count)))
+
+    thread = threading.Thread(target=asyncio.run, args=(send(),), daemon=True)
+    thread.start()
+    return thread
+
+
+def admission_shown(driver: Any, capability: str) -> dict[str, Any]:
+    return {
+        "limit": field(driver, capability, "limit"),
+        "inflight": field(driver, capability, "inflight"),
+        "queued": field(driver, capability, "queued"),
+        "refused": refused(driver, capability),
+    }
+
+
+def admission_of(status: dict[str, Any]) -> dict[str, Any]:
+    """What the card should show of ``status``, a ``GET /slo/{capability}`` answer."""
+    shedding = status["shedding"]
+    concurrency = shedding["concurrency"]
+    by_reason = {
+        reason: sum(concurrency["refused"].get(reason, {}).values())
+        for reason in ("concurrency_limit", "queue_full", "deadline", "queue_timeout")
+    }
+    window = sum(shedding["shed"].values()) - sum(by_reason.values())
+    return {
+        "limit": f"{concurrency['limit']} ({concurrency['mode']})",
+        "inflight": str(concurrency["inflight"]),
+        "queued": str(concurrency["queued"]),
+        "refused": {reason: str(n) for reason, n in {**by_reason, "window": window}.items()},
+    }
+
+
+def test_the_card_shows_the_concurrency_limit_as_slo_reports_it(
+    browser: Any, state_dir: Path, tmp_path: Path
+) -> None:
+    """classify:email enforces, with the shipped adaptive limit (10 to start): ten slow
+    requests fill it for 10 s, and the card shows what GET /slo does meanwhile."""
+    from selenium.webdriver.common.by import By
+
+    path = "/route/classify/email"
+    with serving(controller(state_dir, api_token="")) as url, httpx.Client(base_url=url) as client:
+        browser.get(url + "/slo/ui")
+        wait_until(browser, lambda d: connection(d) == "live", "the WebSocket connected")
+        wait_until(
+            browser, lambda d: field(d, "classify:email", "limit") == "— (adaptive)", "no request"
+        )
+        # Dry runs have no limit, plainly.
+        assert field(browser, "convert:document_to_pdf", "limit") == "off (no limit)"
+        assert field(browser, "convert:document_to_pdf", "inflight") == "—"
+
+        def concurrency() -> dict[str, Any]:
+            found: dict[str, Any] = client.get("/slo/classify:email").json()["shedding"]
+            return found["concurrency"]
+
+        held = hold(url, path, "high", 10, delay_ms=10_000)  # the limit, for 10 s
+        wait_until(browser, lambda d: concurrency().get("inflight") == 10, "10 in flight")
+        late = hold(url, path, "high", 2, delay_ms=10)  # wait, and cannot meet the p99
+        late.join(timeout=30)
+        low = {"x-priority": "low"}
+        assert [client.post(path, headers=low).status_code for _ in range(5)] == [503] * 5
+        # The limiter starting to refuse comes over /slo/ws, under Events, at once.
+        wait_until(
+            browser,
+            lambda d: any(
+                "classify:email limit 10; refusing (" in e.text
+                for e in d.find_elements(By.CSS_SELECTOR, '#events li[data-type="concurrency"]')
+            ),
+            "the limiter's event",
+        )
+        # Read afresh (rather than at the page's next 5 s refresh: the 10 s would be over).
+        browser.refresh()
+
+        def agrees(driver: Any) -> bool:
+            status = client.get("/slo/classify:email").json()
+            shown = admission_shown(driver, "classify:email")
+            return shown["inflight"] == "10" and shown == admission_of(status)
+
+        wait_until(browser, agrees, "the card agreeing with GET /slo")
+        assert field(browser, "classify:email", "state") == "OK"  # no answer yet, but traffic
+        assert concurrency()["refused"] == {
+            "concurrency_limit": {"low": 5},  # low is refused at the limit, at once
+            "deadline": {"high": 2},
+        }
+        assert admission_shown(browser, "classify:email") == {
+            "limit": "10 (adaptive)",
+            "inflight": "10",
+            "queued": "0",
+            "refused": {
+                "concurrency_limit": "5",
+                "queue_full": "0",
+                "deadline": "2",
+                "queue_timeout": "0",
+                "window": "0",
+            },
+        }
+        assert layout_problems(browser) == []
+        screenshot(browser, tmp_path / "dashboard-limit.png")
+        held.join(timeout=30)
 
 
 def test_the_page_shows_the_tier_and_acknowledges_an_escalating_breach(
@@ -326,7 +452,20 @@ STATUS = {
             "shedding": {
                 "active": True,
                 "rejection_ratios": {"low": 0.95, "normal": 0.5},
-                "shed": {"low": 12},
+                # Every refusal, by priority: the limiter's below, and the window's.
+                "shed": {"low": 1246, "normal": 96, "high": 7, "critical": 1},
+                "concurrency": {
+                    "mode": "adaptive",
+                    "limit": 12,
+                    "inflight": 12,
+                    "queued": 3,
+                    "refused": {
+                        "concurrency_limit": {"low": 1234},
+                        "queue_full": {"normal": 56},
+                        "deadline": {"high": 7, "normal": 20},
+                        "queue_timeout": {"critical": 1},
+                    },
+                },
             },
             "idempotency": {"hit_rate": 0.25, "hits": 5, "misses": 15},
         }
@@ -377,7 +516,25 @@ def test_with_a_websocket_the_page_is_live_and_shows_the_fields_it_will_get(
         assert "convert:pdf" in event.text
         assert "p95 latency 250ms" in event.text
         assert field(browser, "convert:pdf", "idempotency") == "25.0% (5 hits, 15 misses)"
-        assert field(browser, "convert:pdf", "shedding") == "active: normal 50%, low 95% (12 shed)"
+        # The window policy's refusals on the shedding row; the limit's by reason below it.
+        assert field(browser, "convert:pdf", "shedding") == (
+            "active: normal 50% (20 shed), low 95% (12 shed)"
+        )
+        assert field(browser, "convert:pdf", "limit") == "12 (adaptive)"
+        assert (
+            field(browser, "convert:pdf", "inflight"),
+            field(browser, "convert:pdf", "queued"),
+        ) == (
+            "12",
+            "3",
+        )
+        assert refused(browser, "convert:pdf") == {
+            "concurrency_limit": "1234",
+            "queue_full": "56",
+            "deadline": "27",
+            "queue_timeout": "1",
+            "window": "32",
+        }
         assert field(browser, "convert:pdf", "budget") == "75.0%"
         assert field(browser, "convert:pdf", "burn-5m") == "2.5\N{MULTIPLICATION SIGN}"
         assert field(browser, "convert:pdf", "p95") == "250 ms"
@@ -475,10 +632,13 @@ def layout_problems(driver: Any) -> list[str]:
             const cards = [...document.querySelectorAll("article.card")];
             const right = Math.max(...cards.map((c) => c.getBoundingClientRect().right));
             if (grid.right - right > 2) problems.push("empty right of the cards: " + grid.right);
-            const values = document.querySelectorAll("article.card dd, table.latency td");
+            const values = document.querySelectorAll(
+              "article.card dd, table.latency td, table.refused th, table.refused td"
+            );
             for (const node of values) {
               const text = node.textContent;
               if (node.scrollWidth > node.clientWidth + 1) problems.push("cut: " + text);
+              if (node.querySelector("table")) continue; // a table's rows are lines of their own
               const line = parseFloat(getComputedStyle(node).lineHeight);
               const height = node.getBoundingClientRect().height;
               if (height > line * 1.6) problems.push("wrapped: " + text);

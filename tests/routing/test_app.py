@@ -14,6 +14,8 @@ import pytest
 
 from sloguard import SLOGuard
 from sloguard._clock import ManualClock
+from sloguard.exceptions import ConfigurationError
+from sloguard.idempotency.keys import Fingerprinter, forwarded_key
 from sloguard.reporting.reporter import Reporter
 from sloguard.routing import HealthChecker, WorkerRegistry, create_controller_app
 from sloguard.slo.manager import SLOManager
@@ -23,6 +25,8 @@ from tests.servers import free_port, serving
 SLO_DIR = Path(__file__).resolve().parents[2] / "state" / "controller" / "slos"
 PDF = "convert:document_to_pdf"
 PDF_PATH = "/route/convert/document_to_pdf"
+TOKEN = "registry-s3cret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 def first_pick(n: int) -> int:
@@ -33,6 +37,8 @@ def first_pick(n: int) -> int:
 @contextlib.contextmanager
 def controller(registry: WorkerRegistry, **options: Any) -> Iterator[str]:
     options.setdefault("health_interval_s", None)  # tests run the checks themselves
+    if not options.get("open_registry"):
+        options.setdefault("registry_token", TOKEN)
     with serving(create_controller_app(registry=registry, **options)) as url:
         yield url
 
@@ -66,9 +72,12 @@ def test_forwards_payload_headers_and_query_and_returns_the_workers_answer() -> 
         b"a,b\n1,2\n",
     )
     for name, value in sent_headers.items():
-        if name != "Authorization":
+        if name not in ("Authorization", "Idempotency-Key"):
             assert got.headers[name.lower()] == value
     assert "authorization" not in got.headers
+    # The key goes on scoped by the caller's principal (a digest, never the credential).
+    scoped = forwarded_key(Fingerprinter().principal(b"Bearer secret"), "k-1")
+    assert got.headers["idempotency-key"] == scoped
 
 
 def test_the_seed_form_forwards_its_payload_key_and_priority() -> None:
@@ -177,12 +186,12 @@ async def test_a_worker_that_misses_heartbeats_gets_no_traffic_until_the_next_on
     with running(worker) as worker_url, controller(registry) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             spec = {"id": "w1", "url": worker_url, "capabilities": [PDF]}
-            registered = await client.post("/workers", json=spec)
+            registered = await client.post("/workers", json=spec, headers=AUTH)
             fresh = await client.post(PDF_PATH)
             clock.advance(10.5)
             expired = await client.post(PDF_PATH)
             [listed] = (await client.get("/workers")).json()["workers"]
-            beat = await client.post("/workers/w1/heartbeat")
+            beat = await client.post("/workers/w1/heartbeat", headers=AUTH)
             again = await client.post(PDF_PATH)
 
     assert registered.status_code == 201
@@ -339,7 +348,7 @@ async def test_a_replayed_request_never_reaches_a_worker_twice() -> None:
 def test_workers_register_heartbeat_and_leave_over_http() -> None:
     registry = WorkerRegistry()
     spec = {"id": "w1", "url": "http://127.0.0.1:9001/", "capabilities": [PDF]}
-    with controller(registry) as url, httpx.Client(base_url=url) as client:
+    with controller(registry) as url, httpx.Client(base_url=url, headers=AUTH) as client:
         created = client.post("/workers", json=spec)
         replaced = client.post("/workers", json={**spec, "capabilities": [PDF, "a:b"]})
         listed = client.get("/workers").json()["workers"]
@@ -355,7 +364,8 @@ def test_workers_register_heartbeat_and_leave_over_http() -> None:
     assert [(w["id"], w["capabilities"]) for w in listed] == [("w1", ["a:b", PDF])]
     assert listed[0]["outstanding"] == 0
     assert listed[0]["last_error"] is None
-    assert health == {"status": "ok", "workers": 1, "healthy": 1}
+    assert (health["status"], health["workers"], health["healthy"]) == ("ok", 1, 1)
+    assert health["loops"]["health_checks"]["state"] == "idle"  # these tests check by hand
     assert beat.status_code == 200
     assert deleted.status_code == 204
     assert deleted_again.status_code == 404
@@ -371,12 +381,19 @@ def test_workers_register_heartbeat_and_leave_over_http() -> None:
         ({"id": "w", "url": "http://x", "capabilities": ["pdf"]}, "capabilities[0]: 'pdf' is not"),
         ({"url": "http://x", "capabilities": [PDF]}, "id: field required"),
         ({"id": "w", "url": "http://x", "capabilities": [PDF], "x": 1}, "x: extra inputs"),
+        ({"id": "w", "url": "http://x:0", "capabilities": [PDF]}, "url: port must be a number"),
+        ({"id": "w", "url": "http://x:99999", "capabilities": [PDF]}, "url: port must be"),
+        ({"id": "w", "url": "http://u:p@x:1", "capabilities": [PDF]}, "url: must not contain user"),
+        ({"id": "w", "url": "http://x/?to=y", "capabilities": [PDF]}, "url: must not have a query"),
+        ({"id": "w", "url": "http://x/#f", "capabilities": [PDF]}, "url: must not have a query"),
+        ({"id": "w", "url": "http://:80", "capabilities": [PDF]}, "url: must name a host"),
+        ({"id": "w", "url": "http://2130706433", "capabilities": [PDF]}, "url: '2130706433' is"),
     ],
 )
 def test_a_bad_registration_is_a_400_naming_the_field(spec: dict[str, Any], detail: str) -> None:
     registry = WorkerRegistry()
     with controller(registry) as url:
-        response = httpx.post(url + "/workers", json=spec)
+        response = httpx.post(url + "/workers", json=spec, headers=AUTH)
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_worker"
@@ -449,3 +466,220 @@ async def test_bad_seed_bodies_are_400s_never_500s(tmp_path: Path, body: bytes) 
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert "/route" in openapi.json()["paths"]
+
+
+# -- registry writes: a credential, one URL per live id, allowed hosts, a bound --------
+
+
+def assert_problem(response: httpx.Response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["error"] == error
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong", "Bearer", TOKEN, f"Bearer {TOKEN}x", f"Basic {TOKEN}"],
+)
+def test_registry_writes_without_the_token_are_401_problems(authorization: str | None) -> None:
+    registry = WorkerRegistry()
+    registry.register("w1", "http://127.0.0.1:9001", [PDF])
+    headers = {} if authorization is None else {"authorization": authorization}
+    spec = {"id": "w2", "url": "http://127.0.0.1:9002", "capabilities": [PDF]}
+    with controller(registry) as url, httpx.Client(base_url=url, headers=headers) as client:
+        answers = [
+            client.post("/workers", json=spec),
+            client.post("/workers", json={**spec, "id": "w1"}),  # a hijack, unauthenticated
+            client.post("/workers/w1/heartbeat"),
+            client.delete("/workers/w1"),
+        ]
+        listed = client.get("/workers")  # reads stay open
+
+    for answer in answers:
+        assert_problem(answer, 401, "unauthorized")
+        assert answer.headers["www-authenticate"] == 'Bearer realm="sloguard"'
+        assert "registry.token" in answer.json()["detail"]
+    assert [w["id"] for w in listed.json()["workers"]] == ["w1"]
+    assert registry.get("w1") is not None
+    assert registry.get("w1").url == "http://127.0.0.1:9001"  # type: ignore[union-attr]
+
+
+def test_the_registry_is_closed_by_default_with_a_token_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("SLOGUARD_REGISTRY_TOKEN", "SLOGUARD_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_controller_app(registry=WorkerRegistry(), health_interval_s=None)
+    token = app.state.controller.registry_token
+    spec = {"id": "w1", "url": "http://127.0.0.1:9001", "capabilities": [PDF]}
+    with serving(app) as url:
+        refused = httpx.post(url + "/workers", json=spec)
+        accepted = httpx.post(
+            url + "/workers", json=spec, headers={"authorization": f"Bearer {token}"}
+        )
+
+    assert len(token) >= 32
+    assert_problem(refused, 401, "unauthorized")
+    assert accepted.status_code == 201
+
+
+def test_the_token_comes_from_the_environment_and_the_api_token_stands_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLOGUARD_API_TOKEN", "api")
+    monkeypatch.delenv("SLOGUARD_REGISTRY_TOKEN", raising=False)
+    from_api = create_controller_app(registry=WorkerRegistry()).state.controller
+    monkeypatch.setenv("SLOGUARD_REGISTRY_TOKEN", "reg")
+    from_env = create_controller_app(registry=WorkerRegistry()).state.controller
+    given = create_controller_app(registry=WorkerRegistry(), registry_token="given")
+    opened = create_controller_app(registry=WorkerRegistry(), open_registry=True)
+
+    assert from_api.registry_token == "api"
+    assert from_env.registry_token == "reg"
+    assert given.state.controller.registry_token == "given"
+    assert opened.state.controller.registry_token is None
+    with pytest.raises(ConfigurationError, match="choose one"):
+        create_controller_app(registry=WorkerRegistry(), open_registry=True, registry_token="x")
+
+
+def test_an_open_registry_takes_writes_without_a_token() -> None:
+    worker = RecordingWorker("w1")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry, open_registry=True) as url:
+        spec = {"id": "w1", "url": worker_url, "capabilities": [PDF]}
+        created = httpx.post(url + "/workers", json=spec)
+        beat = httpx.post(url + "/workers/w1/heartbeat")
+        routed = httpx.post(url + PDF_PATH, content=b"{}")
+        deleted = httpx.delete(url + "/workers/w1")
+
+    assert [created.status_code, beat.status_code, routed.status_code, deleted.status_code] == [
+        201,
+        200,
+        200,
+        204,
+    ]
+
+
+async def test_a_live_worker_keeps_its_url_until_it_leaves_or_expires(clock: ManualClock) -> None:
+    mine, theirs = RecordingWorker("mine"), RecordingWorker("theirs")
+    registry = WorkerRegistry(clock=clock, heartbeat_ttl_s=10)
+    with (
+        running(mine) as mine_url,
+        running(theirs) as theirs_url,
+        controller(registry) as url,
+    ):
+        async with httpx.AsyncClient(base_url=url, headers=AUTH) as client:
+            spec = {"id": "w1", "url": mine_url, "capabilities": [PDF]}
+            await client.post("/workers", json=spec)
+            hijack = await client.post("/workers", json={**spec, "url": theirs_url})
+            routed = await client.post(PDF_PATH)
+            same_url = await client.post("/workers", json={**spec, "url": mine_url + "/"})
+            clock.advance(10.5)  # no heartbeat: it is no longer live, its id is free
+            moved = await client.post("/workers", json={**spec, "url": theirs_url})
+            await client.delete("/workers/w1")
+            back = await client.post("/workers", json=spec)
+
+    assert_problem(hijack, 409, "worker_id_in_use")
+    assert mine_url in hijack.json()["detail"]
+    assert hijack.json()["worker"] == "w1"
+    assert routed.headers["x-worker-id"] == "w1"
+    assert len(mine.received) == 1
+    assert theirs.received == []
+    assert same_url.status_code == 200  # re-registering where it is: a refresh
+    assert moved.status_code == 200
+    assert back.status_code == 201
+
+
+def test_static_workers_are_never_written_over_http() -> None:
+    worker = RecordingWorker("static")
+    registry = WorkerRegistry()
+    with running(worker) as worker_url, controller(registry) as url:
+        registry.register("s1", worker_url, [PDF], static=True)
+        with httpx.Client(base_url=url, headers=AUTH) as client:
+            spec = {"id": "s1", "url": "http://127.0.0.1:9", "capabilities": [PDF]}
+            answers = [
+                client.post("/workers", json=spec),
+                client.post("/workers/s1/heartbeat"),
+                client.delete("/workers/s1"),
+            ]
+            routed = client.post(PDF_PATH, content=b"{}")
+
+    for answer in answers:
+        assert_problem(answer, 409, "static_worker")
+    assert routed.headers["x-worker-id"] == "s1"
+    assert registry.get("s1") is not None
+    assert registry.get("s1").last_heartbeat is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("worker_url", "allowed"),
+    [
+        ("http://127.0.0.1:9001", True),
+        ("http://10.1.2.3:80", True),
+        ("https://pdf.example.internal", True),
+        ("http://example.internal:8000", True),
+        ("http://[::ffff:10.0.0.1]:80", True),
+        ("http://169.254.169.254", False),  # a cloud metadata service
+        ("http://192.168.0.1:9001", False),
+        ("http://localhost:9001", False),  # a name, not resolved: not 127.0.0.1
+        ("http://example.internal.evil.com", False),
+        ("http://[::1]:9001", False),
+    ],
+)
+def test_hosts_off_the_allow_list_are_403(worker_url: str, allowed: bool) -> None:
+    registry = WorkerRegistry()
+    hosts = "127.0.0.0/8,10.0.0.0/8,example.internal,*.example.internal"
+    with controller(registry, worker_hosts=hosts) as url:
+        spec = {"id": "w1", "url": worker_url, "capabilities": [PDF]}
+        answer = httpx.post(url + "/workers", json=spec, headers=AUTH)
+
+    if allowed:
+        assert answer.status_code == 201
+    else:
+        assert_problem(answer, 403, "worker_host_not_allowed")
+        assert answer.json()["detail"].startswith(f"url: {worker_url} is not on a host")
+        assert len(registry) == 0
+
+
+def test_the_registry_holds_at_most_max_workers(clock: ManualClock) -> None:
+    registry = WorkerRegistry(max_workers=2, clock=clock, heartbeat_ttl_s=10)
+    registry.register("static", "http://127.0.0.1:9000", [PDF], static=True)  # not counted
+    with controller(registry) as url, httpx.Client(base_url=url, headers=AUTH) as client:
+
+        def join(worker_id: str) -> httpx.Response:
+            spec = {"id": worker_id, "url": f"http://10.0.0.1/{worker_id}", "capabilities": [PDF]}
+            return client.post("/workers", json=spec)
+
+        first = [join("w1").status_code, join("w2").status_code]
+        full = join("w3")
+        again = join("w1")  # a known id takes no more room
+        client.delete("/workers/w2")
+        after_leaving = join("w3")
+        clock.advance(5)
+        client.post("/workers/w3/heartbeat")
+        clock.advance(6)  # w1 is silent for 11 s, w3 for 6 s
+        after_expiry = join("w4")
+        listed = sorted(w["id"] for w in client.get("/workers").json()["workers"])
+
+    assert first == [201, 201]
+    assert_problem(full, 409, "registry_full")
+    assert "limit of 2" in full.json()["detail"]
+    assert again.status_code == 200
+    assert after_leaving.status_code == 201
+    assert after_expiry.status_code == 201  # the silent one made room
+    assert listed == ["static", "w3", "w4"]
+
+
+async def test_healthz_reports_the_health_loop_without_a_reporter() -> None:
+    registry = WorkerRegistry()
+    app = create_controller_app(registry=registry, health_interval_s=0.01, open_registry=True)
+    with serving(app) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(200):
+                health = (await client.get("/healthz")).json()
+                if health["loops"]["health_checks"]["passes"] >= 2:
+                    break
+                await asyncio.sleep(0.01)
+
+    assert health["status"] == "ok"
+    assert health["loops"]["health_checks"]["state"] == "running"

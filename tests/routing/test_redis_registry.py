@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from sloguard._clock import ManualClock
+from sloguard.routing import create_controller_app
 from sloguard.routing.redis_registry import RedisRegistry
-from tests.redis_server import RedisKeys
+from tests.redis_server import PrivateRedis, RedisKeys
+from tests.servers import serving
 
 CAP = "convert:document_to_pdf"
 
@@ -85,14 +88,41 @@ async def test_an_unreadable_registration_is_ignored(
     pair: list[RedisRegistry], redis_keys: RedisKeys
 ) -> None:
     one, _ = pair
-    await redis_keys.admin.set(redis_keys.prefix + "junk", b"{not json", px=10_000)
-    await redis_keys.admin.set(
-        redis_keys.prefix + "bad-cap", b'{"url": "http://a:1", "capabilities": ["nope"]}', px=10_000
-    )
+    entries = {
+        "junk": b"{not json",
+        "bad-cap": b'{"url": "http://a:1", "capabilities": ["nope"]}',
+        "bad-url": b'{"url": "http://a:99999", "capabilities": ["a:b"]}',
+    }
+    for worker_id, value in entries.items():
+        await redis_keys.admin.set(redis_keys.prefix + worker_id, value, px=10_000)
+        await redis_keys.admin.sadd(one.index, worker_id)
     await one.join("w1", "http://a:1", [CAP])
     await one.refresh()
 
     assert [w.id for w in one] == ["w1"]
+
+
+async def test_every_key_expires_and_the_index_goes_with_the_last_worker(
+    pair: list[RedisRegistry], redis_keys: RedisKeys
+) -> None:
+    one, other = pair
+    await one.join("w1", "http://a:1", [CAP])
+    await redis_keys.travel(5)
+    await other.join("w2", "http://a:2", [CAP])
+    ttls = {name: await redis_keys.admin.pttl(name) for name in await redis_keys.names()}
+    await redis_keys.travel(5)  # w1 expires; the index lives on with w2
+    await one.refresh()
+    after_w1 = [w.id for w in one]
+    await redis_keys.travel(5)
+
+    assert set(ttls) == {
+        one.index.encode(),
+        (one.prefix + "w1").encode(),
+        one.prefix.encode() + b"w2",
+    }
+    assert all(0 < ttl <= 10_000 for ttl in ttls.values())
+    assert after_w1 == ["w2"]
+    assert await redis_keys.names() == []
 
 
 async def test_static_workers_stay_local_and_survive_a_refresh(pair: list[RedisRegistry]) -> None:
@@ -103,3 +133,33 @@ async def test_static_workers_stay_local_and_survive_a_refresh(pair: list[RedisR
 
     assert [w.id for w in one] == ["static-1"]
     assert len(other) == 0
+
+
+async def test_with_redis_down_writes_are_503_problems_and_reads_keep_the_last_view(
+    private_redis: PrivateRedis,
+) -> None:
+    registry = RedisRegistry(private_redis.url, prefix="t:", sync_interval_s=0.01)
+    await registry.join("w1", "http://127.0.0.1:9001", [CAP])
+    app = create_controller_app(registry=registry, health_interval_s=None, registry_token="t")
+    auth = {"authorization": "Bearer t"}
+    spec = {"id": "w2", "url": "http://127.0.0.1:9002", "capabilities": [CAP]}
+    with serving(app) as url:
+        async with httpx.AsyncClient(base_url=url, headers=auth) as client:
+            private_redis.stop()
+            answers = [
+                await client.post("/workers", json=spec),
+                await client.post("/workers/w1/heartbeat"),
+                await client.delete("/workers/w1"),
+            ]
+            listed = (await client.get("/workers")).json()["workers"]
+            health = (await client.get("/healthz")).json()
+
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["error"] == "registry_unavailable"
+        assert answer.headers["retry-after"] == "1"
+    assert [w["id"] for w in listed] == ["w1"]  # the last view
+    sync = health["loops"]["worker_registry_sync"]
+    assert sync["failures"] >= 1
+    assert sync["state"] == "running"

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from sloguard.idempotency.keys import Fingerprinter
+from sloguard.routing.server import FINGERPRINT_SECRET_ENV, ServeConfig
 from tests.redis_server import RedisKeys
 from tests.routing.workers import RecordingWorker, running
 from tests.servers import free_port
@@ -29,8 +32,15 @@ def controller(*args: str) -> Iterator[str]:
         yield url
 
 
+def auth(state: Path) -> dict[str, str]:
+    """The header registry writes need: the token serve wrote to its state directory."""
+    return {"authorization": f"Bearer {(state / 'registry.token').read_text().strip()}"}
+
+
 def refusal(*args: str) -> tuple[int, list[str]]:
-    process = sloguard("serve", *args)
+    process = sloguard(
+        "serve", *args, env={"SLOGUARD_REGISTRY_TOKEN": "", "SLOGUARD_API_TOKEN": ""}
+    )
     _, err = process.communicate(timeout=60)
     return process.returncode, err.splitlines()
 
@@ -47,7 +57,7 @@ async def test_two_controllers_share_one_redis_registry(
         controller(*shared) as one,
         controller(*shared) as other,
     ):
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=auth(tmp_path)) as client:
             spec = {"id": "w1", "url": worker_url, "capabilities": [CAP]}
             registered = await client.post(one + "/workers", json=spec)
             routed = await client.post(other + path, content=b"{}")
@@ -74,7 +84,7 @@ def test_two_processes_answer_on_one_port_and_share_idempotency(
     with (
         running(worker) as worker_url,
         controller(*args, "--redis-prefix", redis_keys.prefix) as url,
-        httpx.Client(base_url=url) as client,
+        httpx.Client(base_url=url, headers=auth(tmp_path)) as client,
     ):
         spec = {"id": "w1", "url": worker_url, "capabilities": [CAP]}
         assert client.post("/workers", json=spec).status_code == 201
@@ -136,3 +146,72 @@ def test_port_0_prints_the_port_actually_bound_and_access_log_logs_requests(
     assert not url.endswith(":0")
     assert health.json()["status"] == "ok"
     assert '"GET /healthz HTTP/1.1" 200' in access_log  # uvicorn's access log: stdout
+
+
+def test_the_registry_options_of_serve(tmp_path: Path) -> None:
+    hosts = ["--worker-hosts", "127.0.0.0/8", "--max-workers", "1"]
+    env = {"SLOGUARD_REGISTRY_TOKEN": "from-env", "SLOGUARD_API_TOKEN": ""}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = sloguard("serve", "--state", str(tmp_path), "--port", str(port), *hosts, env=env)
+    with stopped_at_exit(serve) as process, httpx.Client(base_url=url) as client:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        wait_until_answering(url + "/healthz", process)
+        auth = {"authorization": "Bearer from-env"}
+
+        def join(worker_id: str, host: str) -> httpx.Response:
+            spec = {"id": worker_id, "url": f"http://{host}:9001", "capabilities": [CAP]}
+            return client.post("/workers", json=spec, headers=auth)
+
+        without = client.post("/workers/w1/heartbeat")
+        outside = join("w1", "10.0.0.1")
+        first = join("w1", "127.0.0.1")
+        second = join("w2", "127.0.0.2")
+
+    assert "; registry token from $SLOGUARD_REGISTRY_TOKEN; API token off" in line
+    assert not (tmp_path / "registry.token").exists()  # a token was given: no file
+    assert without.status_code == 401
+    assert (outside.status_code, outside.json()["error"]) == (403, "worker_host_not_allowed")
+    assert first.status_code == 201
+    assert (second.status_code, second.json()["error"]) == (409, "registry_full")
+
+
+def test_an_open_registry_takes_writes_from_anyone(tmp_path: Path) -> None:
+    with controller("--state", str(tmp_path), "--open-registry") as url:
+        spec = {"id": "w1", "url": "http://127.0.0.1:9001", "capabilities": [CAP]}
+        created = httpx.post(url + "/workers", json=spec)
+
+    assert created.status_code == 201
+    assert not (tmp_path / "registry.token").exists()
+
+
+def test_bad_registry_options_are_refused_in_one_line(tmp_path: Path) -> None:
+    port = str(free_port())
+    token_file = tmp_path / "registry.token"
+    token_file.write_text("s3cret\n")
+    token_file.chmod(0o644)
+    cases = [
+        (["--open-registry", "--registry-token", "x"], 2, "--open-registry and --registry-token"),
+        (["--worker-hosts", "10.0.0.0/8,not a host"], 2, "worker hosts: 'not a host' is not"),
+        (["--max-workers", "0"], 2, "--max-workers: expected a whole number from 1, got '0'"),
+        (["--state", str(tmp_path)], 1, f"{token_file} is readable by other users (mode 0644)"),
+    ]
+    for args, status, message in cases:
+        got, lines = refusal("--port", port, *args)
+        assert (got, len(lines)) == (status, 1), lines
+        assert lines[0].startswith("sloguard serve: ")
+        assert message in lines[0]
+
+
+def test_serve_keys_its_digests_with_the_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FINGERPRINT_SECRET_ENV, "deploy-1")
+    guard = ServeConfig(state=str(tmp_path), open_registry=True)()
+    keyed = Fingerprinter("deploy-1").principal("Bearer alice")
+
+    assert guard.gate is not None
+    assert guard.gate.fingerprints.principal("Bearer alice") == keyed
+    assert guard.app.state.controller.fingerprints.principal("Bearer alice") == keyed
+    assert keyed != Fingerprinter().principal("Bearer alice")

@@ -58,6 +58,14 @@ def test_workers_are_read(tmp_path: Path) -> None:
             "  - {id: a, url: 'http://y', capabilities: [a:b]}\n",
             "workers[1].id: duplicate id 'a' (first at workers[0])",
         ),
+        (
+            "workers:\n  - {id: a, url: 'http://127.0.0.1:99999', capabilities: [a:b]}\n",
+            "workers[0].url: port must be a number from 1 to 65535",
+        ),
+        (
+            "workers:\n  - {id: a, url: 'http://u:pw@x', capabilities: [a:b]}\n",
+            "workers[0].url: must not contain user info (user:password@)",
+        ),
         ("worker: []\n", "worker: extra inputs are not permitted"),
         ("- a\n", "expected a mapping with 'workers', got list"),
     ],

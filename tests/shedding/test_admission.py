@@ -161,3 +161,33 @@ async def test_shedding_disabled_means_no_concurrency_limit_either(tmp_path: Pat
     s.admission = Admission(s.manager, clock=s.clock, random_source=lambda: 0.0)
     assert [await s.ask("low") for _ in range(5)] == [None] * 5
     assert s.admission.concurrency("convert:pdf") is None
+
+
+async def test_a_reload_with_a_new_limit_keeps_counting_its_refusals(tmp_path: Path) -> None:
+    s = Setup(tmp_path, concurrency=FIXED_2)
+    held = [await s.ask("normal"), await s.ask("normal")]
+    assert isinstance(await s.ask("low"), Reply)
+    (tmp_path / "pdf.yml").write_text(SLO % ("true", FIXED_2.replace("2", "3", 1)), "utf-8")
+    s.manager.reload()
+
+    assert await s.ask("normal") is not None  # the new limiter: 3 places, one taken here
+    concurrency = s.admission.concurrency("convert:pdf")
+    assert concurrency is not None
+    assert concurrency["limit"] == 3
+    assert concurrency["refused"] == {"concurrency_limit": {"low": 1}}
+    assert s.admission.shed_counts("convert:pdf") == {"low": 1}
+    assert all(isinstance(permit, Permit) for permit in held)
+
+
+async def test_no_limit_applies_during_the_grace_period(tmp_path: Path) -> None:
+    s = Setup(tmp_path, concurrency=FIXED_2)
+    (tmp_path / "pdf.yml").write_text(
+        (SLO % ("true", FIXED_2)).replace("grace_period_days: 0", "grace_period_days: 1"), "utf-8"
+    )
+    s.manager.reload()
+
+    assert [await s.ask("low") for _ in range(3)] == [None, None, None]  # no permits: no limit
+    assert s.admission.concurrency("convert:pdf") is None
+    s.clock.advance(86_400)
+    assert isinstance(await s.ask("low"), Permit)
+    assert s.admission.concurrency("convert:pdf") is not None

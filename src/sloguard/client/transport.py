@@ -19,6 +19,7 @@ from sloguard._clock import Clock
 from sloguard.client.backoff import Random
 from sloguard.client.policy import RetryPolicy, parse_priority
 from sloguard.client.retries import RetryRun, RetryState, RetryStats
+from sloguard.http import IDEMPOTENCY_KEY, PRIORITY
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 SyncSleep = Callable[[float], None]
@@ -109,12 +110,12 @@ class _RetryingTransport(Generic[W, S]):
             priority = parse_priority(priority, f"request extension {PRIORITY_EXTENSION!r}")
         else:
             priority = policy.priority
-        if priority is not None and "x-priority" not in headers:
-            headers["X-Priority"] = priority
+        if priority is not None and PRIORITY not in headers:
+            headers[PRIORITY] = priority
         method = request.method
-        key = headers.get("idempotency-key")
+        key = headers.get(IDEMPOTENCY_KEY)
         if key is None and method in policy.keyed_methods:
-            key = headers["Idempotency-Key"] = str(uuid.uuid4())
+            key = headers[IDEMPOTENCY_KEY] = str(uuid.uuid4())
 
         why_not: str | None = None
         if not policy.retries_method(method):
@@ -124,7 +125,7 @@ class _RetryingTransport(Generic[W, S]):
         host = _host(request.url)
         run = RetryRun(
             self._state,
-            host=_throttle_key(host, headers.get("x-priority")),
+            host=_throttle_key(host, headers.get(PRIORITY)),
             target=f"{method} {host}{request.url.path}",
             key=key,
             why_not=why_not,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sloguard.idempotency.gate import IdempotencyGate, Lease
+from sloguard.idempotency.gate import GateOptions, IdempotencyGate, Lease
 from sloguard.idempotency.keys import Fingerprinter, parse_idempotency_key
 from sloguard.idempotency.memory import MemoryStore
 from sloguard.idempotency.middleware import IdempotencyMiddleware, Principal
@@ -17,6 +17,7 @@ __all__ = [
     "Claim",
     "ClaimStatus",
     "Fingerprinter",
+    "GateOptions",
     "IdempotencyGate",
     "IdempotencyMiddleware",
     "Lease",

@@ -6,23 +6,21 @@ that want idempotency alone; SLOGuard drives the same gate between its other ste
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from typing import Unpack
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sloguard._clock import monotonic
-from sloguard.http import IDEMPOTENCY_KEY, REPLAY_HEADERS, Exchange, Reply
+from sloguard.http import REPLAY_HEADERS, Exchange, Reply
 from sloguard.idempotency.gate import (
     DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_METHODS,
-    DEFAULT_RELEASED_STATUSES,
     UNSTORED_HEADERS,
     EventHook,
+    GateOptions,
     IdempotencyGate,
     Principal,
 )
-from sloguard.idempotency.store import Store
 from sloguard.request import Classifier
 
 DEFAULT_REPLAY_HEADERS = REPLAY_HEADERS
@@ -33,6 +31,7 @@ __all__ = [
     "DEFAULT_REPLAY_HEADERS",
     "UNSTORED_HEADERS",
     "EventHook",
+    "GateOptions",
     "IdempotencyMiddleware",
     "Principal",
 ]
@@ -41,50 +40,20 @@ __all__ = [
 class IdempotencyMiddleware:
     """Pure ASGI middleware honouring ``Idempotency-Key`` on unsafe requests.
 
-    Takes :class:`~sloguard.idempotency.gate.IdempotencyGate`'s options; see the
+    Takes :class:`~sloguard.idempotency.gate.IdempotencyGate`'s options
+    (:class:`~sloguard.idempotency.gate.GateOptions`); see the
     docs ("HTTP semantics") for what a client sees. ``IdempotencyMiddleware(app)``
     keeps responses in a ``MemoryStore``.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        store: Store | None = None,
-        methods: Collection[str] = DEFAULT_METHODS,
-        paths: Collection[str] | None = None,
-        require_key: bool = False,
-        key_header: str = IDEMPOTENCY_KEY,
-        replay_headers: Iterable[str] = REPLAY_HEADERS,
-        principal: Principal | None = None,
-        lease_seconds: float = 60.0,
-        wait_seconds: float = 0.0,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        release_on_server_error: bool = True,
-        released_statuses: Collection[int] = DEFAULT_RELEASED_STATUSES,
-        on_event: EventHook | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, **options: Unpack[GateOptions]) -> None:
         self.app = app
-        self.gate = IdempotencyGate(
-            store=store,
-            methods=methods,
-            paths=paths,
-            require_key=require_key,
-            key_header=key_header,
-            replay_headers=replay_headers,
-            principal=principal,
-            lease_seconds=lease_seconds,
-            wait_seconds=wait_seconds,
-            max_body_bytes=max_body_bytes,
-            max_request_bytes=max_request_bytes,
-            release_on_server_error=release_on_server_error,
-            released_statuses=released_statuses,
-            on_event=on_event,
-        )
+        self.gate = IdempotencyGate(**options)
         self.store = self.gate.store
-        self.key_header = key_header
-        self._classifier = Classifier(clock=monotonic, key_header=key_header, capabilities=False)
+        self.key_header = self.gate.key_header
+        self._classifier = Classifier(
+            clock=monotonic, key_header=self.key_header, capabilities=False
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
@@ -103,4 +72,5 @@ class IdempotencyMiddleware:
         try:
             await self.app(request.scope, request.receive, exchange.send)
         finally:
-            await begun.finish(exchange)
+            if not begun.settled:  # mostly stored as the response left
+                await begun.finish(exchange)

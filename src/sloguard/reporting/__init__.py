@@ -13,6 +13,7 @@ from sloguard.reporting.mount import SLOApp
 from sloguard.reporting.notifier import Notifier, NotifierStats
 from sloguard.reporting.records import Alert, Breach, BreachState, MinuteAggregate, ReportEvent
 from sloguard.reporting.reporter import Reporter
+from sloguard.reporting.shedding import LimitTracker, shedding_json
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "BreachTracker",
     "BurnRule",
     "EventHub",
+    "LimitTracker",
     "MinuteAggregate",
     "Notifier",
     "NotifierStats",
@@ -37,4 +39,5 @@ __all__ = [
     "budget_period",
     "event_json",
     "load_alerts_file",
+    "shedding_json",
 ]

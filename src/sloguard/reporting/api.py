@@ -38,7 +38,7 @@ from sloguard._clock import Clock
 from sloguard.capability import is_capability
 from sloguard.exceptions import HistoryUnavailable
 from sloguard.observability.metrics import MetricsSink
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.problems import Problem
 from sloguard.reporting.compliance import (
     MAX_DAILY_RANGE_DAYS,
     MAX_MONTHLY_RANGE_MONTHS,
@@ -51,6 +51,7 @@ from sloguard.reporting.incident import incident_report, iso
 from sloguard.reporting.openapi import openapi_route
 from sloguard.reporting.records import BREACH_SEVERITIES, Breach, Escalation
 from sloguard.reporting.repository import HistoryRepository
+from sloguard.reporting.shedding import shedding_json
 from sloguard.reporting.slicing import in_slices
 from sloguard.reporting.storecalls import StoreCalls
 from sloguard.shedding.admission import Admission
@@ -78,29 +79,9 @@ _STEP = re.compile(r"^(\d{1,12})([smhd]?)$")
 _YEARS = f"from {EARLIEST_DATE.year} to {LATEST_DATE.year} (UTC)"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
 _BREACH_STATES = ("open", "resolved", "warning")
-_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
-
-
-class Problem(Exception):
-    """An error answer; raised by handlers, turned into problem+json once."""
-
-    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.title, self.detail, self.extra = (
-            status,
-            error,
-            title,
-            detail,
-            extra,
-        )
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> Response:
-        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
-        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
 
 
 def bad_parameter(name: str, detail: str) -> Problem:
@@ -117,22 +98,24 @@ def api_token(token: str | None = None) -> str | None:
     return token or None
 
 
-def require_token(token: str | None, endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` answering 401 unless the request has ``Authorization: Bearer <token>``."""
+def require_token(token: str | None, endpoint: Endpoint, *, detail: str | None = None) -> Endpoint:
+    """``endpoint`` answering 401 unless the request has ``Authorization: Bearer <token>``
+    (``detail``: what the 401 says about where the token comes from)."""
     if token is None:
         return endpoint
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
+    detail = detail or (
+        "this endpoint needs an 'Authorization: Bearer <token>' header with the "
+        f"API token (${TOKEN_ENV} or api_token)"
+    )
 
     async def guarded(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
-            problem = Problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "this endpoint needs an 'Authorization: Bearer <token>' header with the "
-                f"API token (${TOKEN_ENV} or api_token)",
-            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # The scheme is case-insensitive (RFC 9110 section 11.1); the token is compared
+        # in constant time.
+        matches = hmac.compare_digest(given.encode("latin-1", "replace"), expected)
+        if not (matches and scheme.lower() == "bearer"):
+            problem = Problem(401, "unauthorized", "Unauthorized", detail)
             problem.headers["www-authenticate"] = 'Bearer realm="sloguard"'
             return problem.response()
         return await endpoint(request)
@@ -260,18 +243,11 @@ class SLOApi:
                 },
                 "alerts_crossed": [a.model_dump() for a in budget.alerts_crossed],
             },
-            "shedding": {"active": status.shedding},
+            "shedding": shedding_json(slo, status.shedding, self.admission),
         }
         idempotency = None if self.idempotency is None else self.idempotency.json(status.capability)
         if idempotency is not None:
             out["idempotency"] = idempotency
-        admission = self.admission
-        if admission is not None:
-            out["shedding"]["rejection_ratios"] = admission.rejection_ratios(status.capability)
-            out["shedding"]["shed"] = dict(admission.shed_counts(status.capability))
-            concurrency = admission.concurrency(status.capability)
-            if concurrency is not None:
-                out["shedding"]["concurrency"] = concurrency
         return out
 
     # -- live --------------------------------------------------------------------

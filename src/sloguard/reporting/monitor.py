@@ -16,6 +16,12 @@ shedding: refusing requests would only lower throughput further). Demand is the
 window's requests plus the ones admission refused over the same span
 (``refusals``: a capability's enforced refusals so far, e.g. SLOGuard's
 ``shed_counts``), so a capability that sheds below its floor is in breach.
+
+With ``shedding`` (a capability's ``shedding`` object of ``GET /slo``, e.g. the
+:class:`Reporter`'s), each ``shedding`` event carries the same fields as that
+object, and a :class:`LimitTracker` reads its ``concurrency`` every tick:
+the limiter starting or stopping to refuse, or its limit moving materially, is
+a ``concurrency`` event.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from sloguard._clock import Clock
 from sloguard.liveness import Liveness
@@ -36,6 +43,7 @@ from sloguard.reporting.escalation import Escalator
 from sloguard.reporting.events import EventHub, alert_event
 from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.records import Alert, Breach, ReportEvent
+from sloguard.reporting.shedding import LimitTracker
 from sloguard.reporting.slicing import in_slices
 from sloguard.slo.compliance import check_compliance
 from sloguard.slo.manager import SLOManager, SLOStatus
@@ -46,6 +54,9 @@ logger = logging.getLogger("sloguard.reporting")
 SaveBreach = Callable[[Breach], Awaitable[None] | None]
 Refusals = Callable[[str], int]
 """A capability's requests refused by admission so far (a running total)."""
+SheddingFigures = Callable[[str, bool], "dict[str, Any] | None"]
+"""A capability's ``shedding`` object of ``GET /slo``, given whether the window policy
+sheds (None: the capability has gone)."""
 
 
 class RefusalRate:
@@ -86,6 +97,8 @@ class SLOMonitor:
         save_breach: SaveBreach | None = None,
         escalator: Escalator | None = None,
         refusals: Refusals | None = None,
+        shedding: SheddingFigures | None = None,
+        limits: LimitTracker | None = None,
         clock: Clock = time.time,
         slice_s: float | None = None,
     ) -> None:
@@ -97,6 +110,8 @@ class SLOMonitor:
         self._save_breach = save_breach
         self.escalator = escalator
         self._refusals = None if refusals is None else RefusalRate(refusals)
+        self._shedding = shedding
+        self.limits = limits if limits is not None else LimitTracker(clock=clock)
         self._clock = clock
         self.slice_s = slice_s
         """Hand the event loop back after this much work in a tick (default ``SLICE_S``)."""
@@ -115,6 +130,7 @@ class SLOMonitor:
         capabilities = set(self.manager.capabilities)
         for gone in self._known - capabilities:
             self.tracker.forget(gone)
+            self.limits.forget(gone)
             if self._refusals is not None:
                 self._refusals.forget(gone)
         self._known = capabilities
@@ -144,6 +160,8 @@ class SLOMonitor:
             return [], []  # removed by a reload between the two calls
         status = self._judge_throughput(status, slo, at)
         events = self.tracker.observe(status, slo, at)
+        if self._shedding is not None:
+            events = self._with_admission(capability, status, events, at)
         alerts = self.engine.evaluate(status, slo, events, at)
         for alert in alerts:  # queued first: delivery never waits on saving a breach
             self.notifier.notify(alert)
@@ -156,6 +174,21 @@ class SLOMonitor:
             self.hub.publish(alert_event(alert))
             await self._escalate(alert)
         return events, alerts
+
+    def _with_admission(
+        self, capability: str, status: SLOStatus, events: list[ReportEvent], at: float
+    ) -> list[ReportEvent]:
+        """``events`` with the ``shedding`` object's fields in each ``shedding`` event, and
+        the limit tracker's ``concurrency`` event, if any."""
+        assert self._shedding is not None
+        shedding = self._shedding(capability, status.shedding)
+        if shedding is None:
+            return events
+        out = [
+            replace(e, data={**e.data, **shedding}) if e.type == "shedding" else e for e in events
+        ]
+        limit_event = self.limits.observe(capability, shedding.get("concurrency"), at)
+        return out if limit_event is None else [*out, limit_event]
 
     def _judge_throughput(self, status: SLOStatus, slo: SLOFile, at: float) -> SLOStatus:
         """``status`` with refusals added to its demand and a throughput shortfall, if

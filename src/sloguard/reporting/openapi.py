@@ -9,8 +9,9 @@ operations).
 
 Every error is an RFC 9457 problem (``application/problem+json``): the
 document lists, per operation, the statuses it can answer with. The
-``/slo`` endpoints and the ``/workers`` writes take a bearer token when one is
-configured (``$SLOGUARD_API_TOKEN``), hence their optional ``bearer`` security.
+``/slo`` endpoints take the API token when one is configured
+(``$SLOGUARD_API_TOKEN``), hence their optional ``bearer`` security; the
+``/workers`` writes take the registration token unless the registry is open.
 """
 
 from __future__ import annotations
@@ -44,6 +45,33 @@ def _nullable(schema: Schema) -> Schema:
 
 def _object(required: list[str], **properties: Schema) -> Schema:
     return {"type": "object", "required": required, "properties": properties}
+
+
+def _counts(of: Schema) -> Schema:
+    return {"type": "object", "additionalProperties": of}
+
+
+def _shedding_schema() -> Schema:
+    """A status's ``shedding``: both admission loops (docs/shedding.md, "Watching both loops")."""
+    concurrency = _object(
+        ["mode"],
+        mode={"enum": ["adaptive", "fixed", "off"]},
+        limit=_INTEGER,
+        inflight=_INTEGER,
+        queued=_INTEGER,
+        refused=_counts(_counts(_INTEGER)),
+    )
+    concurrency["description"] = (
+        "the concurrency limit (the inner loop); only mode before the first request, "
+        "and when mode is off"
+    )
+    return _object(
+        ["active"],
+        active=_BOOLEAN,
+        rejection_ratios=_counts(_NUMBER),
+        shed=_counts(_INTEGER),
+        concurrency=concurrency,
+    )
 
 
 _NUMBER, _INTEGER, _STRING, _BOOLEAN = (
@@ -137,13 +165,13 @@ def _schemas() -> dict[str, Schema]:
         demand_rps=_nullable(_NUMBER),
         targets={"type": "object"},
         budget={"type": "object"},
-        shedding={"type": "object"},
+        shedding=_shedding_schema(),
         idempotency={"type": "object"},
     )
     return {
         "Problem": {
             "type": "object",
-            "description": "RFC 9457 problem details; `error` is the last segment of `type`",
+            "description": "RFC 9457 problem details; `type` is the URL of `error`'s documentation",
             "required": ["type", "title", "status", "detail", "error"],
             "properties": {
                 "type": {"type": "string", "format": "uri"},
@@ -230,7 +258,13 @@ def _controller_schemas() -> dict[str, Schema]:
             "required": ["id", "url", "capabilities"],
             "properties": {
                 "id": worker_id,
-                "url": {"type": "string", "format": "uri"},
+                "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "maxLength": 2048,
+                    "description": "http(s), a host, a port from 1 to 65535, a path; no user "
+                    "info, query or fragment",
+                },
                 "capabilities": {"type": "array", "minItems": 1, "items": _CAPABILITY_SCHEMA},
             },
         },
@@ -275,10 +309,13 @@ def _problems(*statuses: int) -> dict[str, Any]:
         400: "a bad parameter or body, named in `parameter` or `detail`",
         401: "no or a wrong bearer token (when one is configured)",
         404: "no such capability, breach, alert, worker or path",
+        403: "the worker's host is not on the allow-list (`worker_host_not_allowed`)",
+        409: "the worker id is live at another URL (`worker_id_in_use`), the worker is "
+        "static (`static_worker`), or the registry holds its limit (`registry_full`)",
         413: "the body is too large",
         502: "the worker failed or answered malformed HTTP",
-        503: "no history store, the store failed or did not answer in time, or no worker "
-        "(Retry-After)",
+        503: "no history store, the store failed or did not answer in time, no worker, or "
+        "the shared worker registry (Redis) failed (Retry-After)",
         504: "the worker did not answer in time",
     }
     return {str(s): _answer("Problem", reasons[s], _PROBLEM) for s in statuses}
@@ -465,7 +502,7 @@ def _slo_paths(prefix: str) -> dict[str, Any]:
 
 
 def _controller_paths() -> dict[str, Any]:
-    writes: Schema = {"security": [{"bearer": []}, {}]}
+    writes: Schema = {"security": [{"registry": []}, {}]}  # {}: an open registry
     forwarded = {
         "200": {"description": "the worker's answer, streamed back as it came"},
         **_problems(400, 404, 413, 502, 503, 504),
@@ -513,7 +550,7 @@ def _controller_paths() -> dict[str, Any]:
                 "responses": {
                     "200": _answer("Worker", "re-registered"),
                     "201": _answer("Worker", "registered"),
-                    **_problems(400, 401, 413),
+                    **_problems(400, 401, 403, 409, 413, 503),
                 },
                 **writes,
             },
@@ -523,7 +560,10 @@ def _controller_paths() -> dict[str, Any]:
                 "operationId": "heartbeat",
                 "summary": "A registered worker is alive",
                 "parameters": [_path("worker_id", _STRING)],
-                "responses": {"200": {"description": "its health"}, **_problems(401, 404)},
+                "responses": {
+                    "200": {"description": "its health"},
+                    **_problems(401, 404, 409, 503),
+                },
                 **writes,
             }
         },
@@ -532,7 +572,10 @@ def _controller_paths() -> dict[str, Any]:
                 "operationId": "remove_worker",
                 "summary": "Remove a registered worker",
                 "parameters": [_path("worker_id", _STRING)],
-                "responses": {"204": {"description": "removed"}, **_problems(401, 404)},
+                "responses": {
+                    "204": {"description": "removed"},
+                    **_problems(401, 404, 409, 503),
+                },
                 **writes,
             }
         },
@@ -591,7 +634,14 @@ def openapi_document(
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the API token ($SLOGUARD_API_TOKEN), when one is set",
-                }
+                },
+                "registry": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the registration token (serve's --registry-token, "
+                    "$SLOGUARD_REGISTRY_TOKEN, or STATE/registry.token), unless the registry "
+                    "is open (--open-registry)",
+                },
             },
         },
     }

@@ -119,7 +119,7 @@ class Alert:
 class ReportEvent:
     """A live event for /slo/ws subscribers and in-process callbacks."""
 
-    type: Literal["breach", "warning", "resolved", "alert", "shedding"]
+    type: Literal["breach", "warning", "resolved", "alert", "shedding", "concurrency"]
     capability: str
     at: float
     data: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Reporter: what reporting runs beside one SLOGuard, wired together.
 
 - an :class:`SLOMonitor` ticking every ``monitor_every_s`` seconds (breaches,
-  budget, burn-rate and breach alerts) whose events reach the :class:`EventHub`
+  budget, burn-rate and breach alerts; with an admission, the ``concurrency``
+  events of its limiter) whose events reach the :class:`EventHub`
   (``on_breach`` / ``on_alert`` callbacks, ``/slo/ws`` subscribers);
 - a :class:`Notifier` delivering alerts to the sinks of ``alerts`` (default:
   everything to the log);
@@ -57,6 +58,7 @@ from sloguard.reporting.notifier import Notifier
 from sloguard.reporting.recorder import DEFAULT_INTERVAL_S, HistoryRecorder
 from sloguard.reporting.records import Alert, Breach
 from sloguard.reporting.repository import HistoryRepository, open_repository
+from sloguard.reporting.shedding import shedding_json
 from sloguard.reporting.sinks import AlertsConfig, load_alerts_file
 from sloguard.reporting.storecalls import DEFAULT_STORE_TIMEOUT_S, StoreCalls
 from sloguard.shedding.admission import Admission
@@ -123,6 +125,7 @@ class Reporter:
             save_breach=None if repository is None else self._save_breach,
             escalator=self.escalator,
             refusals=self._refusals,
+            shedding=self._shedding,
             clock=wall_clock,
         )
         self.monitor_every_s = monitor_every_s
@@ -158,6 +161,10 @@ class Reporter:
     def _tier_of(self, capability: str) -> str | None:
         slo = self.manager.get_slo(capability)
         return None if slo is None else slo.tier
+
+    def _shedding(self, capability: str, active: bool) -> dict[str, Any] | None:
+        slo = self.manager.get_slo(capability)
+        return None if slo is None else shedding_json(slo, active, self.admission)
 
     def _refusals(self, capability: str) -> int:
         admission = self.admission

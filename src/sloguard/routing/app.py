@@ -3,7 +3,8 @@
 ``POST /route/{verb}/{name}`` (body = payload) and the seed form ``POST /route``
 (JSON ``{"verb", "capability", "idempotency_key"?, "priority"?,
 "request_payload"}``) go to a worker chosen by power of two choices;
-``/workers`` registers, heartbeats and lists workers; ``/healthz`` is the
+``/workers`` registers, heartbeats and lists workers (writes need the
+registration token unless the registry is open); ``/healthz`` is the
 controller's own health. Every error is RFC 9457 problem+json.
 
 The two ``/route`` endpoints are plain ASGI (no Request or Response object on
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,19 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from sloguard.capability import is_capability
-from sloguard.exceptions import ConfigurationError
+from sloguard.exceptions import (
+    ConfigurationError,
+    InvalidIdempotencyKey,
+    RegistrationRefused,
+    RegistryUnavailable,
+    StaticWorker,
+)
+from sloguard.idempotency.gate import SCOPE_KEY
+from sloguard.idempotency.keys import Fingerprinter, forwarded_key, parse_idempotency_key
+from sloguard.liveness import Liveness, liveness_report
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
+from sloguard.problems import Problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.mount import slo_site_routes
@@ -54,6 +66,8 @@ from sloguard.routing.forward import (
 )
 from sloguard.routing.health import HealthChecker
 from sloguard.routing.local import LocalWorker
+from sloguard.routing.registration import TOKEN_ENV as REGISTRY_TOKEN_ENV
+from sloguard.routing.registration import TOKEN_FILE, WorkerHosts
 from sloguard.routing.registry import Registry, Worker, WorkerRegistry
 from sloguard.routing.workers_file import WorkerSpec, load_workers_file, validation_problems
 from sloguard.slo.manager import SLOManager
@@ -64,7 +78,16 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 """Default bound on a /route request body (413 above it)."""
 MAX_REGISTRATION_BYTES = 64 * 1024
 """Bound on a ``POST /workers`` body (413 above it)."""
-_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
+_REGISTRY_TOKEN_DETAIL = (
+    "registry writes need an 'Authorization: Bearer <token>' header with the registration "
+    f"token: sloguard serve's --registry-token or ${REGISTRY_TOKEN_ENV}, or the one it wrote "
+    f"to STATE/{TOKEN_FILE} (sloguard worker reads that file)"
+)
+_REFUSAL_TITLES = {
+    "worker_id_in_use": "Worker id in use",
+    "static_worker": "Static worker",
+    "registry_full": "Worker registry full",
+}
 _KEY_HEADER = b"idempotency-key"
 
 
@@ -89,24 +112,6 @@ class SeedRoute(BaseModel):
         ):
             raise ValueError("must be 1 to 255 printable ASCII characters")
         return value
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.title, self.detail = status, error, title, detail
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> Response:
-        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
-        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
-
-    async def send(self, send: Send) -> None:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        await send_problem(
-            send, self.status, self.error, self.title, self.detail, headers=headers, **self.extra
-        )
 
 
 class _Endpoint:
@@ -151,8 +156,8 @@ class ControllerApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _too_large(limit: int | None) -> _Problem:
-    return _Problem(
+def _too_large(limit: int | None) -> Problem:
+    return Problem(
         413, "payload_too_large", "Payload too large", f"the request body is over {limit} bytes"
     )
 
@@ -167,7 +172,13 @@ class Controller:
     so that it can be sent again to another worker (a body that arrives whole,
     as small ones do, is always kept). ``limit_per_host``: connections to one
     worker at once. ``local_workers``: workers served in this process from the
-    lifespan on (the demo ones).
+    lifespan on (the demo ones). ``worker_hosts``: the hosts workers registering
+    over HTTP may be on (403 for others; static workers are not checked).
+
+    The ``Idempotency-Key`` a worker gets is scoped by the caller's principal
+    (:func:`~sloguard.idempotency.keys.forwarded_key`): the digest SLOGuard's gate
+    made when it leased the key, or else one of the ``Authorization`` header keyed
+    with ``fingerprint_secret``.
     """
 
     def __init__(
@@ -183,8 +194,10 @@ class Controller:
         retry_buffer_bytes: int = DEFAULT_KEEP_BYTES,
         limit_per_host: int = DEFAULT_LIMIT_PER_HOST,
         local_workers: Sequence[LocalWorker] = (),
+        worker_hosts: WorkerHosts | None = None,
         tracing: bool = False,
         tracer_provider: Any = None,
+        fingerprint_secret: bytes | str | None = None,
     ) -> None:
         if forward_timeout_s <= 0:
             raise ConfigurationError(f"forward_timeout_s must be positive, got {forward_timeout_s}")
@@ -211,7 +224,12 @@ class Controller:
         self.max_body_bytes = max_body_bytes
         self.retry_buffer_bytes = retry_buffer_bytes
         self.local_workers = tuple(local_workers)
+        self.worker_hosts = worker_hosts
+        self.registry_token: str | None = None
+        """What registry writes need as ``Authorization: Bearer``; None: the registry is open."""
         self.forwarder = Forwarder(limit_per_host=limit_per_host)
+        self.fingerprints = Fingerprinter(fingerprint_secret)
+        """Scopes forwarded keys when no idempotency gate leased them (see the class)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -253,10 +271,12 @@ class Controller:
             headers = request_headers(
                 scope["headers"], scope.get("client"), scope["scheme"], keep_length=True
             )
+            if keyed:
+                self._scope_key(scope, headers)
             query: bytes = scope["query_string"]
             path = f"/{verb}/{name}?{query.decode('latin-1')}" if query else f"/{verb}/{name}"
             await self._dispatch(receive, send, f"{verb}:{name}", path, body, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
@@ -279,16 +299,44 @@ class Controller:
             headers.append(("content-type", "application/json"))
             payload = json.dumps(seed.request_payload, separators=(",", ":")).encode()
             keyed = any(n.lower() == "idempotency-key" for n, _ in headers)
+            if keyed:
+                self._scope_key(scope, headers)
             capability = f"{seed.verb}:{seed.capability}"
             path = f"/{seed.verb}/{seed.capability}"
             whole = RequestBody.whole(payload)
             await self._dispatch(receive, send, capability, path, whole, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
         except ClientGone:
             return
+
+    def _scope_key(self, scope: Scope, headers: list[tuple[str, str]]) -> None:
+        """Replace the ``Idempotency-Key`` in ``headers`` with the one the worker gets:
+        scoped by the caller's principal, so that the worker's own idempotency layer,
+        which sees every client as the controller, never replays one client's response
+        to another. A key the gate did not lease and that does not parse (or comes
+        twice) goes on as it came: the worker refuses it as the gate would."""
+        held = scope.get(SCOPE_KEY)
+        if held is not None:
+            key, principal = held["key"], held["principal"]
+        else:
+            values = [v for n, v in headers if n.lower() == "idempotency-key"]
+            if len(values) != 1:
+                return
+            try:
+                key = parse_idempotency_key(values[0].encode("latin-1"))
+            except InvalidIdempotencyKey:
+                return
+            authorization = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+            principal = self.fingerprints.principal(authorization)
+        scoped = forwarded_key(principal, key)
+        if scoped is not None:
+            headers[:] = [(n, scoped if n.lower() == "idempotency-key" else v) for n, v in headers]
 
     async def _dispatch(
         self,
@@ -303,7 +351,7 @@ class Controller:
         if not is_capability(capability) or not (
             self._known(capability) or await self._known_after_refresh(capability)
         ):
-            raise _Problem(
+            raise Problem(
                 404,
                 "unknown_capability",
                 "Unknown capability",
@@ -400,10 +448,10 @@ class Controller:
 
     def _failure_problem(
         self, capability: str, exc: ForwardError, tried: list[str], retry: bool
-    ) -> _Problem:
+    ) -> Problem:
         worker = exc.worker
         if exc.failure is Failure.TIMEOUT:
-            return _Problem(
+            return Problem(
                 504,
                 "worker_timeout",
                 "Worker timed out",
@@ -412,7 +460,7 @@ class Controller:
                 worker=worker.id,
             )
         if exc.failure is Failure.MALFORMED:
-            return _Problem(
+            return Problem(
                 502,
                 "worker_bad_response",
                 "Worker sent a malformed response",
@@ -426,7 +474,7 @@ class Controller:
             why = " (not retried: its body was too large to keep for a retry)"
         else:
             why = ""
-        return _Problem(
+        return Problem(
             502,
             "worker_unreachable",
             "Worker unreachable",
@@ -444,13 +492,13 @@ class Controller:
         await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
-    def _no_worker(self, capability: str, tried: list[str]) -> _Problem:
+    def _no_worker(self, capability: str, tried: list[str]) -> Problem:
         if tried:  # the only worker failed and none is left to retry on
             detail = f"worker {tried[0]} was unreachable and no other healthy worker serves it"
-            problem = _Problem(502, "worker_unreachable", "Worker unreachable", detail)
+            problem = Problem(502, "worker_unreachable", "Worker unreachable", detail)
             problem.extra = {"capability": capability, "workers": tried}
             return problem
-        problem = _Problem(
+        problem = Problem(
             503,
             "no_worker_available",
             "No worker available",
@@ -482,28 +530,58 @@ class Controller:
         except ValidationError as exc:
             detail = "; ".join(f"{f}: {m}" if f else m for f, m in validation_problems(exc))
             return _bad_request("invalid_worker", detail)
-        known = await self.registry.join(spec.id, spec.url, spec.capabilities)
+        hosts = self.worker_hosts
+        if hosts is not None and not hosts.allows(spec.url):
+            return Problem(
+                403,
+                "worker_host_not_allowed",
+                "Worker host not allowed",
+                f"url: {spec.url} is not on a host workers may register from ({hosts})",
+                worker=spec.id,
+            ).response()
+        try:
+            known = await self.registry.join(spec.id, spec.url, spec.capabilities)
+        except (RegistrationRefused, RegistryUnavailable) as exc:
+            return _registry_problem(exc, spec.id)
         logger.info("worker %s registered at %s", spec.id, spec.url)
-        entry = next(w for w in self.registry.snapshot() if w["id"] == spec.id)
+        # A shared registry's sync may drop it from the local view meanwhile: answer anyway.
+        entry = next((w for w in self.registry.snapshot() if w["id"] == spec.id), spec.model_dump())
         return JSONResponse(entry, status_code=200 if known else 201)
 
     async def heartbeat(self, request: Request) -> Response:
-        worker = await self.registry.beat(request.path_params["worker_id"])
+        worker_id = request.path_params["worker_id"]
+        try:
+            worker = await self.registry.beat(worker_id)
+        except (StaticWorker, RegistryUnavailable) as exc:
+            return _registry_problem(exc, worker_id)
         if worker is None:
-            return _not_a_worker(request.path_params["worker_id"])
+            return _not_a_worker(worker_id)
         healthy = self.registry.is_healthy(worker)
         return JSONResponse({"id": worker.id, "healthy": healthy})
 
     async def remove_worker(self, request: Request) -> Response:
-        if not await self.registry.leave(request.path_params["worker_id"]):
-            return _not_a_worker(request.path_params["worker_id"])
+        worker_id = request.path_params["worker_id"]
+        try:
+            removed = await self.registry.leave(worker_id)
+        except (StaticWorker, RegistryUnavailable) as exc:
+            return _registry_problem(exc, worker_id)
+        if not removed:
+            return _not_a_worker(worker_id)
+        logger.info("worker %s left", worker_id)
         return Response(status_code=204)
+
+    def loops(self) -> list[Liveness]:
+        """The liveness of the controller's own background loops: the health checks, and
+        the registry's (reading a shared one)."""
+        return [self.health.liveness, *self.registry.loops()]
 
     async def healthz(self, request: Request) -> Response:
         healthy = sum(1 for w in self.registry if self.registry.is_healthy(w))
         body: dict[str, Any] = {"status": "ok", "workers": len(self.registry), "healthy": healthy}
-        if self.reporter is not None:
-            body.update(self.reporter.health())  # the background loops: alive, failing
+        if self.reporter is not None:  # and the reporter's loops: watcher, monitor, ...
+            body.update(self.reporter.health(*self.loops()))
+        else:
+            body.update(liveness_report(self.loops()))
         return JSONResponse(body)
 
 
@@ -517,11 +595,11 @@ def _parse_seed(body: bytes) -> SeedRoute:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise _Problem(
+        raise Problem(
             400, "invalid_json", "Invalid JSON", f"the body is not valid JSON: {exc}"
         ) from exc
     if not isinstance(document, dict):
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -531,7 +609,7 @@ def _parse_seed(body: bytes) -> SeedRoute:
         return SeedRoute.model_validate(document)
     except ValidationError as exc:
         problems = validation_problems(exc)
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -541,11 +619,22 @@ def _parse_seed(body: bytes) -> SeedRoute:
 
 
 def _bad_request(error: str, detail: str) -> Response:
-    return _Problem(400, error, "Bad request", detail).response()
+    return Problem(400, error, "Bad request", detail).response()
+
+
+def _registry_problem(exc: RegistrationRefused | RegistryUnavailable, worker_id: str) -> Response:
+    if isinstance(exc, RegistryUnavailable):
+        problem = Problem(
+            503, "registry_unavailable", "Worker registry unavailable", str(exc), worker=worker_id
+        )
+        problem.headers["retry-after"] = "1"
+        return problem.response()
+    title = _REFUSAL_TITLES.get(exc.error, "Registration refused")
+    return Problem(409, exc.error, title, str(exc), worker=worker_id).response()
 
 
 def _not_a_worker(worker_id: str) -> Response:
-    return _Problem(
+    return Problem(
         404, "unknown_worker", "Unknown worker", f"no worker {worker_id!r}; register it first"
     ).response()
 
@@ -571,6 +660,9 @@ def create_controller_app(
     manager: SLOManager | None = None,
     demo: bool | None = None,
     api_token: str | None = None,
+    registry_token: str | None = None,
+    open_registry: bool = False,
+    worker_hosts: WorkerHosts | str | Sequence[str] | None = None,
     history: HistoryRepository | None = None,
     reporter: Reporter | None = None,
     **options: Any,
@@ -591,9 +683,15 @@ def create_controller_app(
     With a ``reporter`` (the one SLOGuard runs, see :class:`Reporter`), its
     routes are served instead: the same API on its store, shedding figures from
     its guard, and the ``/slo/ws`` event stream.
-    ``api_token`` (default ``$SLOGUARD_API_TOKEN``) protects ``/slo*`` and the
-    ``/workers`` writes: they answer 401 without ``Authorization: Bearer <token>``.
-    ``/slo/ui`` is the live dashboard page (served without the token; it asks for it).
+    ``api_token`` (default ``$SLOGUARD_API_TOKEN``) protects ``/slo*``: it answers
+    401 without ``Authorization: Bearer <token>``. ``/slo/ui`` is the live dashboard
+    page (served without the token; it asks for it).
+
+    The ``/workers`` writes (register, heartbeat, leave) always need a token, unless
+    ``open_registry``: ``registry_token``, else ``$SLOGUARD_REGISTRY_TOKEN``, else the
+    API token, else a random one made now (``app.state.controller.registry_token``).
+    ``worker_hosts`` (a :class:`WorkerHosts`, or ``"10.0.0.0/8,example.internal"``):
+    the hosts workers registering over HTTP may be on.
     """
     registry = registry if registry is not None else WorkerRegistry()
     local: list[LocalWorker] = list(options.pop("local_workers", None) or ())
@@ -611,9 +709,26 @@ def create_controller_app(
     if demo:
         capabilities = list(manager.capabilities) if manager is not None else []
         local.extend(demo_workers(manager, capabilities))
-    controller = Controller(registry, manager=manager, local_workers=local, **options)
+    hosts = worker_hosts
+    if hosts is not None and not isinstance(hosts, WorkerHosts):
+        hosts = WorkerHosts.parse(hosts)
+    controller = Controller(
+        registry, manager=manager, local_workers=local, worker_hosts=hosts, **options
+    )
     controller.reporter = reporter
     token = resolve_token(api_token)
+    if open_registry and registry_token:
+        raise ConfigurationError("a registry token and an open registry: choose one")
+    if not open_registry:
+        controller.registry_token = (
+            registry_token
+            or os.environ.get(REGISTRY_TOKEN_ENV)
+            or token
+            or secrets.token_urlsafe(32)
+        )
+    writes = functools.partial(
+        require_token, controller.registry_token, detail=_REGISTRY_TOKEN_DETAIL
+    )
     if reporter is not None:
         if history is not None:
             raise ConfigurationError("pass history to the Reporter, not to the controller")
@@ -628,17 +743,9 @@ def create_controller_app(
             Route("/route/{verb}/{name}", _Endpoint(controller.route_path), methods=["POST"]),
             Route("/route", _Endpoint(controller.route_seed), methods=["POST"]),
             Route("/workers", controller.list_workers, methods=["GET"]),
-            Route("/workers", require_token(token, controller.register_worker), methods=["POST"]),
-            Route(
-                "/workers/{worker_id}/heartbeat",
-                require_token(token, controller.heartbeat),
-                methods=["POST"],
-            ),
-            Route(
-                "/workers/{worker_id}",
-                require_token(token, controller.remove_worker),
-                methods=["DELETE"],
-            ),
+            Route("/workers", writes(controller.register_worker), methods=["POST"]),
+            Route("/workers/{worker_id}/heartbeat", writes(controller.heartbeat), methods=["POST"]),
+            Route("/workers/{worker_id}", writes(controller.remove_worker), methods=["DELETE"]),
             Route("/healthz", controller.healthz, methods=["GET"]),
             openapi_route(controller=True),
             Mount("/metrics", metrics_app()),

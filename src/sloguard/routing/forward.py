@@ -26,14 +26,13 @@ which the controller's server sets (as nginx does), with ``Via`` and
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import enum
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import cast
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -176,7 +175,8 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]], worker_id: str) -> Head
 
 
 class _Origin:
-    """Where a worker's URL points: the connection's address and the request's preamble."""
+    """Where a worker's URL (validated at registration: no user info) points: the
+    connection's address and the request's preamble."""
 
     __slots__ = ("address", "host", "port", "preamble", "prefix", "tls")
 
@@ -193,13 +193,7 @@ class _Origin:
         self.port = port if port is not None else (443 if self.tls else 80)
         self.address = (self.tls, self.host, self.port)
         self.prefix = parts.path
-        netloc = parts.netloc.rpartition("@")[2]
-        preamble = f"host: {netloc}\r\n"
-        if parts.username is not None:  # a worker URL's credentials, as HTTP clients send them
-            userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            token = base64.b64encode(userinfo.encode("latin-1")).decode("ascii")
-            preamble += f"authorization: Basic {token}\r\n"
-        self.preamble = preamble
+        self.preamble = f"host: {parts.netloc}\r\n"
 
 
 class _Connection(asyncio.Protocol):

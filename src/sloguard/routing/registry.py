@@ -10,6 +10,13 @@ implement it: :class:`WorkerRegistry` keeps the workers in this process (the
 default), ``RedisRegistry`` (:mod:`sloguard.routing.redis_registry`) shares
 the workers that register over HTTP with every controller on one Redis.
 Health-check results, in-flight counts and selection stay local either way.
+
+The writes a worker makes over HTTP are checked the same way by both: a live
+worker (one still heartbeating) keeps its URL until it leaves or expires
+(:class:`~sloguard.exceptions.WorkerIdInUse`), static workers are never
+written over HTTP (:class:`~sloguard.exceptions.StaticWorker`), and at most
+``max_workers`` live registered workers are kept
+(:class:`~sloguard.exceptions.RegistryFull`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from typing import Any, Protocol
 
 from sloguard._clock import Clock, monotonic
 from sloguard.capability import is_capability
-from sloguard.exceptions import ConfigurationError
+from sloguard.exceptions import ConfigurationError, RegistryFull, StaticWorker, WorkerIdInUse
+from sloguard.liveness import Liveness
+from sloguard.routing.registration import DEFAULT_MAX_WORKERS, is_worker_id, worker_url
 
 DEFAULT_HEARTBEAT_TTL_S = 15.0
 
@@ -66,23 +75,28 @@ class Registry(Protocol):
     ``refresh`` are coroutines, since a shared registry keeps them elsewhere."""
 
     heartbeat_ttl_s: float
+    max_workers: int
 
     def register(
         self, worker_id: str, url: str, capabilities: Iterable[str], *, static: bool = False
     ) -> Worker:
-        """Add a worker known to this process alone (``workers.yml``, demo workers)."""
+        """Add a worker known to this process alone (``workers.yml``, demo workers);
+        :class:`ConfigurationError` for a bad id, URL or capability."""
         ...
 
     async def join(self, worker_id: str, url: str, capabilities: Iterable[str]) -> bool:
-        """A worker registers (or registers again): False when it is new."""
+        """A worker registers (or registers again): False when it is new. Raises
+        :class:`WorkerIdInUse`, :class:`StaticWorker` or :class:`RegistryFull`."""
         ...
 
     async def beat(self, worker_id: str) -> Worker | None:
-        """A worker's heartbeat; None when no worker has this id (it should join again)."""
+        """A worker's heartbeat; None when no worker has this id (it should join again).
+        Raises :class:`StaticWorker`."""
         ...
 
     async def leave(self, worker_id: str) -> bool:
-        """A worker leaves; False when there was none with this id."""
+        """A worker leaves; False when there was none with this id. Raises
+        :class:`StaticWorker`."""
         ...
 
     async def refresh(self) -> None:
@@ -92,6 +106,10 @@ class Registry(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def loops(self) -> list[Liveness]:
+        """The liveness of the registry's own background loops, for ``/healthz``."""
+        ...
 
     def get(self, worker_id: str) -> Worker | None: ...
 
@@ -118,19 +136,26 @@ class WorkerRegistry:
     """Workers by id, their health, and power-of-two-choices selection, in this process.
 
     ``heartbeat_ttl_s``: a worker registered over HTTP that has not sent a
-    heartbeat for this long gets no traffic until its next heartbeat.
+    heartbeat for this long gets no traffic until its next heartbeat, and
+    another registration may take its id. ``max_workers``: live workers
+    registered over HTTP at once; when that many are, one that stopped
+    heartbeating makes room for a new one (the one silent longest).
     """
 
     def __init__(
         self,
         *,
         heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         clock: Clock = monotonic,
         random_source: Callable[[int], int] | None = None,
     ) -> None:
         if heartbeat_ttl_s <= 0:
             raise ConfigurationError(f"heartbeat_ttl_s must be positive, got {heartbeat_ttl_s!r}")
+        if max_workers < 1:
+            raise ConfigurationError(f"max_workers must be at least 1, got {max_workers!r}")
         self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.max_workers = max_workers
         self._clock = clock
         self._randrange = random_source or random.randrange
         self._workers: dict[str, Worker] = {}
@@ -141,12 +166,9 @@ class WorkerRegistry:
         self, worker_id: str, url: str, capabilities: Iterable[str], *, static: bool = False
     ) -> Worker:
         """Add a worker, or replace the one with this id (keeping its in-flight count)."""
-        caps = frozenset(capabilities)
-        bad = sorted(c for c in caps if not is_capability(c))
-        if bad:
-            raise ConfigurationError(f"worker {worker_id}: capabilities: not verb:name: {bad}")
+        url, caps = self._checked(worker_id, url, capabilities)
         previous = self._workers.get(worker_id)
-        worker = Worker(worker_id, url.rstrip("/"), caps, static=static)
+        worker = Worker(worker_id, url, caps, static=static)
         if not static:
             worker.last_heartbeat = self._clock()
         if previous is not None:
@@ -154,6 +176,23 @@ class WorkerRegistry:
             worker.served = previous.served
         self._workers[worker_id] = worker
         return worker
+
+    @staticmethod
+    def _checked(
+        worker_id: str, url: str, capabilities: Iterable[str]
+    ) -> tuple[str, frozenset[str]]:
+        """The normalised URL and the capabilities; :class:`ConfigurationError` when bad."""
+        if not is_worker_id(worker_id):
+            raise ConfigurationError(f"worker {worker_id!r}: id: not 1 to 200 of A-Z a-z 0-9 _ . -")
+        try:
+            url = worker_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"worker {worker_id}: url: {exc}") from None
+        caps = frozenset(capabilities)
+        bad = sorted(c for c in caps if not is_capability(c))
+        if bad:
+            raise ConfigurationError(f"worker {worker_id}: capabilities: not verb:name: {bad}")
+        return url, caps
 
     def heartbeat(self, worker_id: str) -> Worker | None:
         """Record a heartbeat; None when no worker has this id (it should register again)."""
@@ -166,15 +205,46 @@ class WorkerRegistry:
         return self._workers.pop(worker_id, None) is not None
 
     async def join(self, worker_id: str, url: str, capabilities: Iterable[str]) -> bool:
-        known = worker_id in self._workers
-        self.register(worker_id, url, capabilities)
-        return known
+        url, caps = self._checked(worker_id, url, capabilities)
+        current = self._workers.get(worker_id)
+        if current is None:
+            self._make_room()
+        elif current.static:
+            raise StaticWorker(worker_id)
+        elif current.url != url and self._beating(current):
+            raise WorkerIdInUse(worker_id, current.url)
+        self.register(worker_id, url, caps)
+        return current is not None
 
     async def beat(self, worker_id: str) -> Worker | None:
+        if not self._registered(worker_id):
+            return None
         return self.heartbeat(worker_id)
 
     async def leave(self, worker_id: str) -> bool:
-        return self.remove(worker_id)
+        return self._registered(worker_id) and self.remove(worker_id)
+
+    def _registered(self, worker_id: str) -> bool:
+        """Whether ``worker_id`` may name a worker registered over HTTP: False for what is
+        no id at all; :class:`StaticWorker` for a static worker's."""
+        worker = self._workers.get(worker_id)
+        if worker is not None and worker.static:
+            raise StaticWorker(worker_id)
+        return is_worker_id(worker_id)
+
+    def _beating(self, worker: Worker) -> bool:
+        """Whether a worker registered over HTTP heartbeat within the TTL (it is live)."""
+        beat = worker.last_heartbeat
+        return beat is not None and self._clock() - beat <= self.heartbeat_ttl_s
+
+    def _make_room(self) -> None:
+        registered = [w for w in self._workers.values() if not w.static]
+        if len(registered) < self.max_workers:
+            return
+        silent = [w for w in registered if not self._beating(w)]
+        if not silent:
+            raise RegistryFull(self.max_workers)
+        del self._workers[min(silent, key=lambda w: w.last_heartbeat or 0.0).id]
 
     async def refresh(self) -> None:
         """Nothing to do: this process's view is the registry."""
@@ -184,6 +254,10 @@ class WorkerRegistry:
 
     async def close(self) -> None:
         """Nothing to close."""
+
+    def loops(self) -> list[Liveness]:
+        """None: nothing runs in the background."""
+        return []
 
     def get(self, worker_id: str) -> Worker | None:
         return self._workers.get(worker_id)

@@ -17,7 +17,7 @@ import gc
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.reporting.breaches import DEFAULT_OPEN_AFTER_S, DEFAULT_RESOLVE_AFTER_S
 from sloguard.routing.app import MAX_BODY_BYTES
 from sloguard.routing.forward import ResponseAborted
+from sloguard.routing.registration import DEFAULT_MAX_WORKERS, TOKEN_FILE, read_or_create_token
 from sloguard.routing.registry import DEFAULT_HEARTBEAT_TTL_S, Registry, WorkerRegistry
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_REDIS_PREFIX = "sloguard:"
 REDIS_TIMEOUT_S = 0.5
 """The idempotency store's budget for one Redis call under ``sloguard serve --redis``."""
+FINGERPRINT_SECRET_ENV = "SLOGUARD_FINGERPRINT_SECRET"
+"""Where ``sloguard serve`` takes its fingerprint secret from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +49,37 @@ class ServeConfig:
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S
     max_body_bytes: int = MAX_BODY_BYTES
+    registry_token: str | None = field(default=None, repr=False)
+    """What ``/workers`` writes need (None: see :meth:`with_token`)."""
+    open_registry: bool = False
+    worker_hosts: str | None = None
+    max_workers: int = DEFAULT_MAX_WORKERS
     open_after_s: float = DEFAULT_OPEN_AFTER_S
     resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S
     log_level: str = "info"
     access_log: bool = False
+    fingerprint_secret: str | None = field(
+        default_factory=lambda: os.environ.get(FINGERPRINT_SECRET_ENV) or None, repr=False
+    )
+    """Keys the digests of principals and requests (default ``$SLOGUARD_FINGERPRINT_SECRET``);
+    every replica sharing a Redis store needs the same one."""
 
     @property
     def slo_dir(self) -> Path:
         return Path(self.state) / "controller" / "slos"
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.state) / TOKEN_FILE
+
+    def with_token(self) -> ServeConfig:
+        """This config with its registry token settled once, before any process starts:
+        the one given, else the one in ``STATE/registry.token`` (made there, mode 0600,
+        when there is none). Unchanged with an open registry."""
+        if self.open_registry or self.registry_token:
+            return self
+        _state_dir(self.state)
+        return replace(self, registry_token=read_or_create_token(self.token_file))
 
     def __call__(self) -> SLOGuard:
         """The controller behind SLOGuard (uvicorn's app factory, once per process)."""
@@ -64,9 +90,8 @@ class ServeConfig:
         from sloguard.slo.manager import SLOManager
 
         configure_logging(self.log_level, access_log=self.access_log)
-        state = Path(self.state)
-        if not state.is_dir():
-            raise ConfigurationError(f"state directory not found: {state} (pass --state DIR)")
+        state = _state_dir(self.state)
+        token = self.with_token().registry_token
         manager = SLOManager(self.slo_dir if self.slo_dir.is_dir() else None)
         tracer_provider = default_tracer_provider() if self.tracing else None
         reporter = Reporter(
@@ -76,7 +101,9 @@ class ServeConfig:
             open_after_s=self.open_after_s,
             resolve_after_s=self.resolve_after_s,
         )
-        registry: Registry = WorkerRegistry(heartbeat_ttl_s=self.heartbeat_ttl_s)
+        registry: Registry = WorkerRegistry(
+            heartbeat_ttl_s=self.heartbeat_ttl_s, max_workers=self.max_workers
+        )
         store = None
         if self.redis is not None:
             from sloguard.idempotency.redis import RedisStore
@@ -86,6 +113,7 @@ class ServeConfig:
                 self.redis,
                 prefix=self.redis_prefix + "workers:",
                 heartbeat_ttl_s=self.heartbeat_ttl_s,
+                max_workers=self.max_workers,
             )
             # RedisStore's default budget (50 ms a call) is missed with a few dozen keyed
             # requests in flight in one process (redis-py costs ~0.4 ms a call here),
@@ -99,13 +127,18 @@ class ServeConfig:
             reporter=reporter,
             registry=registry,
             max_body_bytes=self.max_body_bytes,
+            registry_token=token,
+            open_registry=self.open_registry,
+            worker_hosts=self.worker_hosts,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
+            fingerprint_secret=self.fingerprint_secret,
         )
         guarded = SLOGuard(
             app,
             manager=manager,
             reporter=reporter,
+            idempotency={"fingerprint_secret": self.fingerprint_secret},
             store=store,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
@@ -135,6 +168,13 @@ class ServeConfig:
             raise ConfigurationError(f"--redis {self.redis}: no answer ({exc})") from exc
         finally:
             client.close()
+
+
+def _state_dir(state: str) -> Path:
+    path = Path(state)
+    if not path.is_dir():
+        raise ConfigurationError(f"state directory not found: {path} (pass --state DIR)")
+    return path
 
 
 def _open_history(target: str) -> Any:

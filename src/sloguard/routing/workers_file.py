@@ -2,7 +2,8 @@
 
 Both are validated by the same frozen model; a bad entry is reported with the
 file (or ``request body``) and the field, e.g.
-``state/workers.yml: workers[0].url: must start with http:// or https://``.
+``state/workers.yml: workers[0].url: port must be a number from 1 to 65535``
+(:func:`~sloguard.routing.registration.worker_url` says what a worker URL may be).
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from sloguard.capability import is_capability
 from sloguard.exceptions import WorkersFileError
-
-
-def _url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
+from sloguard.routing.registration import WORKER_ID_PATTERN, worker_url
 
 
 def _capability(value: str) -> str:
@@ -35,8 +31,8 @@ class WorkerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
-    url: Annotated[str, AfterValidator(_url)]
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=WORKER_ID_PATTERN)]
+    url: Annotated[str, AfterValidator(worker_url)]
     capabilities: Annotated[list[Annotated[str, AfterValidator(_capability)]], Field(min_length=1)]
 
 

@@ -187,9 +187,10 @@ class Admission:
 
     def concurrency(self, capability: str) -> dict[str, Any] | None:
         """The inner loop's state: limit, in flight, queued, refusals by reason and
-        priority; None when no limit applies to ``capability``."""
+        priority; None when no limit applies to ``capability`` (none made yet, or the
+        file's grace period still holds it off)."""
         state = self._capabilities.get(capability)
-        if state is None or state.limiter is None:
+        if state is None or state.limiter is None or self._clock() < state.enforce_from:
             return None
         limiter = state.limiter
         refused: dict[str, dict[str, int]] = {}
@@ -220,8 +221,11 @@ class Admission:
         )
         if previous is not None:
             state.refused = previous.refused  # a reload keeps the counts
-            if previous.limiter is not None and previous.slo.shedding == slo.shedding:
-                state.limiter = previous.limiter  # and the limit learnt, if tuned the same
+            if previous.limiter is not None and state.limiter is not None:
+                if previous.slo.shedding == slo.shedding:
+                    state.limiter = previous.limiter  # and the limit learnt, if tuned the same
+                else:  # a new limit, the old one's refusals still counted
+                    state.limiter.refused.update(previous.limiter.refused)
         self._capabilities[capability] = state
         return state
 

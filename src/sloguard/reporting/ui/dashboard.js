@@ -21,6 +21,15 @@
   const CHART_SPAN_MS = 10 * 60 * 1000;
   const MAX_EVENTS = 50;
   const PRIORITIES = ["critical", "high", "normal", "low"];
+  // Why admission refused, as the card names them: the limiter's reasons (the problem's
+  // `error`), then the SLO-window policy's refusals (`shed` less the limiter's).
+  const REASONS = [
+    ["concurrency_limit", "at limit", "concurrency_limit: at the limit and not allowed to wait (low priority, or no queue)"],
+    ["queue_full", "queue full", "queue_full: the queue was full of more important requests"],
+    ["deadline", "deadline", "deadline: could not have answered within its latency target"],
+    ["queue_timeout", "timed out", "queue_timeout: waited the longest wait allowed (queue.max_wait_ms)"],
+    ["window", "window", "slo_violation: refused by the SLO-window policy (availability, budget burn)"],
+  ];
   const DASH = "—";
   const SVG = "http://www.w3.org/2000/svg";
   const TOKEN_KEY = "sloguard-api-token";
@@ -281,8 +290,14 @@
     state.events.length = Math.min(state.events.length, MAX_EVENTS);
     renderEvents();
     const card = state.cards.get(event.capability);
-    if (card && event.type === "shedding" && event.data && typeof event.data.active === "boolean") {
-      showShedding(card, { active: event.data.active, rejection_ratios: event.data.rejection_ratios });
+    const data = event.data || {};
+    // Both carry the fields of the /slo status's `shedding`: shown at once, before the re-read.
+    if (card && event.type === "shedding" && typeof data.active === "boolean") {
+      showShedding(card, data);
+      if (data.concurrency) showAdmission(card, data);
+    }
+    if (card && event.type === "concurrency" && data.concurrency && typeof data.concurrency === "object") {
+      showAdmission(card, { ...((card.status && card.status.shedding) || {}), concurrency: data.concurrency });
     }
     if (["breach", "warning", "resolved"].includes(event.type)) state.breachesAt = 0;
     refresh();
@@ -319,7 +334,7 @@
       }),
     );
     if (!state.events.length) {
-      const note = state.mode === "live" ? "none yet" : "none: events (breaches, alerts, shedding) arrive over " + API + "/ws, which is not connected";
+      const note = state.mode === "live" ? "none yet" : "none: events (breaches, alerts, shedding, the concurrency limit) arrive over " + API + "/ws, which is not connected";
       list.append(el("li", { class: "muted" }, note));
     }
   }
@@ -593,6 +608,12 @@
         el("dd", {}, value("burn-5m"), " / ", value("burn-1h"), " / ", value("burn-6h")),
         el("dt", {}, "shedding"),
         el("dd", { class: "wide" }, value("shedding")), // per priority: the longest value
+        el("dt", {}, "concurrency limit"),
+        el("dd", {}, value("limit")),
+        el("dt", {}, "in flight / queued"),
+        el("dd", {}, value("inflight"), " / ", value("queued")),
+        el("dt", {}, "refused, by reason"),
+        el("dd", { class: "wide" }, refusedTable(value)),
         el("dt", {}, "idempotency hit rate"),
         el("dd", {}, value("idempotency")),
         el("dt", {}, "open breaches"),
@@ -618,6 +639,16 @@
     fields.violations = root.querySelector('[data-field="violations"]');
     fields.ack.addEventListener("click", () => acknowledge(fields.ack));
     return { root, fields, chart, compliance, status: null };
+  }
+
+  // One column per reason, the count below its name: every reason always in its place.
+  function refusedTable(value) {
+    return el(
+      "table",
+      { class: "refused", "data-field": "refused" },
+      el("thead", {}, el("tr", {}, ...REASONS.map(([, label, why]) => el("th", { scope: "col", title: why }, label)))),
+      el("tbody", {}, el("tr", {}, ...REASONS.map(([reason]) => el("td", {}, value("refused-" + reason))))),
+    );
   }
 
   // Stops the escalation of the open breach the button shows (POST {api}/alerts/{id}/ack).
@@ -678,6 +709,7 @@
     }
 
     showShedding(card, status.shedding);
+    showAdmission(card, status.shedding);
 
     // This capability's own, when the server counts per capability (the process's is in the header).
     const idem = status.idempotency;
@@ -706,7 +738,7 @@
     let label = "ok";
     if (status.shedding && status.shedding.active) label = "shedding";
     else if (status.compliant === false) label = "violating";
-    else if (!status.requests) label = "no traffic";
+    else if (!status.requests && !inFlight(status.shedding)) label = "no traffic"; // the window counts answers only
     f.state.textContent = label;
     f.state.className = "badge";
     f.state.dataset.state = label;
@@ -721,7 +753,7 @@
     }
     const parts = [];
     const ratios = shedding.rejection_ratios;
-    const shed = shedding.shed || {};
+    const shed = windowRefusals(shedding) || {}; // the window policy's: the limit's have their row
     for (const p of PRIORITIES) {
       const ratio = ratios && isNumber(ratios[p]) ? ratios[p] : null;
       const count = isNumber(shed[p]) ? shed[p] : null;
@@ -732,6 +764,61 @@
     const head = shedding.active ? "active" : "off";
     setText(node, parts.length ? head + ": " + parts.join(", ") : head, shedding.active ? false : true);
     node.dataset.active = String(shedding.active);
+  }
+
+  // The SLO-window policy's refusals by priority: every refusal is in `shed`, the limiter's
+  // also in `concurrency.refused`. Null when the server does not count refusals.
+  function windowRefusals(shedding) {
+    const shed = shedding && shedding.shed;
+    if (!shed || typeof shed !== "object") return null;
+    const limiter = (shedding.concurrency && shedding.concurrency.refused) || {};
+    const counts = {};
+    for (const p of PRIORITIES) {
+      const limited = Object.values(limiter).reduce((sum, by) => sum + (by && isNumber(by[p]) ? by[p] : 0), 0);
+      const n = (isNumber(shed[p]) ? shed[p] : 0) - limited;
+      if (n > 0) counts[p] = n;
+    }
+    return counts;
+  }
+
+  function inFlight(shedding) {
+    const concurrency = shedding && shedding.concurrency;
+    return concurrency && isNumber(concurrency.inflight) ? concurrency.inflight : 0;
+  }
+
+  function total(counts) {
+    return Object.values(counts || {}).reduce((sum, n) => sum + (isNumber(n) ? n : 0), 0);
+  }
+
+  function byPriority(counts) {
+    return PRIORITIES.filter((p) => counts && isNumber(counts[p]) && counts[p] > 0)
+      .map((p) => p + " " + counts[p])
+      .join(", ");
+  }
+
+  // The inner loop (the concurrency limit) and what each loop refused: `shedding.concurrency`
+  // ({mode, limit, inflight, queued, refused: {reason: {priority: n}}}) and `shedding.shed`.
+  function showAdmission(card, shedding) {
+    const f = card.fields;
+    const concurrency = shedding && shedding.concurrency;
+    const mode = concurrency && typeof concurrency.mode === "string" ? concurrency.mode : null;
+    const off = mode === "off";
+    const limited = !off && concurrency && isNumber(concurrency.limit);
+    if (off) setText(f.limit, "off (no limit)");
+    else if (limited) setText(f.limit, concurrency.limit + (mode ? " (" + mode + ")" : ""));
+    else setText(f.limit, mode ? DASH + " (" + mode + ")" : DASH);
+    f.limit.dataset.mode = mode || "";
+    f.limit.title = off ? "no concurrency limit: mode off, or the SLO file does not enforce" : limited ? "" : mode ? "no request yet" : "";
+    setText(f.inflight, limited && isNumber(concurrency.inflight) ? String(concurrency.inflight) : DASH);
+    setText(f.queued, limited && isNumber(concurrency.queued) ? String(concurrency.queued) : DASH);
+    const refused = (limited && concurrency.refused) || {};
+    const byWindow = windowRefusals(shedding);
+    for (const [reason] of REASONS) {
+      const counts = reason === "window" ? byWindow : limited ? refused[reason] || {} : null;
+      const count = counts === null ? null : total(counts);
+      setText(f["refused-" + reason], count === null ? DASH : String(count), count ? false : undefined);
+      f["refused-" + reason].title = counts === null ? "" : byPriority(counts);
+    }
   }
 
   function axisMs(value) {
