@@ -205,7 +205,7 @@ def test_a_2_mib_keyed_seed_body_sent_three_times_reaches_the_worker_once() -> N
         reload_every_s=None,
     )
     # The 2 MiB are in a field the controller ignores: what is under test is reading the
-    # seed body, not forwarding a 2 MiB payload (aiohttp warns about bytes over 1 MiB).
+    # seed body, not forwarding a 2 MiB payload.
     seed = {
         "verb": "classify",
         "capability": "email",
