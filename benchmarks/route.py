@@ -18,8 +18,9 @@ second, p50 and p99, and ratios to nginx and to the worker called directly.
 Then: a keyed request replayed through each controller (every request after
 the first is a replay), a 100 MiB streamed response through each controller
 (the peak RSS of the process that forwarded it), and the forwarding clients
-alone (aiohttp vs httpx, POSTing to the worker from this process). Every
-process shares the machine's cores: read the figures as relative.
+alone (sloguard's forwarder vs aiohttp and httpx, POSTing to the worker from
+this process). Every process shares the machine's cores: read the figures as
+relative; ``route_cpu.py`` compares CPU per request, which moves less.
 ``--profile`` samples one `sloguard serve` under wrk with py-spy (if installed)
 and prints where its time goes.
 """
@@ -264,7 +265,27 @@ async def client_rate(kind: str, url: str, in_flight: int, seconds: float) -> tu
     stop = time.monotonic() + seconds
     cpu = time.process_time()
 
-    if kind == "aiohttp":
+    if kind == "sloguard":
+        from sloguard.routing.forward import Forwarder
+        from sloguard.routing.registry import Worker
+
+        forwarder = Forwarder()
+        await forwarder.start()
+        base, _, path = url.partition("/bench/")
+        worker = Worker("bench-worker", base, frozenset())
+        listed = list(headers.items())
+
+        async def loop_sloguard() -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                upstream = await forwarder.send(worker, "/bench/" + path, listed, body, 30)
+                await upstream.read(worker)
+                done += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(loop_sloguard() for _ in range(in_flight)))
+        await forwarder.close()
+    elif kind == "aiohttp":
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
@@ -449,7 +470,7 @@ def main() -> None:
             big.append((target.name, size, took, before[0], after[0], after[1]))
 
         for in_flight in (1, 32):
-            for kind in ("aiohttp", "httpx"):
+            for kind in ("sloguard", "aiohttp", "httpx"):
                 url = worker_url + "/bench/route?delay_ms=0"
                 rates.append((kind, in_flight, uvloop.run(client_rate(kind, url, in_flight, 3))))
         if args.profile:
@@ -485,7 +506,10 @@ def main() -> None:
         )
         if size != BIG_BYTES:
             print(f"(expected {BIG_BYTES:,} bytes)")
-    print("\nThe forwarding clients alone (this process, on uvloop), POSTing to the worker:\n")
+    print(
+        "\nThe forwarding clients alone (this process, on uvloop), POSTing to the worker "
+        "(sloguard: the controller's Forwarder):\n"
+    )
     print("| client | in flight | req/s | CPU µs/request |")
     print("|---|---:|---:|---:|")
     for kind, in_flight, (rate, cpu_us) in rates:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from sloguard.problems import DOCS_SITE_URL, problem_type
+from tests.test_problems import emitted_errors
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +42,8 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "guard" / "index.html").is_file()
     assert (tmp_path / "images" / "dashboard.png").is_file()
+    # Every problem type resolves: its URL's anchor is on the built page.
+    page = (tmp_path / "problems" / "index.html").read_text(encoding="utf-8")
+    for error in emitted_errors():
+        assert problem_type(error) == f"{DOCS_SITE_URL}problems/#{error}"
+        assert f'id="{error}"' in page, error

@@ -112,3 +112,66 @@ async def test_a_priority_header_wins_over_the_seed_body() -> None:
     await parts.read_seed_form(request, read_key=False)
     assert request.priority == "high"
     assert request.key is None
+
+
+def _messages(*chunks: bytes, end: str = "complete") -> tuple[list[int], object]:
+    """A ``receive`` offering ``chunks`` in turn (then a disconnect when ``end`` says so);
+    the list counts the messages read."""
+    read: list[int] = []
+    queue: list[dict[str, object]] = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1 or end != "complete"}
+        for i, c in enumerate(chunks)
+    ]
+    if end == "disconnect":
+        queue.append({"type": "http.disconnect"})
+
+    async def receive() -> dict[str, object]:
+        read.append(1)
+        return queue.pop(0)
+
+    return read, receive
+
+
+async def test_a_seed_body_over_the_limit_is_answered_413_and_read_no_further() -> None:
+    seed = b'{"verb": "classify", "capability": "email", "idempotency_key": "k", "p": "'
+    read, receive = _messages(seed, *[b"x" * 100] * 50, b'"}')
+    parts = classifier(seed_body_bytes=1000)
+    request = parts.classify(http_scope(path="/route"), receive)  # type: ignore[arg-type]
+    refused = await parts.read_seed_form(request, read_key=True)
+
+    assert refused is not None
+    assert refused.status == 413
+    assert json.loads(refused.body)["error"] == "payload_too_large"
+    assert len(read) == 11  # the message that crossed 1,000 bytes was the last one read
+    assert (request.capability, request.key) == (None, None)
+
+
+async def test_a_seed_body_whose_length_is_over_the_limit_is_not_read_at_all() -> None:
+    read, receive = _messages(b"{}")
+    parts = classifier(seed_body_bytes=1000)
+    scope = http_scope(path="/route", headers=[(b"content-length", b"1001")])
+    refused = await parts.read_seed_form(parts.classify(scope, receive), read_key=True)  # type: ignore[arg-type]
+    assert refused is not None
+    assert refused.status == 413
+    assert read == []
+
+
+async def test_a_seed_body_at_the_limit_is_read_whole() -> None:
+    body = json.dumps({"verb": "classify", "capability": "email", "idempotency_key": "k"})
+    padded = body[:-1] + ', "p": "' + "x" * (2000 - len(body) - 9) + '"}'
+    assert len(padded) == 2000
+    _, receive = _messages(padded[:999].encode(), padded[999:].encode())
+    parts = classifier(seed_body_bytes=2000)
+    request = parts.classify(http_scope(path="/route"), receive)  # type: ignore[arg-type]
+    assert await parts.read_seed_form(request, read_key=True) is None
+    assert (request.capability, request.key) == ("classify:email", b"k")
+
+
+async def test_a_client_that_leaves_mid_seed_body_names_nothing() -> None:
+    _, receive = _messages(b'{"verb": "classify", "capability": "email"}', end="disconnect")
+    parts = classifier()
+    request = parts.classify(http_scope(path="/route"), receive)  # type: ignore[arg-type]
+    assert await parts.read_seed_form(request, read_key=True) is None
+    assert request.capability is None
+    await request.receive()
+    assert (await request.receive())["type"] == "http.disconnect"  # the app sees it go

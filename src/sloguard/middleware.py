@@ -32,7 +32,7 @@ from sloguard._clock import Clock, monotonic
 from sloguard.capability import RouteTable
 from sloguard.exceptions import ConfigurationError
 from sloguard.http import CAPABILITY, PRIORITY, Exchange, Reply
-from sloguard.idempotency.gate import GateOptions, IdempotencyGate
+from sloguard.idempotency.gate import DEFAULT_MAX_REQUEST_BYTES, GateOptions, IdempotencyGate
 from sloguard.idempotency.store import Store
 from sloguard.observability.metrics import MetricsSink, NoMetrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
@@ -141,6 +141,9 @@ class SLOGuard:
             trusted_clients=None
             if isinstance(trust_capability_header, bool)
             else list(trust_capability_header),
+            seed_body_bytes=DEFAULT_MAX_REQUEST_BYTES
+            if self.gate is None
+            else self.gate.max_request_bytes,
         )
         store = None if self.gate is None else self.gate.store
         self.metrics.watch(manager, store, self.admission.concurrency)
@@ -170,7 +173,10 @@ class SLOGuard:
         classifier = self.classifier
         request = classifier.classify(scope, receive)
         if classifier.is_seed_form(request):
-            await classifier.read_seed_form(request, read_key=self.gate is not None)
+            refused = await classifier.read_seed_form(request, read_key=self.gate is not None)
+            if refused is not None:
+                await refused.send(send)
+                return
         capability = request.capability
         slo = None if capability is None else self.manager.get_slo(capability)
         if self.tracing:

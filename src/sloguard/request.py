@@ -16,12 +16,15 @@ from starlette.types import Message, Receive, Scope
 
 from sloguard._clock import Clock
 from sloguard.capability import SEED_ROUTE_PATH, RouteTable, capability_from_path, read_seed_body
-from sloguard.http import IDEMPOTENCY_KEY, PRIORITY, BufferedReceive
+from sloguard.http import IDEMPOTENCY_KEY, PRIORITY, BufferedReceive, Reply
+from sloguard.problems import problem_reply
 from sloguard.shedding.priority import DEFAULT_PRIORITY, parse_priority
 from sloguard.slo.schema import Priority
 
-SEED_BODY_LIMIT = 1024 * 1024
-"""A seed-form body larger than this is not inspected (it names no capability)."""
+DEFAULT_SEED_BODY_BYTES = 10 * 1024 * 1024
+"""The largest seed-form body read (413 above it): the gate's ``max_request_bytes``
+when SLOGuard has one. A larger one is never let through uninspected, or its key and
+capability would skip idempotency and shedding."""
 
 
 class GuardedRequest:
@@ -92,8 +95,11 @@ class Classifier:
         capability_header: str | None = None,
         trusted_clients: Collection[str] | None = None,
         capabilities: bool = True,
+        seed_body_bytes: int = DEFAULT_SEED_BODY_BYTES,
     ) -> None:
         self.clock = clock
+        self.seed_body_bytes = seed_body_bytes
+        """The largest seed-form body :meth:`read_seed_form` reads (413 above it)."""
         self.capabilities = capabilities
         """Whether requests name capabilities and priorities at all (False: idempotency alone)."""
         self.route_table = route_table if route_table is not None and len(route_table) else None
@@ -172,27 +178,37 @@ class Classifier:
             and scope["method"] == "POST"
         )
 
-    async def read_seed_form(self, request: GuardedRequest, *, read_key: bool) -> None:
+    async def read_seed_form(self, request: GuardedRequest, *, read_key: bool) -> Reply | None:
         """Read a seed-form ``POST /route`` body for its capability, priority and key;
         the headers, when they name a priority or key, win over the body. A key from
-        the body is added to the scope's headers, so that the app sees it too."""
+        the body is added to the scope's headers, so that the app sees it too.
+
+        A body over ``seed_body_bytes`` is answered (the 413 returned), read no
+        further than the message that crossed the limit, and none of it kept.
+        """
+        limit = self.seed_body_bytes
+        scope = request.scope
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return _seed_too_large(limit)
         messages: list[Message] = []
         size = 0
         while True:
             message = await request.receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    return _seed_too_large(limit)
             messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if not message.get("more_body", False) or size > SEED_BODY_LIMIT:
+            if message["type"] != "http.request" or not message.get("more_body", False):
                 break
         buffered = BufferedReceive(messages, request.receive)
         request.receive = buffered
-        if size > SEED_BODY_LIMIT or messages[-1].get("more_body", False):
-            return
+        if message["type"] != "http.request":
+            return None  # the client left mid-body: the app sees it go
         seed = read_seed_body(buffered.body)
         request.capability = seed.capability
-        if seed.priority is not None and not _has_header(request.scope, self._priority):
+        if seed.priority is not None and not _has_header(scope, self._priority):
             request.priority = parse_priority(seed.priority)
         seed_key = seed.idempotency_key
         # A key that is not printable ASCII is no key (the controller answers it 400):
@@ -205,8 +221,18 @@ class Classifier:
         ):
             key = seed_key.encode("ascii")
             request.key = key
-            scope = request.scope
             request.scope = {**scope, "headers": [*scope["headers"], (self._key, key)]}
+        return None
+
+
+def _seed_too_large(limit: int) -> Reply:
+    return problem_reply(
+        413,
+        "payload_too_large",
+        "Payload too large",
+        f"a seed-form POST /route body may be at most {limit} bytes (it is read whole "
+        "for its capability and idempotency key)",
+    )
 
 
 class _BodyTimer:

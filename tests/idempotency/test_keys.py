@@ -12,6 +12,7 @@ from sloguard.idempotency.keys import (
     MAX_KEY_LENGTH,
     PRINCIPALS_REMEMBERED,
     Fingerprinter,
+    forwarded_key,
     principal_of,
     store_key,
 )
@@ -172,6 +173,38 @@ def test_store_keys_never_collide_across_principals(c1: str, k1: str, c2: str, k
 
 def test_a_key_without_a_principal_belongs_to_the_anonymous_one() -> None:
     assert principal_of("k") == principal_of("\x1fk") == ""
+
+
+@given(keys, st.text("0123456789abcdef", min_size=32, max_size=32))
+def test_a_forwarded_key_is_a_valid_key_scoped_by_the_principal(key: str, principal: str) -> None:
+    forwarded = forwarded_key(principal, key)
+    assert forwarded is not None
+    value = parse_idempotency_key(forwarded.encode("ascii"))  # what the worker's gate reads
+    assert len(value) <= MAX_KEY_LENGTH
+    assert value.startswith(principal[:16])
+    if len(key) <= MAX_KEY_LENGTH - 17:
+        assert value == f"{principal[:16]}.{key}"
+    else:
+        assert value[16] == "~"
+        assert len(value) == 16 + 1 + 32
+
+
+@given(keys, keys)
+def test_distinct_keys_of_one_principal_stay_distinct_when_forwarded(a: str, b: str) -> None:
+    principal = "0123456789abcdef" * 2
+    if a != b:
+        assert forwarded_key(principal, a) != forwarded_key(principal, b)
+
+
+def test_a_forwarded_key_names_no_credential_and_differs_per_principal() -> None:
+    fingerprints = Fingerprinter()
+    alice = forwarded_key(fingerprints.principal("Bearer alice"), "k")
+    bob = forwarded_key(fingerprints.principal("Bearer bob"), "k")
+    assert alice is not None
+    assert bob is not None
+    assert alice != bob
+    assert "alice" not in alice
+    assert forwarded_key("", "k") is None  # anonymous: the key goes on as sent
 
 
 def test_remembered_principals_are_bounded_and_digest_the_same() -> None:

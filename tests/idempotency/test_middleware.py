@@ -38,7 +38,7 @@ def assert_problem(response: httpx.Response, status: int, error: str) -> dict[st
     document: dict[str, Any] = response.json()
     assert document["status"] == status
     assert document["error"] == error
-    assert document["type"] == f"urn:sloguard:problem:{error}"
+    assert document["type"] == f"https://sloguard.readthedocs.io/en/latest/problems/#{error}"
     assert document["title"]
     assert document["detail"]
     return document

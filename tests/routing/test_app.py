@@ -15,6 +15,7 @@ import pytest
 from sloguard import SLOGuard
 from sloguard._clock import ManualClock
 from sloguard.exceptions import ConfigurationError
+from sloguard.idempotency.keys import Fingerprinter, forwarded_key
 from sloguard.reporting.reporter import Reporter
 from sloguard.routing import HealthChecker, WorkerRegistry, create_controller_app
 from sloguard.slo.manager import SLOManager
@@ -71,9 +72,12 @@ def test_forwards_payload_headers_and_query_and_returns_the_workers_answer() -> 
         b"a,b\n1,2\n",
     )
     for name, value in sent_headers.items():
-        if name != "Authorization":
+        if name not in ("Authorization", "Idempotency-Key"):
             assert got.headers[name.lower()] == value
     assert "authorization" not in got.headers
+    # The key goes on scoped by the caller's principal (a digest, never the credential).
+    scoped = forwarded_key(Fingerprinter().principal(b"Bearer secret"), "k-1")
+    assert got.headers["idempotency-key"] == scoped
 
 
 def test_the_seed_form_forwards_its_payload_key_and_priority() -> None:

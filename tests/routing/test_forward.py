@@ -463,3 +463,254 @@ def test_a_client_that_leaves_mid_stream_ends_the_forward() -> None:
 
     assert first.startswith(b"tick")
     assert left
+
+
+# -- the connection pool ----------------------------------------------------------------
+
+
+class PortsWorker:
+    """Answers ``ok`` (or, with ``broken``, starts a body and breaks off); records the
+    controller's source port of each request, which tells its connections apart."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self.broken = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        self.ports.append(scope["client"][1])
+        while (await receive()).get("more_body", False):
+            pass
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if self.broken:
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            raise RuntimeError("the worker breaks off mid-body (on purpose)")
+        await send({"type": "http.response.body", "body": b"o" * 100})
+
+
+def test_a_connection_is_reused_after_a_complete_answer_and_never_after_a_broken_one() -> None:
+    worker = PortsWorker()
+    registry = WorkerRegistry()
+    # proxy_headers off: the worker's scope["client"] is its peer, the controller's socket.
+    with (
+        serving(worker, proxy_headers=False) as worker_url,
+        controller(registry) as url,
+        httpx.Client() as client,
+    ):
+        registry.register("w", worker_url, [PDF])
+        answers = [client.post(url + PDF_PATH, content=b"{}") for _ in range(3)]
+        worker.broken = True
+        broken = client.post(url + PDF_PATH, content=b"{}")  # small: read whole, so a 502
+        worker.broken = False
+        after = client.post(url + PDF_PATH, content=b"{}")
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert broken.status_code == 502
+    assert len(set(worker.ports[:4])) == 1  # one keep-alive connection for the first four
+    assert after.status_code == 200
+    assert worker.ports[4] != worker.ports[3]  # the broken one was closed, not pooled
+
+
+def answers_then_closes(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+    conn.close()  # as a worker closing an idle keep-alive connection does
+
+
+def test_a_pooled_connection_the_worker_closed_is_never_written_to() -> None:
+    registry = WorkerRegistry()
+    app = create_controller_app(registry=registry, health_interval_s=None)
+    forwarder = app.state.controller.forwarder
+    with (
+        RawWorker(answers_then_closes) as worker,
+        serving(app, proxy_headers=False) as url,
+        httpx.Client() as client,
+    ):
+        registry.register("w", worker.url, [PDF])
+        first = client.post(url + PDF_PATH, content=b"{}")
+        for _ in range(1000):  # until the controller has seen the worker's FIN
+            if not any(pool.idle for pool in forwarder._pools.values()):
+                break
+            threading.Event().wait(0.01)
+        second = client.post(url + PDF_PATH, content=b"{}")  # unkeyed: one try only
+
+    assert (first.status_code, first.text) == (200, "ok")
+    assert (second.status_code, second.text) == (200, "ok")
+    assert worker.connections == 2
+
+
+def answers_until_it_closes(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nno length, ")
+    conn.sendall(b"the end is the close")
+    conn.close()
+
+
+def interim_then_final(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-final: yes\r\n\r\ndone"
+    )
+
+
+def bad_chunk_mid_body(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n")
+
+
+def test_an_answer_without_a_length_ends_with_the_connection() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(answers_until_it_closes) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        answers = [httpx.post(url + PDF_PATH, content=b"{}") for _ in range(2)]
+
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.text == "no length, the end is the close"
+    assert worker.connections == 2
+
+
+def test_an_interim_1xx_answer_is_skipped_for_the_final_one() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(interim_then_final) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        answer = httpx.post(url + PDF_PATH, content=b"{}")
+
+    assert (answer.status_code, answer.text) == (201, "done")
+    assert answer.headers["x-final"] == "yes"
+    assert "link" not in answer.headers
+
+
+def test_malformed_chunking_mid_body_aborts_the_response() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(bad_chunk_mid_body) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        with httpx.stream("POST", url + PDF_PATH, content=b"{}", timeout=30) as response:
+            status = response.status_code
+            with pytest.raises(httpx.RemoteProtocolError):
+                response.read()
+
+    assert status == 200  # the head had gone out; the body never completes
+
+
+def test_at_the_per_host_limit_forwards_wait_for_a_connection() -> None:
+    worker = RecordingWorker("w", mode="hold")
+    ports = PortsWorker()
+    registry = WorkerRegistry()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            ports.ports.append(scope["client"][1])
+        await worker(scope, receive, send)
+
+    with (
+        serving(app, proxy_headers=False) as worker_url,
+        controller(registry, limit_per_host=1) as url,
+    ):
+        registry.register("w", worker_url, [PDF])
+        answers: list[httpx.Response] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(httpx.post(url + PDF_PATH, timeout=30)))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        assert worker.arrived.acquire(timeout=30)
+        worker.release.set()
+        for thread in threads:
+            thread.join(30)
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(worker.received) == 2
+    assert len(set(ports.ports)) == 1  # the second waited for the first's connection
+
+
+class FloodWorker:
+    """Answers with ``size`` bytes of chunked body as fast as its socket takes them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.block = bytes(range(256)) * 256  # 64 KiB
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(self.size // len(self.block)):
+            await send({"type": "http.response.body", "body": self.block, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_consumer_that_is_behind_pauses_reading_from_the_worker() -> None:
+    from sloguard.routing.forward import PAUSE_BYTES, Forwarder, Worker
+
+    flood = FloodWorker(16 * MIB)
+    forwarder = Forwarder()
+    await forwarder.start()
+    with serving(flood) as worker_url:
+        worker = Worker("w", worker_url, frozenset({PDF}))
+        upstream = await forwarder.send(worker, "/x", [], b"", 30)
+        conn = upstream._conn
+        for _ in range(1000):  # until reading pauses: the body is not being consumed
+            if conn.reading_paused:
+                break
+            await asyncio.sleep(0.01)
+        paused, buffered = conn.reading_paused, conn.buffered
+        received, digest = 0, hashlib.sha256()
+        async for chunk in upstream.chunks():
+            received += len(chunk)
+            digest.update(chunk)
+        upstream.close()
+    await forwarder.close()
+
+    assert paused
+    assert buffered <= PAUSE_BYTES + MIB  # what had arrived when it paused, not 16 MiB
+    assert received == 16 * MIB
+    assert digest.hexdigest() == hashlib.sha256(flood.block * 256).hexdigest()
+
+
+async def test_a_forward_that_waits_for_a_connection_past_its_deadline_times_out() -> None:
+    from sloguard.routing.forward import Failure, Forwarder, ForwardError, Worker
+
+    held = RecordingWorker("w", mode="hold")
+    forwarder = Forwarder(limit_per_host=1)
+    await forwarder.start()
+    with running(held) as worker_url:
+        worker = Worker("w", worker_url, frozenset({PDF}))
+        first = asyncio.ensure_future(forwarder.send(worker, "/x", [], b"", 30))
+        await asyncio.to_thread(held.arrived.acquire, True, 30)
+        with pytest.raises(ForwardError) as waited:
+            await forwarder.send(worker, "/x", [], b"", 0.2)
+        held.release.set()
+        upstream = await first
+        body = await upstream.read(worker)
+    await forwarder.close()
+
+    assert waited.value.failure is Failure.TIMEOUT
+    assert "no free connection" in waited.value.detail
+    assert upstream.status == 200
+    assert body.startswith(b'{"worker"')
+    assert len(held.received) == 1
+
+
+def endless_headers(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nx-endless: ")
+    for _ in range(100):
+        conn.sendall(b"a" * 4096)
+
+
+def test_an_answer_whose_headers_never_end_is_a_502_problem() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(endless_headers) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        answer = httpx.post(url + PDF_PATH, content=b"{}")
+
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "worker_bad_response"
+    assert "headers are over" in answer.json()["detail"]

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from sloguard.idempotency.keys import Fingerprinter
+from sloguard.routing.server import FINGERPRINT_SECRET_ENV, ServeConfig
 from tests.redis_server import RedisKeys
 from tests.routing.workers import RecordingWorker, running
 from tests.servers import free_port
@@ -199,3 +202,16 @@ def test_bad_registry_options_are_refused_in_one_line(tmp_path: Path) -> None:
         assert (got, len(lines)) == (status, 1), lines
         assert lines[0].startswith("sloguard serve: ")
         assert message in lines[0]
+
+
+def test_serve_keys_its_digests_with_the_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FINGERPRINT_SECRET_ENV, "deploy-1")
+    guard = ServeConfig(state=str(tmp_path), open_registry=True)()
+    keyed = Fingerprinter("deploy-1").principal("Bearer alice")
+
+    assert guard.gate is not None
+    assert guard.gate.fingerprints.principal("Bearer alice") == keyed
+    assert guard.app.state.controller.fingerprints.principal("Bearer alice") == keyed
+    assert keyed != Fingerprinter().principal("Bearer alice")

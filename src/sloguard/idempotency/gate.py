@@ -69,8 +69,9 @@ DEFAULT_RELEASED_STATUSES = frozenset({429})
 """Responses that say "not done, try later": not results, so the key is released
 (besides every 5xx, with ``release_on_server_error``)."""
 SCOPE_KEY = "sloguard.idempotency"
-"""Where a leased request's scope carries ``{"key", "token"}``: the fencing token lets a
-handler fence its own writes (a write with an older token than the last seen is stale)."""
+"""Where a leased request's scope carries ``{"key", "token", "principal"}``: the fencing
+token lets a handler fence its own writes (a write with an older token than the last seen
+is stale); the principal's digest lets a proxy scope the key it forwards."""
 
 UNSTORED_HEADERS = HOP_BY_HOP | {b"set-cookie"}
 """Never stored: hop-by-hop headers describe one connection, and a replayed
@@ -78,16 +79,19 @@ Set-Cookie would hand one session's cookie to a retry."""
 _RETRY_AFTER_1 = ((b"retry-after", b"1"),)
 _NOT_STORED = ((IDEMPOTENCY_STORED.lower().encode(), b"false"),)
 _NOTHING = Reply(0, [], b"")  # the client left before its request was complete
-# Not a 500: nothing ran, and running the request under no identity (or another's) would
-# break "at most once per principal and key". A 503 says: not processed, retry is safe.
-_NO_PRINCIPAL = problem_reply(
-    503,
-    "idempotency_principal_unavailable",
-    "Idempotency principal unavailable",
-    "The identity this idempotency key belongs to could not be determined (the server's "
-    "principal function failed), so the request was not processed; retrying it with the "
-    "same key is safe.",
-)
+
+
+def _no_principal() -> Reply:
+    # Not a 500: nothing ran, and running the request under no identity (or another's) would
+    # break "at most once per principal and key". A 503 says: not processed, retry is safe.
+    return problem_reply(
+        503,
+        "idempotency_principal_unavailable",
+        "Idempotency principal unavailable",
+        "The identity this idempotency key belongs to could not be determined (the server's "
+        "principal function failed), so the request was not processed; retrying it with the "
+        "same key is safe.",
+    )
 
 
 class GateOptions(TypedDict, total=False):
@@ -177,6 +181,8 @@ class IdempotencyGate:
         self._principal = principal
         self._principal_failed = False
         self._replay_headers = tuple((h.lower().encode("latin-1"), b"true") for h in replay_headers)
+        # An app's own replay header is not stored: a replay says "true" once, in ours.
+        self._unstored = UNSTORED_HEADERS | {name for name, _ in self._replay_headers}
 
     def applies(self, scope: Scope) -> bool:
         """Whether an HTTP request's method and path are ones keys are honoured on."""
@@ -227,10 +233,11 @@ class IdempotencyGate:
             self._warn_if_cookie(scope)
         credential = request.authorization if self._principal is None else self._principal_of(scope)
         if credential is None:
-            return _NO_PRINCIPAL
+            return _no_principal()
         # One key, one operation: method and path are in the fingerprint, not the key,
         # so another operation under the same key is a 422, not a second execution.
-        leased_key = store_key(self.fingerprints.principal(credential), key)
+        principal = self.fingerprints.principal(credential)
+        leased_key = store_key(principal, key)
         # The body, read ahead of the app for its fingerprint (the app reads it again
         # from the lease's receive).
         receive = request.receive
@@ -309,7 +316,7 @@ class IdempotencyGate:
             )
         self._decide("miss", request)
         request.receive = BufferedReceive(messages, receive)
-        scope[SCOPE_KEY] = {"key": key, "token": claim.token}
+        scope[SCOPE_KEY] = {"key": key, "token": claim.token, "principal": principal}
         lease = Lease(self, key, leased_key, claim.token, fingerprint)
         self._renewals.hold(lease)
         return lease
@@ -496,8 +503,9 @@ class Lease:
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
         kept = []
         header_bytes = 0
+        unstored = self._gate._unstored
         for name, value in exchange.headers:
-            if name.lower() not in UNSTORED_HEADERS:
+            if name.lower() not in unstored:
                 kept.append((name, value))
                 header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

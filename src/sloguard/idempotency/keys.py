@@ -189,3 +189,33 @@ def principal_of(key: str) -> str:
     """The principal digest a store key was made with (``""`` for a key that names none)."""
     end = key.find(SEPARATOR)
     return key[:end] if end > 0 else ""
+
+
+FORWARDED_PRINCIPAL_CHARS = 16
+"""How much of the principal digest scopes a key forwarded to a worker: 64 bits, so
+that two principals' keys meet only by a collision nobody can aim at without the
+credentials (or, with a secret, the secret)."""
+
+
+def forwarded_key(principal_digest: str, key: str) -> str | None:
+    """The ``Idempotency-Key`` value a proxy (the ``/route`` controller) sends on to a
+    worker for ``key``, sent by the principal whose :meth:`Fingerprinter.principal` is
+    ``principal_digest``; None for an anonymous request (its key goes on as sent).
+
+    An sf-string of the principal digest's first 16 characters, ``.`` and the key:
+    every client reaches the worker as the proxy, so the worker's own idempotency
+    layer (unchanged) keeps each client's keys apart, and never sees a credential.
+    When that would be over 255 characters, the key is replaced by 32 hex characters
+    of its digest after ``~`` instead of ``.`` (the two forms never meet).
+    """
+    if not principal_digest:
+        return None
+    scope = principal_digest[:FORWARDED_PRINCIPAL_CHARS]
+    if len(key) + FORWARDED_PRINCIPAL_CHARS + 1 <= MAX_KEY_LENGTH:
+        value = f"{scope}.{key}"
+    else:
+        digest = blake2b(key.encode("ascii"), digest_size=16, person=b"sloguard-fwd-key")
+        value = f"{scope}~{digest.hexdigest()}"
+    if '"' in value or "\\" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'

@@ -38,7 +38,7 @@ from sloguard._clock import Clock
 from sloguard.capability import is_capability
 from sloguard.exceptions import HistoryUnavailable
 from sloguard.observability.metrics import MetricsSink
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body
+from sloguard.problems import Problem
 from sloguard.reporting.compliance import (
     MAX_DAILY_RANGE_DAYS,
     MAX_MONTHLY_RANGE_MONTHS,
@@ -79,29 +79,9 @@ _STEP = re.compile(r"^(\d{1,12})([smhd]?)$")
 _YEARS = f"from {EARLIEST_DATE.year} to {LATEST_DATE.year} (UTC)"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
 _BREACH_STATES = ("open", "resolved", "warning")
-_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
-
-
-class Problem(Exception):
-    """An error answer; raised by handlers, turned into problem+json once."""
-
-    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.title, self.detail, self.extra = (
-            status,
-            error,
-            title,
-            detail,
-            extra,
-        )
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> Response:
-        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
-        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
 
 
 def bad_parameter(name: str, detail: str) -> Problem:

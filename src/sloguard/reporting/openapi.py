@@ -171,7 +171,7 @@ def _schemas() -> dict[str, Schema]:
     return {
         "Problem": {
             "type": "object",
-            "description": "RFC 9457 problem details; `error` is the last segment of `type`",
+            "description": "RFC 9457 problem details; `type` is the URL of `error`'s documentation",
             "required": ["type", "title", "status", "detail", "error"],
             "properties": {
                 "type": {"type": "string", "format": "uri"},

@@ -36,14 +36,17 @@ from starlette.types import Receive, Scope, Send
 from sloguard.capability import is_capability
 from sloguard.exceptions import (
     ConfigurationError,
+    InvalidIdempotencyKey,
     RegistrationRefused,
     RegistryUnavailable,
     StaticWorker,
 )
+from sloguard.idempotency.gate import SCOPE_KEY
+from sloguard.idempotency.keys import Fingerprinter, forwarded_key, parse_idempotency_key
 from sloguard.liveness import Liveness, liveness_report
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
-from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_body, send_problem
+from sloguard.problems import Problem
 from sloguard.reporting.api import api_token as resolve_token
 from sloguard.reporting.api import require_token, slo_routes
 from sloguard.reporting.mount import slo_site_routes
@@ -75,7 +78,6 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 """Default bound on a /route request body (413 above it)."""
 MAX_REGISTRATION_BYTES = 64 * 1024
 """Bound on a ``POST /workers`` body (413 above it)."""
-_PROBLEM = PROBLEM_CONTENT_TYPE.decode()
 _REGISTRY_TOKEN_DETAIL = (
     "registry writes need an 'Authorization: Bearer <token>' header with the registration "
     f"token: sloguard serve's --registry-token or ${REGISTRY_TOKEN_ENV}, or the one it wrote "
@@ -112,24 +114,6 @@ class SeedRoute(BaseModel):
         return value
 
 
-class _Problem(Exception):
-    def __init__(self, status: int, error: str, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.title, self.detail = status, error, title, detail
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> Response:
-        body = problem_body(self.status, self.error, self.title, self.detail, **self.extra)
-        return Response(body, self.status, headers=self.headers, media_type=_PROBLEM)
-
-    async def send(self, send: Send) -> None:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        await send_problem(
-            send, self.status, self.error, self.title, self.detail, headers=headers, **self.extra
-        )
-
-
 class _Endpoint:
     """A plain ASGI endpoint for Starlette's router (which wraps functions as
     request/response handlers)."""
@@ -144,8 +128,9 @@ class _Endpoint:
 
 
 class ControllerApp(Starlette):
-    """The controller's Starlette app, with ``POST /route/{verb}/{name}`` taken before
-    Starlette's middleware and router (the hot path: a tenth of a forward's time there)."""
+    """The controller's Starlette app, with ``POST /route/{verb}/{name}`` and ``POST /route``
+    taken before Starlette's middleware and router (the hot path: a tenth of a forward's
+    time there)."""
 
     def __init__(self, controller: Controller, **options: Any) -> None:
         super().__init__(**options)
@@ -164,11 +149,15 @@ class ControllerApp(Starlette):
                     scope["path_params"] = {"verb": verb, "name": name}
                     await self.controller.route_path(scope, receive, send)
                     return
+            elif path == "/route":
+                scope["app"] = self
+                await self.controller.route_seed(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
-def _too_large(limit: int | None) -> _Problem:
-    return _Problem(
+def _too_large(limit: int | None) -> Problem:
+    return Problem(
         413, "payload_too_large", "Payload too large", f"the request body is over {limit} bytes"
     )
 
@@ -185,6 +174,11 @@ class Controller:
     worker at once. ``local_workers``: workers served in this process from the
     lifespan on (the demo ones). ``worker_hosts``: the hosts workers registering
     over HTTP may be on (403 for others; static workers are not checked).
+
+    The ``Idempotency-Key`` a worker gets is scoped by the caller's principal
+    (:func:`~sloguard.idempotency.keys.forwarded_key`): the digest SLOGuard's gate
+    made when it leased the key, or else one of the ``Authorization`` header keyed
+    with ``fingerprint_secret``.
     """
 
     def __init__(
@@ -203,6 +197,7 @@ class Controller:
         worker_hosts: WorkerHosts | None = None,
         tracing: bool = False,
         tracer_provider: Any = None,
+        fingerprint_secret: bytes | str | None = None,
     ) -> None:
         if forward_timeout_s <= 0:
             raise ConfigurationError(f"forward_timeout_s must be positive, got {forward_timeout_s}")
@@ -233,6 +228,8 @@ class Controller:
         self.registry_token: str | None = None
         """What registry writes need as ``Authorization: Bearer``; None: the registry is open."""
         self.forwarder = Forwarder(limit_per_host=limit_per_host)
+        self.fingerprints = Fingerprinter(fingerprint_secret)
+        """Scopes forwarded keys when no idempotency gate leased them (see the class)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -274,10 +271,12 @@ class Controller:
             headers = request_headers(
                 scope["headers"], scope.get("client"), scope["scheme"], keep_length=True
             )
+            if keyed:
+                self._scope_key(scope, headers)
             query: bytes = scope["query_string"]
             path = f"/{verb}/{name}?{query.decode('latin-1')}" if query else f"/{verb}/{name}"
             await self._dispatch(receive, send, f"{verb}:{name}", path, body, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
@@ -300,16 +299,44 @@ class Controller:
             headers.append(("content-type", "application/json"))
             payload = json.dumps(seed.request_payload, separators=(",", ":")).encode()
             keyed = any(n.lower() == "idempotency-key" for n, _ in headers)
+            if keyed:
+                self._scope_key(scope, headers)
             capability = f"{seed.verb}:{seed.capability}"
             path = f"/{seed.verb}/{seed.capability}"
             whole = RequestBody.whole(payload)
             await self._dispatch(receive, send, capability, path, whole, headers, keyed)
-        except _Problem as problem:
+        except Problem as problem:
             await problem.send(send)
         except BodyTooLarge:
             await _too_large(self.max_body_bytes).send(send)
         except ClientGone:
             return
+
+    def _scope_key(self, scope: Scope, headers: list[tuple[str, str]]) -> None:
+        """Replace the ``Idempotency-Key`` in ``headers`` with the one the worker gets:
+        scoped by the caller's principal, so that the worker's own idempotency layer,
+        which sees every client as the controller, never replays one client's response
+        to another. A key the gate did not lease and that does not parse (or comes
+        twice) goes on as it came: the worker refuses it as the gate would."""
+        held = scope.get(SCOPE_KEY)
+        if held is not None:
+            key, principal = held["key"], held["principal"]
+        else:
+            values = [v for n, v in headers if n.lower() == "idempotency-key"]
+            if len(values) != 1:
+                return
+            try:
+                key = parse_idempotency_key(values[0].encode("latin-1"))
+            except InvalidIdempotencyKey:
+                return
+            authorization = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+            principal = self.fingerprints.principal(authorization)
+        scoped = forwarded_key(principal, key)
+        if scoped is not None:
+            headers[:] = [(n, scoped if n.lower() == "idempotency-key" else v) for n, v in headers]
 
     async def _dispatch(
         self,
@@ -324,7 +351,7 @@ class Controller:
         if not is_capability(capability) or not (
             self._known(capability) or await self._known_after_refresh(capability)
         ):
-            raise _Problem(
+            raise Problem(
                 404,
                 "unknown_capability",
                 "Unknown capability",
@@ -421,10 +448,10 @@ class Controller:
 
     def _failure_problem(
         self, capability: str, exc: ForwardError, tried: list[str], retry: bool
-    ) -> _Problem:
+    ) -> Problem:
         worker = exc.worker
         if exc.failure is Failure.TIMEOUT:
-            return _Problem(
+            return Problem(
                 504,
                 "worker_timeout",
                 "Worker timed out",
@@ -433,7 +460,7 @@ class Controller:
                 worker=worker.id,
             )
         if exc.failure is Failure.MALFORMED:
-            return _Problem(
+            return Problem(
                 502,
                 "worker_bad_response",
                 "Worker sent a malformed response",
@@ -447,7 +474,7 @@ class Controller:
             why = " (not retried: its body was too large to keep for a retry)"
         else:
             why = ""
-        return _Problem(
+        return Problem(
             502,
             "worker_unreachable",
             "Worker unreachable",
@@ -465,13 +492,13 @@ class Controller:
         await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
-    def _no_worker(self, capability: str, tried: list[str]) -> _Problem:
+    def _no_worker(self, capability: str, tried: list[str]) -> Problem:
         if tried:  # the only worker failed and none is left to retry on
             detail = f"worker {tried[0]} was unreachable and no other healthy worker serves it"
-            problem = _Problem(502, "worker_unreachable", "Worker unreachable", detail)
+            problem = Problem(502, "worker_unreachable", "Worker unreachable", detail)
             problem.extra = {"capability": capability, "workers": tried}
             return problem
-        problem = _Problem(
+        problem = Problem(
             503,
             "no_worker_available",
             "No worker available",
@@ -505,7 +532,7 @@ class Controller:
             return _bad_request("invalid_worker", detail)
         hosts = self.worker_hosts
         if hosts is not None and not hosts.allows(spec.url):
-            return _Problem(
+            return Problem(
                 403,
                 "worker_host_not_allowed",
                 "Worker host not allowed",
@@ -568,11 +595,11 @@ def _parse_seed(body: bytes) -> SeedRoute:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise _Problem(
+        raise Problem(
             400, "invalid_json", "Invalid JSON", f"the body is not valid JSON: {exc}"
         ) from exc
     if not isinstance(document, dict):
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -582,7 +609,7 @@ def _parse_seed(body: bytes) -> SeedRoute:
         return SeedRoute.model_validate(document)
     except ValidationError as exc:
         problems = validation_problems(exc)
-        raise _Problem(
+        raise Problem(
             400,
             "invalid_route_request",
             "Invalid /route request",
@@ -592,22 +619,22 @@ def _parse_seed(body: bytes) -> SeedRoute:
 
 
 def _bad_request(error: str, detail: str) -> Response:
-    return _Problem(400, error, "Bad request", detail).response()
+    return Problem(400, error, "Bad request", detail).response()
 
 
 def _registry_problem(exc: RegistrationRefused | RegistryUnavailable, worker_id: str) -> Response:
     if isinstance(exc, RegistryUnavailable):
-        problem = _Problem(
+        problem = Problem(
             503, "registry_unavailable", "Worker registry unavailable", str(exc), worker=worker_id
         )
         problem.headers["retry-after"] = "1"
         return problem.response()
     title = _REFUSAL_TITLES.get(exc.error, "Registration refused")
-    return _Problem(409, exc.error, title, str(exc), worker=worker_id).response()
+    return Problem(409, exc.error, title, str(exc), worker=worker_id).response()
 
 
 def _not_a_worker(worker_id: str) -> Response:
-    return _Problem(
+    return Problem(
         404, "unknown_worker", "Unknown worker", f"no worker {worker_id!r}; register it first"
     ).response()
 

@@ -13,6 +13,7 @@ Prometheus series. Admission decides per process, from its own windows.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_REDIS_PREFIX = "sloguard:"
 REDIS_TIMEOUT_S = 0.5
 """The idempotency store's budget for one Redis call under ``sloguard serve --redis``."""
+FINGERPRINT_SECRET_ENV = "SLOGUARD_FINGERPRINT_SECRET"
+"""Where ``sloguard serve`` takes its fingerprint secret from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,11 @@ class ServeConfig:
     resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S
     log_level: str = "info"
     access_log: bool = False
+    fingerprint_secret: str | None = field(
+        default_factory=lambda: os.environ.get(FINGERPRINT_SECRET_ENV) or None, repr=False
+    )
+    """Keys the digests of principals and requests (default ``$SLOGUARD_FINGERPRINT_SECRET``);
+    every replica sharing a Redis store needs the same one."""
 
     @property
     def slo_dir(self) -> Path:
@@ -124,15 +132,21 @@ class ServeConfig:
             worker_hosts=self.worker_hosts,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
+            fingerprint_secret=self.fingerprint_secret,
         )
-        return SLOGuard(
+        guarded = SLOGuard(
             app,
             manager=manager,
             reporter=reporter,
+            idempotency={"fingerprint_secret": self.fingerprint_secret},
             store=store,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
         )
+        # What is built now lives as long as the process: out of the collector's sight, a
+        # full collection scans what requests leave behind, not every module and model.
+        gc.freeze()
+        return guarded
 
     def check_redis(self) -> None:
         """Raise :class:`ConfigurationError` unless the Redis server answers."""
