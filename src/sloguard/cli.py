@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import logging
 import math
@@ -235,8 +234,6 @@ def serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        if processes == 1:
-            _freeze_startup_heap()
         with sock:
             server.run(config, sock, processes=processes, app=app if processes == 1 else None)
     finally:
@@ -263,18 +260,6 @@ def _registry_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
                 raise ConfigurationError(f"the registry token in {where} is not printable ASCII")
             return token, where
     return None, None
-
-
-def _freeze_startup_heap() -> None:
-    """Move what start-up built (the SLO models, the app, the imports: it lives as long
-    as the process) out of the cyclic collector's full passes, which would otherwise
-    walk it all, on the event loop, every time one comes (docs/slo.md, "Memory").
-
-    The process is ours, so the decision is ours: the library never makes it for an
-    app it is mounted in. A request path that allocates nothing long-lived gains
-    nothing more from it than a shorter full pass."""
-    gc.collect()
-    gc.freeze()
 
 
 def _positive_int(option: str, text: str) -> int:

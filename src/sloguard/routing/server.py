@@ -143,8 +143,11 @@ class ServeConfig:
             tracing=self.tracing,
             tracer_provider=tracer_provider,
         )
-        # What is built now lives as long as the process: out of the collector's sight, a
-        # full collection scans what requests leave behind, not every module and model.
+        # What start-up built (imports, SLO models, the app) lives as long as the process:
+        # frozen, a full collection walks what requests leave behind, not all of it
+        # (docs/slo.md, "The garbage collector"). The process is ours; the library never
+        # freezes an app it is mounted in.
+        gc.collect()
         gc.freeze()
         return guarded
 
