@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
 from sloguard.exceptions import ConfigurationError, HistoryUnavailable
+from sloguard.reporting.sqlite import SQLiteHistory
 from sloguard.reporting.storecalls import StoreCalls
 
 
@@ -48,3 +50,21 @@ def test_options_are_checked() -> None:
         StoreCalls("test", timeout_s=0)
     with pytest.raises(ConfigurationError, match="threads"):
         StoreCalls("test", threads=0)
+
+
+async def test_sqlite_connections_of_ended_call_threads_are_closed(tmp_path: Path) -> None:
+    # Each call runs in a thread of its own, and SQLite keeps a connection per thread:
+    # the connections of threads that have ended must not pile up (file descriptors).
+    history = SQLiteHistory(tmp_path / "history.sqlite3")
+    calls = StoreCalls("history")
+    await calls(history.migrate)
+    before = await calls(_open_files)
+    for _ in range(40):
+        await calls(history.schema_version)
+    after = await calls(_open_files)
+    history.close()
+    assert after - before <= 6  # at most a couple of threads still finishing
+
+
+def _open_files() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))

@@ -65,7 +65,7 @@ class SQLiteHistory(SQLHistory):
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -87,8 +87,14 @@ class SQLiteHistory(SQLHistory):
         # lose the last commits, which the recorder's interval already allows.
         connection.execute("PRAGMA synchronous=NORMAL")
         self._local.connection = connection
+        # Store calls come from short-lived threads: a thread that has ended leaves its
+        # connection (and two file descriptors) behind, closed here.
         with self._lock:
-            self._connections.append(connection)
+            ended = [c for thread, c in self._connections if not thread.is_alive()]
+            self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+            self._connections.append((threading.current_thread(), connection))
+        for stale in ended:
+            stale.close()
         return connection
 
     def _use_wal(self, connection: sqlite3.Connection) -> None:
@@ -130,6 +136,6 @@ class SQLiteHistory(SQLHistory):
         with self._lock:
             self._closed = True
             connections, self._connections = self._connections, []
-        for connection in connections:
+        for _, connection in connections:
             connection.close()
         self._local = threading.local()
