@@ -22,6 +22,9 @@ would have waited that long. The run is made five times, in one process:
   state;
 - ``+ freeze``: settled, then ``gc.freeze()``, as ``sloguard serve`` does once
   started: frozen, the collector walks only what was allocated since;
+- ``serve``: what ``sloguard serve`` does: ``gc.collect()`` and ``gc.freeze()`` once its
+  SLO files are loaded and before any traffic, nothing after (the windows are built
+  by the traffic that follows, and the full collection they bring falls in the run);
 - ``no report``: frozen too, the same traffic, no monitor and no recorder: what
   the loop's stalls are without them (the collector and the traffic itself).
 
@@ -128,10 +131,20 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def run(
-    slos: Path, history: Path, seconds: float, *, settle: bool, freeze: bool, reporting: bool
+    slos: Path,
+    history: Path,
+    seconds: float,
+    *,
+    settle: bool,
+    freeze: bool,
+    reporting: bool,
+    freeze_at_start: bool = False,
 ) -> dict[str, float]:
     manager = SLOManager(slos)
     reporter = Reporter(manager, history=history, monitor_every_s=1.0, flush_every_s=2.0)
+    if freeze_at_start:  # as `sloguard serve` does once its app is built
+        gc.collect()
+        gc.freeze()
     tick = Timed(reporter.monitor.tick)
     reporter.monitor.tick = tick  # type: ignore[method-assign]
     assert reporter.recorder is not None
@@ -176,6 +189,11 @@ async def run(
 
 
 def main() -> None:
+    only = None
+    if "--only" in sys.argv:
+        at = sys.argv.index("--only")
+        only = sys.argv[at + 1]
+        del sys.argv[at : at + 2]
     args = [arg for arg in sys.argv[1:] if arg != "--distinct"]
     distinct = "--distinct" in sys.argv[1:]
     count = int(args[0]) if args else 10_000
@@ -202,13 +220,24 @@ def main() -> None:
             ("sliced", default, False, False, True),
             ("settled", default, True, False, True),
             ("+ freeze", default, True, True, True),
+            ("serve", default, False, False, True),
             ("no report", default, True, True, False),
         )
         for name, slice_s, settle, freeze, reporting in runs:
+            if only is not None and name != only:
+                continue
             slicing.SLICE_S = slice_s
             history = Path(tmp) / f"{name}.sqlite3"
             result = asyncio.run(
-                run(slos, history, seconds, settle=settle, freeze=freeze, reporting=reporting)
+                run(
+                    slos,
+                    history,
+                    seconds,
+                    settle=settle,
+                    freeze=freeze,
+                    reporting=reporting,
+                    freeze_at_start=name == "serve",
+                )
             )
             print(
                 f"{name:9} {result['stall_max_ms']:8.1f}ms {result['stall_p999_ms']:6.1f}ms "
