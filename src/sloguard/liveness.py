@@ -10,9 +10,10 @@ goes on with the next. :func:`liveness_report` turns the records into what
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +87,36 @@ class Liveness:
         if item in self._failing:
             del self._failing[item]
             logger.warning("%s: %s works again", self.name, item)
+
+    async def run_every(
+        self,
+        interval_s: float,
+        item: str,
+        work: Callable[[], Awaitable[object]],
+        logger: logging.Logger,
+        *,
+        wait_first: bool = False,
+    ) -> None:
+        """``await work()`` every ``interval_s`` seconds, forever (run it as a task); with
+        ``wait_first``, the first pass comes after one interval. A pass that raises is
+        :meth:`failed` (its ``item`` logged once until it works again) and the loop goes on."""
+        self.interval_s = interval_s
+        self.started()
+        try:
+            while True:
+                if wait_first:
+                    await asyncio.sleep(interval_s)
+                try:
+                    await work()
+                except Exception as exc:
+                    self.failed(item, exc, logger)
+                else:
+                    self.recovered(item, logger)
+                self.passed()
+                if not wait_first:
+                    await asyncio.sleep(interval_s)
+        finally:
+            self.stopped()
 
     def state(self, now: float | None = None) -> State:
         """How the loop is doing at ``now`` (default: the clock's now)."""

@@ -26,7 +26,6 @@ a ``concurrency`` event.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -219,21 +218,7 @@ class SLOMonitor:
     async def run(self, interval_s: float = 5.0) -> None:
         """``tick`` every ``interval_s`` seconds, forever (run it as a task). A failure is
         logged (once until it works again) and skipped; :attr:`liveness` tells how it goes."""
-        liveness = self.liveness
-        liveness.interval_s = interval_s
-        liveness.started()
-        try:
-            while True:
-                try:
-                    await self.tick()
-                except Exception as exc:
-                    liveness.failed("SLO monitor tick", exc, logger)
-                else:
-                    liveness.recovered("SLO monitor tick", logger)
-                liveness.passed()
-                await asyncio.sleep(interval_s)
-        finally:
-            liveness.stopped()
+        await self.liveness.run_every(interval_s, "SLO monitor tick", self.tick, logger)
 
     async def _save(self, breach: Breach) -> None:
         if self._save_breach is None:

@@ -349,23 +349,15 @@ class HistoryRecorder:
     async def run(self) -> None:
         """Flush every ``interval_s`` (and prune every ``prune_every_s``), forever. A pass
         that fails is logged (once until one works again) and the loop goes on."""
-        liveness = self.liveness
-        liveness.started()
-        try:
-            while True:
-                await asyncio.sleep(self.interval_s)
-                try:
-                    await self.flush()
-                    if self.prune_every_s is not None and self._monotonic() >= self._next_prune:
-                        self._next_prune = self._monotonic() + self.prune_every_s
-                        await self.prune()
-                except Exception as exc:
-                    liveness.failed("history flush", exc, logger)
-                else:
-                    liveness.recovered("history flush", logger)
-                liveness.passed()
-        finally:
-            liveness.stopped()
+        await self.liveness.run_every(
+            self.interval_s, "history flush", self._pass, logger, wait_first=True
+        )
+
+    async def _pass(self) -> None:
+        await self.flush()
+        if self.prune_every_s is not None and self._monotonic() >= self._next_prune:
+            self._next_prune = self._monotonic() + self.prune_every_s
+            await self.prune()
 
     def start(self) -> None:
         """Start :meth:`run` as a task on the running loop."""

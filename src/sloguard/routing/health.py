@@ -52,21 +52,9 @@ class HealthChecker:
 
     async def run(self, client: httpx.AsyncClient, interval_s: float) -> None:
         """:meth:`check_once` every ``interval_s`` seconds, forever (run it as a task)."""
-        liveness = self.liveness
-        liveness.interval_s = interval_s
-        liveness.started()
-        try:
-            while True:
-                try:
-                    await self.check_once(client)
-                except Exception as exc:
-                    liveness.failed("health check round", exc, logger)
-                else:
-                    liveness.recovered("health check round", logger)
-                liveness.passed()
-                await asyncio.sleep(interval_s)
-        finally:
-            liveness.stopped()
+        await self.liveness.run_every(
+            interval_s, "health check round", lambda: self.check_once(client), logger
+        )
 
     async def _isolated(self, client: httpx.AsyncClient, worker: Worker) -> None:
         item = f"health check of worker {worker.id}"

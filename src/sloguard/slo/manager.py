@@ -197,21 +197,7 @@ class SLOManager:
         edit, a missing directory or a failure of any kind does not stop the
         watch. :attr:`watcher` is its liveness.
         """
-        liveness = self.watcher
-        liveness.interval_s = interval_s
-        liveness.started()
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await self.poll()
-                except Exception as exc:
-                    liveness.failed("SLO reload", exc, logger)
-                else:
-                    liveness.recovered("SLO reload", logger)
-                liveness.passed()
-        finally:
-            liveness.stopped()
+        await self.watcher.run_every(interval_s, "SLO reload", self.poll, logger, wait_first=True)
 
     def _scan_if_changed(self) -> _Scan | None:
         if self._dir is None:
