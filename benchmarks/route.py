@@ -156,10 +156,13 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
     while True:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
+        # A slow first answer (a server under callgrind) is waited for, not retried.
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=30):
             return
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start")
@@ -167,12 +170,14 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str) 
 
 
 @contextlib.contextmanager
-def running(command: list[str], ready_url: str, what: str, **popen: object) -> Iterator[int]:
+def running(
+    command: list[str], ready_url: str, what: str, *, start_timeout_s: float = 60, **popen: object
+) -> Iterator[int]:
     """Run ``command`` until the block ends; yield its pid once ``ready_url`` answers
     (every process of several: a bound port accepts before they serve)."""
     process = subprocess.Popen(command, **popen)  # type: ignore[call-overload]
     try:
-        wait_until_answering(ready_url, process, what)
+        wait_until_answering(ready_url, process, what, start_timeout_s)
         yield process.pid
     finally:
         process.terminate()

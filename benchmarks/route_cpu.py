@@ -39,7 +39,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,23 +85,10 @@ def serve(
     ]
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 600  # under callgrind, starting takes minutes
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=30):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sloguard serve ({src}) did not start")
-            time.sleep(0.2)
-        yield process.pid, url
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # Under callgrind, starting takes minutes.
+    what = f"sloguard serve ({src})"
+    with running(command, url + "/healthz", what, start_timeout_s=600, cwd=ROOT, env=env) as pid:
+        yield pid, url
 
 
 def measure(pid: int, url: str, script: Path, seconds: float, conns: int) -> tuple[float, ...]:
