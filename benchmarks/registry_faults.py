@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,14 +36,9 @@ from typing import Any
 
 import httpx
 
+from servers import free_port
+
 CAP = "convert:document_to_pdf"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
