@@ -42,6 +42,27 @@ def test_a_repeated_key_header_is_noted() -> None:
     assert classifier().classify(scope, _no_body).key_repeated
 
 
+def test_idempotency_alone_reads_the_key_and_credential_or_nothing() -> None:
+    alone = Classifier(clock=lambda: 5.0, capabilities=False)
+    headers = [(b"x-priority", b"high"), (b"authorization", b"Bearer t")]
+    headers.append((b"idempotency-key", b"k"))
+    request = alone.classify_keyed(http_scope(headers=headers), _no_body, required=False)
+    assert request is not None
+    assert (request.key, request.key_repeated, request.authorization) == (b"k", False, b"Bearer t")
+    assert (request.capability, request.priority) == (None, "normal")
+
+    keyless = http_scope(headers=[(b"authorization", b"Bearer t")])
+    assert alone.classify_keyed(keyless, _no_body, required=False) is None
+    required = alone.classify_keyed(keyless, _no_body, required=True)
+    assert required is not None
+    assert required.key is None
+
+    twice = http_scope(headers=[(b"idempotency-key", b"a"), (b"idempotency-key", b"b")])
+    repeated = alone.classify_keyed(twice, _no_body, required=False)
+    assert repeated is not None
+    assert repeated.key_repeated
+
+
 def test_the_route_table_wins_over_the_header_and_no_capability_is_none() -> None:
     table = RouteTable({"/docs/{id}": "convert:pdf"})
     header = [(b"x-capability", b"classify:email")]

@@ -151,6 +151,28 @@ class Classifier:
             has_body,
         )
 
+    def classify_keyed(
+        self, scope: Scope, receive: Receive, *, required: bool
+    ) -> GuardedRequest | None:
+        """For idempotency alone (``capabilities=False``): the request's key and
+        credentials, or None when it has no key and ``required`` is False (then
+        nothing of it matters). Two names looked for per header, not :meth:`classify`'s six."""
+        key: bytes | None = None
+        repeated = False
+        authorization = b""
+        key_name = self._key
+        for name, value in scope["headers"]:
+            if name == key_name:
+                repeated = key is not None
+                key = value
+            elif name == b"authorization":
+                authorization = value
+        if key is None and not required:
+            return None
+        return GuardedRequest(
+            scope, receive, self.clock(), None, DEFAULT_PRIORITY, key, repeated, authorization
+        )
+
     def _trusts(self, scope: Scope) -> bool:
         if self._trusted is None:
             return True

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from sloguard import ConfigurationError, InvalidIdempotencyKey
 from sloguard.idempotency import parse_idempotency_key
 from sloguard.idempotency.keys import (
+    HEADS_REMEMBERED,
     MAX_KEY_LENGTH,
     PRINCIPALS_REMEMBERED,
     Fingerprinter,
@@ -94,6 +95,24 @@ def test_the_fingerprint_covers_method_path_query_and_body() -> None:
     assert base != fingerprint("POST", "/pay/", b"a=1", [CARD])
     assert base != fingerprint("POST", "/pay", b"a=2", [CARD])
     assert base != fingerprint("POST", "/pay", b"a=1", [CARD + b" "])
+
+
+def test_a_remembered_method_and_path_digest_the_same_as_a_fresh_one() -> None:
+    warm = Fingerprinter()
+    first = warm.request("POST", "/pay", b"", [CARD])
+    assert warm.request("POST", "/pay", b"", [CARD]) == first
+    assert Fingerprinter().request("POST", "/pay", b"", [CARD]) == first
+    assert warm.request("POST", "/pay", b"", [CARD + b" "]) != first  # the state is copied, not fed
+    assert warm.request("POST", "/pay", b"", [CARD]) == first
+
+
+def test_the_remembered_paths_are_bounded() -> None:
+    fingerprinter = Fingerprinter()
+    reference = Fingerprinter().request("POST", "/0", b"", [CARD])
+    for n in range(HEADS_REMEMBERED + 5):
+        fingerprinter.request("POST", f"/{n}", b"", [CARD])
+    assert len(fingerprinter._heads) <= HEADS_REMEMBERED
+    assert fingerprinter.request("POST", "/0", b"", [CARD]) == reference
 
 
 @given(

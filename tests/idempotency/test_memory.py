@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import tracemalloc
 from typing import Any
 
@@ -13,7 +14,7 @@ from sloguard import ConfigurationError, MemoryStore, Store
 from sloguard._clock import ManualClock
 from sloguard.idempotency import ClaimStatus, StoredResponse
 from sloguard.idempotency.keys import Fingerprinter, store_key
-from sloguard.idempotency.memory import PRINCIPAL_OVERHEAD, entry_nbytes
+from sloguard.idempotency.memory import ENTRY_OVERHEAD, PRINCIPAL_OVERHEAD, entry_nbytes
 from sloguard.idempotency.store import SyncStore, sync_path
 
 FP = b"fingerprint-1"
@@ -75,6 +76,11 @@ async def test_a_response_used_often_outlives_thousands_stored_after_it(
         await store.complete(f"k{n}", await claimed(store, f"k{n}"), response())
         if n % 10 == 9:
             assert (await store.claim("hot", FP, 60)).status is ClaimStatus.COMPLETED, n
+
+
+@pytest.mark.parametrize("key", ["a", "0123abcd\x1forder-42", "caf\u00e9", "\u20ac", "\U0001f600"])
+def test_a_key_counts_what_the_string_takes(key: str) -> None:
+    assert entry_nbytes(key, 100) == 100 + ENTRY_OVERHEAD + sys.getsizeof(key)
 
 
 async def test_max_bytes_evicts_until_the_total_fits(clock: ManualClock) -> None:

@@ -76,6 +76,7 @@ is stale); the principal's digest lets a proxy scope the key it forwards."""
 UNSTORED_HEADERS = HOP_BY_HOP | {b"set-cookie"}
 """Never stored: hop-by-hop headers describe one connection, and a replayed
 Set-Cookie would hand one session's cookie to a retry."""
+_SERVER_ERRORS = frozenset(range(500, 1000))
 _RETRY_AFTER_1 = ((b"retry-after", b"1"),)
 _NOT_STORED = ((IDEMPOTENCY_STORED.lower().encode(), b"false"),)
 _NOTHING = Reply(0, [], b"")  # the client left before its request was complete
@@ -172,6 +173,8 @@ class IdempotencyGate:
         self.max_request_bytes = max_request_bytes
         self.release_on_server_error = release_on_server_error
         self.released_statuses = frozenset(released_statuses)
+        unkept_errors = _SERVER_ERRORS if release_on_server_error else frozenset()
+        self._unkept = self.released_statuses | unkept_errors
         self._cookie_warned = principal is not None
         self.fingerprints = Fingerprinter(fingerprint_secret)
         """The digests of principals and requests (keyed with ``fingerprint_secret``)."""
@@ -323,9 +326,7 @@ class IdempotencyGate:
 
     def keeps(self, status: int) -> bool:
         """Whether a response with ``status`` is a result, stored to replay."""
-        return status not in self.released_statuses and (
-            status < 500 or not self.release_on_server_error
-        )
+        return status not in self._unkept
 
     def _principal_of(self, scope: Scope) -> str | None:
         """The app's ``principal(scope)``; None when it raises or gives no string (logged
@@ -423,7 +424,7 @@ class Lease:
         """
         gate = self._gate
         sync = gate._sync
-        if self.settled or sync is None or not self._storable(exchange):
+        if self.settled or sync is None or not _storable(exchange, gate._unkept):
             return self._settle_then(exchange, send, last)
         self.settled = True
         gate._renewals.drop(self)
@@ -466,7 +467,7 @@ class Lease:
                 self.log_id,
                 gate.max_body_bytes,
             )
-        elif exchange.finished and self._storable(exchange):
+        elif exchange.finished and _storable(exchange, gate._unkept):
             assert exchange.chunks is not None
             response, _ = self._response(exchange, exchange.chunks)
             try:
@@ -497,9 +498,6 @@ class Lease:
             # The lease expires on its own; a failed release must not mask the app's outcome.
             logger.warning("could not release idempotency key %s", self.log_id, exc_info=True)
 
-    def _storable(self, exchange: Exchange) -> bool:
-        return exchange.chunks is not None and self._gate.keeps(exchange.status)
-
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
         kept = []
         header_bytes = 0
@@ -510,7 +508,11 @@ class Lease:
                 header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         nbytes = stored_nbytes(self._fingerprint, len(kept), header_bytes, body)
-        return StoredResponse(self._fingerprint, exchange.status, tuple(kept), body), nbytes
+        # tuple.__new__ skips the named tuple's Python-level constructor (~3k instructions).
+        response = tuple.__new__(
+            StoredResponse, (self._fingerprint, exchange.status, tuple(kept), body)
+        )
+        return response, nbytes
 
     def _log_store_failure(self) -> None:
         # The client has its response; the key is released so that a retry runs again
@@ -520,6 +522,12 @@ class Lease:
             self.log_id,
             exc_info=True,
         )
+
+
+def _storable(exchange: Exchange, unkept: frozenset[int]) -> bool:
+    """Whether ``exchange`` kept the whole response and it is a result
+    (:meth:`IdempotencyGate.keeps`)."""
+    return exchange.chunks is not None and exchange.status not in unkept
 
 
 class _Renewals:

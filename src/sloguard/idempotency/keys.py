@@ -32,6 +32,9 @@ PRINCIPALS_REMEMBERED = 4096
 """How many principals' digests a :class:`Fingerprinter` keeps at hand (all are
 forgotten at once when more arrive: a client sending ever new credentials only
 makes each digest be computed afresh)."""
+HEADS_REMEMBERED = 1024
+"""How many (method, path) pairs' hash states a :class:`Fingerprinter` keeps (~0.5 KiB
+each; forgotten all at once, like the principals)."""
 SEPARATOR = "\x1f"
 """Between the principal digest and the key in a store key; in neither of them."""
 
@@ -101,7 +104,7 @@ class Fingerprinter:
     keyed once, here.
     """
 
-    __slots__ = ("_log", "_principal", "_principals", "_request")
+    __slots__ = ("_heads", "_log", "_principal", "_principals", "_request")
 
     def __init__(self, secret: bytes | str | None = None) -> None:
         if isinstance(secret, str):
@@ -121,6 +124,9 @@ class Fingerprinter:
         # A client sends the same credential request after request, and a digest costs
         # ~4% of a replay's instructions; remembered in this process only, never stored.
         self._principals: dict[bytes | str, str] = {}
+        # The hash state after a request's method and path, which its retries and the
+        # operation's other requests share (~3k instructions of each keyed request).
+        self._heads: dict[tuple[str, str], blake2b] = {}
 
     def request(self, method: str, path: str, query: bytes, body: Sequence[bytes]) -> bytes:
         """A 16-byte digest of what makes two requests under one key "the same": method,
@@ -129,20 +135,30 @@ class Fingerprinter:
         Always a digest, whatever the size: a store never holds a request's body in
         clear. Injective for any method that is an HTTP token (no space): the path
         is length-prefixed, and the query is either ``-`` (none) or length-prefixed
-        (formatting an integer costs ~1,300 instructions, so the common case formats
-        one).
+        (the common case, no query, starts from a remembered state of its method and
+        path).
         """
         if query:
-            head = f"{method} {len(path)}:{path}{len(query)}?"
-        else:
-            head = f"{method} {len(path)}:{path}-"
-        digest = self._request.copy()
-        digest.update(head.encode("utf-8", "surrogateescape"))
-        if query:
+            digest = self._request.copy()
+            prefix = f"{method} {len(path)}:{path}{len(query)}?"
+            digest.update(prefix.encode("utf-8", "surrogateescape"))
             digest.update(query)
+        else:
+            head = self._heads.get((method, path))
+            if head is None:
+                head = self._head(method, path)
+            digest = head.copy()
         for chunk in body:
             digest.update(chunk)
         return digest.digest()
+
+    def _head(self, method: str, path: str) -> blake2b:
+        head = self._request.copy()
+        head.update(f"{method} {len(path)}:{path}-".encode("utf-8", "surrogateescape"))
+        if len(self._heads) >= HEADS_REMEMBERED:
+            self._heads.clear()
+        self._heads[method, path] = head
+        return head
 
     def principal(self, credential: bytes | str) -> str:
         """The digest that stands for a principal in store keys: ``""`` for none (an

@@ -73,6 +73,7 @@ and size, and its places in the LRU order, its principal's order and the expiry 
 PRINCIPAL_OVERHEAD = 480
 """Bytes the store's bookkeeping takes for each principal holding responses.
 Both measured with tracemalloc (docs/idempotency.md, "Bounds")."""
+_ASCII_STR = getsizeof("")
 _new = tuple.__new__
 """A named tuple without its Python-level constructor: ~1,200 instructions less for
 each record built on the request path (callgrind), a claim on every request and a
@@ -332,4 +333,7 @@ def entry_nbytes(key: str, response_nbytes: int) -> int:
     under ``key`` counts against a ``MemoryStore``'s ``max_bytes``: the response, the
     key and the store's bookkeeping (plus, once per principal holding responses,
     ``PRINCIPAL_OVERHEAD``)."""
-    return response_nbytes + ENTRY_OVERHEAD + getsizeof(key)
+    # An ASCII string's size is its length past a fixed header (sys.getsizeof's answer,
+    # without its special-method lookup: ~1k instructions a stored response).
+    key_size = _ASCII_STR + len(key) if key.isascii() else getsizeof(key)
+    return response_nbytes + ENTRY_OVERHEAD + key_size

@@ -60,8 +60,8 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or not gate.applies(scope):
             await self.app(scope, receive, send)
             return
-        request = self._classifier.classify(scope, receive)
-        if request.key is None and not gate.require_key:
+        request = self._classifier.classify_keyed(scope, receive, required=gate.require_key)
+        if request is None:
             await self.app(scope, receive, send)
             return
         begun = await gate.begin(request)
