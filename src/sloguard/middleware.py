@@ -48,7 +48,7 @@ from sloguard.reporting.reporter import Reporter
 from sloguard.reporting.repository import HistoryRepository
 from sloguard.reporting.sinks import AlertsConfig
 from sloguard.request import Classifier
-from sloguard.shedding.admission import Admission
+from sloguard.shedding.admission import WAIT, Admission
 from sloguard.slo.manager import SLOManager
 from sloguard.slo.schema import Priority
 
@@ -195,7 +195,9 @@ class SLOGuard:
         # 3. admission
         permit = None
         if slo is not None:
-            admitted = await self.admission.acquire(request, slo)
+            admitted = self.admission.admit(request, slo)
+            if admitted is WAIT:  # at the concurrency limit: a place or a refusal, in time
+                admitted = await self.admission.wait(request)
             if isinstance(admitted, Reply):
                 if lease is not None:
                     await lease.release()
@@ -218,7 +220,8 @@ class SLOGuard:
             status = exchange.status
             latency = self.outcomes.record(request, slo, status)
         finally:
-            self.admission.release(permit, status, latency)
+            if permit is not None:
+                self.admission.release(permit, status, latency)
             if lease is not None and not lease.settled:  # mostly stored as the response left
                 await lease.finish(exchange)
 

@@ -109,6 +109,9 @@ class Classifier:
         self._priority = priority_header.lower().encode("latin-1")
         self._capability = (capability_header or "").lower().encode("latin-1")
         self._trusted = None if trusted_clients is None else frozenset(trusted_clients)
+        # The names classify() reads (an empty one is a feature that is off).
+        read = {self._key, self._priority, self._capability, b"authorization"}
+        self._read = frozenset(read | {b"content-length", b"transfer-encoding"}) - {b""}
 
     def classify(self, scope: Scope, receive: Receive) -> GuardedRequest:
         """The request's capability, priority, key and credentials, from its path and headers."""
@@ -123,7 +126,10 @@ class Classifier:
         has_body = False
         claimed: bytes | None = None
         key_name, priority_name, capability_name = self._key, self._priority, self._capability
+        read = self._read
         for name, value in scope["headers"]:
+            if name not in read:  # most headers: one set lookup, not six comparisons
+                continue
             if name == key_name:
                 repeated = key is not None
                 key = value
@@ -135,7 +141,7 @@ class Classifier:
                 raw_priority = value
             elif name == b"transfer-encoding":
                 has_body = True
-            elif name == capability_name and capability_name:
+            elif name == capability_name:
                 claimed = value
         if claimed is not None and capability is None and self._trusts(scope):
             capability = claimed.decode("latin-1").strip() or None

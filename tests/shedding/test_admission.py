@@ -12,7 +12,7 @@ from sloguard import ConfigurationError, SLOManager
 from sloguard._clock import ManualClock
 from sloguard.http import Reply
 from sloguard.request import GuardedRequest
-from sloguard.shedding.admission import Admission
+from sloguard.shedding.admission import WAIT, Admission
 from sloguard.shedding.limiter import Permit
 from sloguard.slo.schema import Priority
 from tests.asgi import http_scope
@@ -121,6 +121,40 @@ async def test_at_the_limit_low_is_refused_and_high_waits_for_a_place(tmp_path: 
     assert concurrency is not None
     assert (concurrency["inflight"], concurrency["queued"]) == (0, 0)
     assert s.admission.shed_counts("convert:pdf") == {"low": 1}
+
+
+def test_admit_answers_at_once_and_says_when_a_request_must_wait(tmp_path: Path) -> None:
+    s = Setup(tmp_path, concurrency=FIXED_2)
+    slo = s.manager.get_slo("convert:pdf")
+    assert slo is not None
+
+    def admit(priority: Priority) -> object:
+        request = GuardedRequest(http_scope(), _nothing, s.clock(), "convert:pdf", priority)
+        return s.admission.admit(request, slo)  # a plain call: no event loop needed
+
+    held = [admit("normal"), admit("normal")]
+    assert all(isinstance(permit, Permit) for permit in held)
+    assert admit("high") is WAIT  # at the limit: wait() decides (low: a refusal at once)
+    s.feed(50, 0.010, ok=False)
+    s.clock.advance(1.0)  # the window loop's next look: it sheds low, at once
+    refusal = admit("low")
+    assert isinstance(refusal, Reply)
+    assert json.loads(refusal.body)["error"] == "slo_violation"
+
+
+async def test_a_request_told_to_wait_gets_the_next_place(tmp_path: Path) -> None:
+    s = Setup(tmp_path, concurrency=FIXED_2)
+    held = [await s.ask("normal"), await s.ask("normal")]
+    request = GuardedRequest(http_scope(), _nothing, s.clock(), "convert:pdf", "high")
+    slo = s.manager.get_slo("convert:pdf")
+    assert slo is not None
+    assert s.admission.admit(request, slo) is WAIT
+
+    waiting = asyncio.ensure_future(s.admission.wait(request))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    s.admission.release(held[0], 200, 0.010)  # type: ignore[arg-type]
+    assert isinstance(await waiting, Permit)
 
 
 async def test_with_a_limit_the_window_loop_answers_availability_not_latency(

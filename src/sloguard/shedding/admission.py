@@ -24,11 +24,12 @@ refusals are counted but nothing is refused.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from sloguard._clock import Clock
 from sloguard.exceptions import ConfigurationError
@@ -53,6 +54,14 @@ _REASONS = {
     "queue_timeout": "No place freed up in time",
 }
 _DAY_SECONDS = 86_400.0
+
+
+class Wait(enum.Enum):
+    WAIT = "wait"
+
+
+WAIT: Final = Wait.WAIT
+"""What :meth:`Admission.admit` says of a request that may wait for a place."""
 
 
 class CapabilityAdmission:
@@ -119,10 +128,14 @@ class Admission:
         self._random = random_source
         self._capabilities: dict[str, CapabilityAdmission] = {}
 
-    async def acquire(self, request: GuardedRequest, slo: SLOFile) -> Permit | Reply | None:
-        """Admit ``request`` (whose capability has ``slo``): a permit to give back with
-        :meth:`release` (None when no limit applies), or the refusal to answer with.
-        At the concurrency limit a request may wait here for a place."""
+    def admit(self, request: GuardedRequest, slo: SLOFile) -> Permit | Reply | Wait | None:
+        """Admit ``request`` (whose capability has ``slo``) if that needs no waiting: a
+        permit to give back with :meth:`release` (None when no limit applies), the
+        refusal to answer with, or :data:`WAIT`: the capability is at its concurrency
+        limit, and :meth:`wait` decides (a place, after a wait, or a refusal).
+
+        A plain call: most requests are admitted or refused at once, with no coroutine.
+        """
         capability = request.capability
         assert capability is not None
         state = self._capabilities.get(capability)
@@ -143,15 +156,31 @@ class Admission:
         if limiter is None or now < state.enforce_from:
             return None
         permit = limiter.try_acquire(priority)
-        if permit is not None:
-            return permit
-        deadline = None if limiter.budget_s is None else now + limiter.budget_s
-        granted = await limiter.acquire(priority, deadline=deadline)
+        return WAIT if permit is None else permit
+
+    async def wait(self, request: GuardedRequest) -> Permit | Reply:
+        """After :meth:`admit` said :data:`WAIT`: a permit once a place is free, or the
+        refusal (the queue is full, the request could not finish in time, or it
+        waited too long)."""
+        assert request.capability is not None
+        state = self._capabilities[request.capability]
+        limiter = state.limiter
+        assert limiter is not None
+        deadline = None if limiter.budget_s is None else request.start + limiter.budget_s
+        granted = await limiter.acquire(request.priority, deadline=deadline)
         if isinstance(granted, Refusal):
-            state.refused[priority, True] += 1
-            state.series.shed(priority, dry_run=False)
+            state.refused[request.priority, True] += 1
+            state.series.shed(request.priority, dry_run=False)
             return self._limit_refusal(state, granted)
         return granted
+
+    async def acquire(self, request: GuardedRequest, slo: SLOFile) -> Permit | Reply | None:
+        """:meth:`admit`, then :meth:`wait` if it said to: a permit, None (no limit
+        applies) or the refusal to answer with."""
+        admitted = self.admit(request, slo)
+        if admitted is WAIT:
+            return await self.wait(request)
+        return admitted
 
     def release(self, permit: Permit | None, status: int | None, latency_s: float) -> None:
         """Give ``permit`` back: the app answered with ``status`` after ``latency_s``

@@ -309,12 +309,11 @@ class PriorityLimiter:
                     latency if average is None else average + _LATENCY_WEIGHT * (latency - average)
                 )
             self.algorithm.on_sample(now, latency, permit.inflight, dropped)
-        self._admit_waiters()
+        if self.queued:
+            self._admit_waiters()
 
     def _admit_waiters(self) -> None:
         """Hand the free places to the head of the queue, most important first."""
-        if not self.queued:
-            return
         now = self._clock()
         limit = self.algorithm.limit
         for queue in self._queues:
