@@ -177,6 +177,17 @@ async def test_a_seed_body_whose_length_is_over_the_limit_is_not_read_at_all() -
     assert read == []
 
 
+async def test_a_seed_body_length_of_thousands_of_digits_is_judged_not_converted() -> None:
+    # Python refuses to make an int of over 4,300 digits: a ValueError, not a 413.
+    for length, over in ((b"9" * 5000, True), (b"0" * 5000 + b"2", False)):
+        read, receive = _messages(b"{}")
+        parts = classifier(seed_body_bytes=1000)
+        scope = http_scope(path="/route", headers=[(b"content-length", length)])
+        refused = await parts.read_seed_form(parts.classify(scope, receive), read_key=True)  # type: ignore[arg-type]
+        assert (refused is not None and refused.status == 413) is over
+        assert len(read) == (0 if over else 1)
+
+
 async def test_a_seed_body_at_the_limit_is_read_whole() -> None:
     body = json.dumps({"verb": "classify", "capability": "email", "idempotency_key": "k"})
     padded = body[:-1] + ', "p": "' + "x" * (2000 - len(body) - 9) + '"}'

@@ -217,7 +217,7 @@ class Classifier:
         limit = self.seed_body_bytes
         scope = request.scope
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
+            if name == b"content-length" and _declares_over(value, limit):
                 return _seed_too_large(limit)
         messages: list[Message] = []
         size = 0
@@ -251,6 +251,15 @@ class Classifier:
             request.key = key
             request.scope = {**scope, "headers": [*scope["headers"], (self._key, key)]}
         return None
+
+
+def _declares_over(content_length: bytes, limit: int) -> bool:
+    """Whether a ``Content-Length`` value declares a body of more than ``limit`` bytes."""
+    if not content_length.isdigit():
+        return False
+    digits = content_length.lstrip(b"0")
+    # By its length first: Python makes no int of over 4,300 digits (a ValueError).
+    return len(digits) > len(str(limit)) or int(digits or b"0") > limit
 
 
 def _seed_too_large(limit: int) -> Reply:
