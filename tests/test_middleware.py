@@ -310,6 +310,20 @@ async def test_requests_without_an_slo_are_never_shed_but_keep_idempotency(
     assert plain.status_code == 200
 
 
+async def test_idempotency_counts_keep_no_capability_a_client_names_without_an_slo(
+    make: Make,
+) -> None:
+    # Any /route/{verb}/{name} names a capability: counted by name, each new one was kept.
+    h = make()
+    for i in range(20):
+        await h.client.post(f"/route/made{i}/up", headers={"Idempotency-Key": f"k{i}"})
+    await h.client.post("/work", headers={"Idempotency-Key": "k"})
+    counts = guard_of(h).reporter.idempotency
+    assert counts.json("made1:up") == {"hits": 0, "misses": 0, "hit_rate": None}
+    assert counts.json(CAP) == {"hits": 0, "misses": 1, "hit_rate": 0.0}
+    assert len(counts._misses) == 2  # the SLO's capability, and None for all the others
+
+
 async def test_the_guard_hands_the_key_and_its_principal_to_idempotency(
     make: Make, backend: Backend
 ) -> None:

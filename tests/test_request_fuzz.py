@@ -26,20 +26,22 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sloguard import IdempotencyMiddleware, MemoryStore, RedisStore, SLOGuard
 from sloguard._clock import ManualClock
+from sloguard.exceptions import InvalidIdempotencyKey
 from sloguard.idempotency.gate import SCOPE_KEY, UNSTORED_HEADERS
+from sloguard.idempotency.keys import parse_idempotency_key
 from sloguard.idempotency.store import Store
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_type
 from tests.redis_server import REDIS_URL, check_redis
@@ -54,11 +56,18 @@ slo:
   latency: {p50_ms: 50, p95_ms: 100, p99_ms: 200}
   availability: {target: 0.99}
 enforcement: {reject_on_violation: true}
+shedding:
+  concurrency: {mode: fixed, initial: 1, min: 1, max: 1, queue: {size: 1}}
 """
+CAPABILITY = "convert:pdf"
+"""The one capability with an SLO file."""
 MAX_REQUEST_BYTES = 64
 MAX_BODY_BYTES = 48
 REPLAYED = (b"idempotent-replayed", b"x-idempotent-replay")
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""The stacks every property must hold for (SLOGuard, IdempotencyMiddleware on each store)."""
+FUZZ_LESS = settings(FUZZ, max_examples=100)
+"""Stacks that differ from those in one option (a principal function, a store that is down)."""
 
 
 # -- the app ----------------------------------------------------------------------
@@ -96,39 +105,48 @@ class App:
     hold: asyncio.Event | None = None
     runs: Counter[tuple[Any, ...]] = field(default_factory=Counter)
     running: int = 0
-    most_running: int = 0
-    leased: int = 0
-    leased_runs: set[int] = field(default_factory=set)
-    """The runs (numbered from 1, as their ``x-app`` header says) under an idempotency lease."""
-    bodies: list[tuple[bytes, bool]] = field(default_factory=list)
+    leased: Counter[str] = field(default_factory=Counter)
+    """Runs now holding each key (until their response is complete)."""
+    most_leased: int = 0
+    """The most runs that held one key at once."""
+    leased_runs: dict[int, tuple[str, bytes | None]] = field(default_factory=dict)
+    """The runs (numbered from 1, as their ``x-app`` header says) under an idempotency
+    lease: the key they held and the body they read (None: it read none)."""
+    bodies: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
     """Each run's body as the app read it, and whether it saw the client go."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         # A run holds its key until its response is complete: the key is settled as the
         # last message leaves (stored, or released so that a retry runs at once).
-        holding = SCOPE_KEY in scope
+        key = scope[SCOPE_KEY]["key"] if SCOPE_KEY in scope else None
 
         async def send_and_let_go(message: Message) -> None:
-            nonlocal holding
+            nonlocal key
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                self.leased -= holding
-                holding = False
+                self._let_go(key)
+                key = None
             await send(message)
 
         self.running += 1
-        self.leased += holding
-        self.most_running = max(self.most_running, self.leased)
+        if key is not None:
+            self.leased[key] += 1
+            self.most_leased = max(self.most_leased, self.leased[key])
         try:
             await self._serve(scope, receive, send_and_let_go)
         finally:
             self.running -= 1
-            self.leased -= holding
+            self._let_go(key)
+
+    def _let_go(self, key: str | None) -> None:
+        if key is not None:
+            self.leased[key] -= 1
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         behaviour = self.behaviour
         body, gone = b"", False
-        if behaviour != "ignore_body":
+        read = behaviour != "ignore_body"
+        if read:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -137,11 +155,12 @@ class App:
                 body += message.get("body", b"")
                 if not message.get("more_body", False):
                     break
-            self.bodies.append((body, gone))
         self.runs[identity(scope, body)] += 1
         n = sum(self.runs.values())
+        if read:
+            self.bodies[n] = (body, gone)
         if SCOPE_KEY in scope:
-            self.leased_runs.add(n)
+            self.leased_runs[n] = (scope[SCOPE_KEY]["key"], body if read else None)
         if self.hold is not None:
             await self.hold.wait()
         if behaviour == "raise_before":
@@ -335,7 +354,7 @@ class Answer:
 
 async def run(app: ASGIApp, request: Request, chunking: tuple[int, ...] | None = None) -> Answer:
     if chunking is not None:
-        request = Request(**{**request.__dict__, "cuts": chunking})
+        request = replace(request, cuts=chunking)
     incoming = request.messages()
     scope = {
         "type": "http",
@@ -375,6 +394,7 @@ async def run(app: ASGIApp, request: Request, chunking: tuple[int, ...] | None =
 
 def check_answer(answer: Answer, app: App, request: Request) -> None:
     """What any single answer must be, whoever gave it."""
+    event(f"answered by: {kind_of(answer)}")
     if answer.escaped is not None:
         assert isinstance(answer.escaped, AppFailure), repr(answer.escaped)
         assert app.behaviour.startswith("raise"), app.behaviour
@@ -396,11 +416,29 @@ def check_answer(answer: Answer, app: App, request: Request) -> None:
     assert (b"content-length", str(len(answer.body)).encode()) in answer.headers
 
 
-def check_bodies(app: App, request: Request, runs_before: int) -> None:
-    """Each run of the app read the body as the client sent it."""
-    for body, gone in app.bodies[runs_before:]:
-        assert body == request.sent_body
-        assert gone == request.left
+def check_bounded(guarded: ASGIApp) -> None:
+    """The guard keeps nothing by a name a client chose: only capabilities with an SLO
+    file (any /route/{verb}/{name} names one, and clients make up as many as they like)."""
+    if isinstance(guarded, SLOGuard):
+        counts = guarded.reporter.idempotency
+        assert {*counts._hits, *counts._misses} <= {None, CAPABILITY}
+
+
+def kind_of(answer: Answer) -> str:
+    """For --hypothesis-show-statistics: who answered, and how."""
+    if answer.replayed:
+        return "replay"
+    if answer.from_app:
+        return f"app {answer.status}"
+    if answer.status == 0:
+        return "nothing" if answer.escaped is None else "app raised"
+    return f"sloguard {answer.status} {json.loads(answer.body)['error']}"
+
+
+def check_body(app: App, answer: Answer, request: Request) -> None:
+    """The run that answered read the body as the client sent it."""
+    if answer.run is not None and not answer.replayed and answer.run in app.bodies:
+        assert app.bodies[answer.run] == (request.sent_body, request.left)
 
 
 # -- the stacks under test --------------------------------------------------------
@@ -413,11 +451,17 @@ def slo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-Stack = Callable[..., Any]
+Build = Callable[..., Any]
 """Builds (as an async context manager) the middleware under test around an app."""
 
 
-def guard_stack(slo_dir: Path, **gate: Any) -> Stack:
+@dataclass(frozen=True)
+class Stack:
+    build: Build
+    fuzz: settings
+
+
+def guard_stack(slo_dir: Path, **gate: Any) -> Build:
     @asynccontextmanager
     async def build(app: App, **extra: Any) -> AsyncIterator[ASGIApp]:
         clock = ManualClock()
@@ -439,7 +483,7 @@ def guard_stack(slo_dir: Path, **gate: Any) -> Stack:
     return build
 
 
-def middleware_stack(make_store: Callable[[], Any], **gate: Any) -> Stack:
+def middleware_stack(make_store: Callable[[], Any], **gate: Any) -> Build:
     @asynccontextmanager
     async def build(app: App, **extra: Any) -> AsyncIterator[ASGIApp]:
         store, close = make_store()
@@ -482,97 +526,167 @@ def redis_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
         admin.close()
 
 
-@pytest.fixture(
-    scope="module", params=["guard", "guard-required", "middleware-memory", "middleware-redis"]
-)
+def cookie_principal(scope: Scope) -> str:
+    """A principal= of an app whose users sign in by cookie; it fails for some clients."""
+    cookies: list[bytes] = [v for k, v in scope["headers"] if k == b"cookie"]
+    if not cookies:
+        raise LookupError("no session")
+    if cookies[-1] == b"session=b":
+        return cast(str, cookies[-1])  # a bug of the app's: not a str
+    return cookies[-1].decode("latin-1")
+
+
+def unreachable_store(on_error: str) -> Callable[[], Any]:
+    def make() -> tuple[Store, Callable[[], Any]]:
+        store = RedisStore("redis://127.0.0.1:1/0", on_error=on_error, timeout_seconds=1.0)  # type: ignore[arg-type]
+        return store, store.aclose
+
+    return make
+
+
+STACKS: dict[str, Callable[[Path], Stack]] = {
+    "guard": lambda slo_dir: Stack(guard_stack(slo_dir), FUZZ),
+    "guard-required": lambda slo_dir: Stack(
+        guard_stack(slo_dir, require_key=True, methods=["POST", "PUT"], paths=["/it"]), FUZZ_LESS
+    ),
+    "middleware-memory": lambda _: Stack(middleware_stack(memory_store), FUZZ),
+    "middleware-principal": lambda _: Stack(
+        middleware_stack(memory_store, principal=cookie_principal), FUZZ_LESS
+    ),
+    "middleware-down": lambda _: Stack(
+        middleware_stack(unreachable_store("fail_closed")), FUZZ_LESS
+    ),
+    "middleware-down-open": lambda _: Stack(
+        middleware_stack(unreachable_store("fail_open")), FUZZ_LESS
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=[*STACKS, "middleware-redis"])
 def stack(request: pytest.FixtureRequest, slo_dir: Path) -> Stack:
-    kind = request.param
-    if kind == "guard":
-        return guard_stack(slo_dir)
-    if kind == "guard-required":
-        return guard_stack(slo_dir, require_key=True, methods=["POST", "PUT"], paths=["/it"])
-    if kind == "middleware-memory":
-        return middleware_stack(memory_store)
-    return middleware_stack(request.getfixturevalue("redis_store"))
+    if request.param == "middleware-redis":
+        return Stack(middleware_stack(request.getfixturevalue("redis_store")), FUZZ)
+    return STACKS[request.param](slo_dir)
 
 
 # -- the properties ---------------------------------------------------------------
 
 
-@FUZZ
-@given(request=requests(), behaviour=st.sampled_from(BEHAVIOURS))
-def test_any_request_gets_the_app_or_a_documented_problem(
-    stack: Stack, request: Request, behaviour: str
-) -> None:
-    async def main() -> None:
+def test_any_request_gets_the_app_or_a_documented_problem(stack: Stack) -> None:
+    @stack.fuzz
+    @given(request=requests(), behaviour=st.sampled_from(BEHAVIOURS))
+    def fuzz(request: Request, behaviour: str) -> None:
+        asyncio.run(main(request, behaviour))
+
+    async def main(request: Request, behaviour: str) -> None:
         app = App(behaviour)
-        async with stack(app) as guarded:
+        async with stack.build(app) as guarded:
             answer = await run(guarded, request)
         check_answer(answer, app, request)
-        check_bodies(app, request, 0)
+        check_bounded(guarded)
+        check_body(app, answer, request)
+        if app.bodies:
+            assert list(app.bodies.values()) == [(request.sent_body, request.left)]
         if not app.runs:
             assert not answer.from_app
             assert answer.escaped is None
 
-    asyncio.run(main())
+    fuzz()
+
+
+VARIANTS = ("same", "same", "same", "other_body", "other_key")
+"""How a wave's request relates to the first: the same one (its body split its own
+way), the same key with another body, or another key."""
 
 
 @dataclass(frozen=True)
 class Duplicates:
     request: Request
-    groups: tuple[tuple[tuple[int, ...], ...], ...]
-    """Waves of duplicates sent one after another; the duplicates of a wave at once,
-    each with its own split of the body."""
+    waves: tuple[tuple[tuple[str, tuple[int, ...]], ...], ...]
+    """Waves of requests sent one after another, the requests of a wave at once: each a
+    variant of ``request`` and its own split of the body."""
     wait: bool
+
+    def variant(self, name: str, cuts: tuple[int, ...]) -> Request:
+        request = self.request
+        if name == "other_body":
+            request = replace(request, body=request.body + b"!")
+        elif name == "other_key":
+            headers = tuple(
+                (k, b"k-other" if k == b"idempotency-key" else v) for k, v in request.headers
+            )
+            request = replace(request, headers=headers)
+        return replace(request, cuts=cuts)
 
 
 @st.composite
 def duplicates(draw: st.DrawFn) -> Duplicates:
     request = draw(requests(keyed=True))
-    chunking = st.lists(st.integers(0, len(request.body)), max_size=4).map(tuple)
-    groups = draw(
-        st.lists(st.lists(chunking, min_size=1, max_size=4).map(tuple), min_size=1, max_size=4)
+    member = st.tuples(
+        st.sampled_from(VARIANTS),
+        st.lists(st.integers(0, len(request.body) + 1), max_size=4).map(tuple),
     )
-    return Duplicates(request, tuple(groups), draw(st.booleans()))
+    waves = draw(
+        st.lists(st.lists(member, min_size=1, max_size=4).map(tuple), min_size=1, max_size=4)
+    )
+    return Duplicates(request, tuple(waves), draw(st.booleans()))
 
 
-@FUZZ
-@given(case=duplicates(), behaviour=st.sampled_from(BEHAVIOURS))
-def test_duplicates_run_at_most_once_and_replay_byte_for_byte(
-    stack: Stack, case: Duplicates, behaviour: str
-) -> None:
-    async def main() -> None:
-        app = App(behaviour, hold=asyncio.Event())
-        answers: list[Answer] = []
-        async with stack(app, wait_seconds=5.0 if case.wait else 0.0) as guarded:
-            for group in case.groups:
+def key_of(request: Request) -> str | None:
+    values = [v for k, v in request.headers if k == b"idempotency-key"]
+    try:
+        return parse_idempotency_key(values[-1]) if len(values) == 1 else None
+    except InvalidIdempotencyKey:
+        return None
+
+
+def test_duplicates_run_at_most_once_and_replay_byte_for_byte(stack: Stack) -> None:
+    @stack.fuzz
+    @given(case=duplicates(), behaviour=st.sampled_from(BEHAVIOURS))
+    def fuzz(case: Duplicates, behaviour: str) -> None:
+        asyncio.run(main(case, behaviour))
+
+    async def main(case: Duplicates, behaviour: str) -> None:
+        app = App(behaviour)
+        answers: list[tuple[Request, Answer]] = []
+        async with stack.build(app, wait_seconds=5.0 if case.wait else 0.0) as guarded:
+            for wave in case.waves:
                 app.hold = asyncio.Event()
-                tasks = [asyncio.ensure_future(run(guarded, case.request, c)) for c in group]
-                # Let the wave in until one holds the key in the app (or all are answered),
+                sent = [case.variant(name, cuts) for name, cuts in wave]
+                tasks = [asyncio.ensure_future(run(guarded, request)) for request in sent]
+                # Let the wave in until one of it is in the app (or all are answered),
                 # then let the app finish.
                 for turn in range(10_000):
                     if app.running or all(t.done() for t in tasks):
                         break
                     await asyncio.sleep(0 if turn < 100 else 0.001)
                 app.hold.set()
-                answers += await asyncio.wait_for(asyncio.gather(*tasks), 10)
+                answers += zip(
+                    sent, await asyncio.wait_for(asyncio.gather(*tasks), 10), strict=True
+                )
 
-        for answer in answers:
-            check_answer(answer, app, case.request)
-        check_bodies(app, case.request, 0)
-        assert app.most_running <= 1, "two runs of one key at once"
+        check_bounded(guarded)
+        for request, answer in answers:
+            check_answer(answer, app, request)
+            check_body(app, answer, request)
+        assert app.most_leased <= 1, "two runs of one key at once"
         # Waves are in order; a wave's answers are not (one may wait for another's).
-        ran = [a for a in answers if a.run in app.leased_runs and not a.replayed]
+        ran = {a.run: a for _, a in answers if a.run in app.leased_runs and not a.replayed}
         if behaviour in STORABLE:
-            assert len(ran) <= 1, "a stored response ran again"
-        for answer in answers:
-            if answer.replayed:
-                assert behaviour in STORABLE, "a replay of a response never stored"
-                assert ran, "a replay of nothing"
-                stored = ran[0]
-                assert answer.status == stored.status
-                assert answer.body == stored.body
-                kept = [h for h in stored.headers if h[0].lower() not in UNSTORED_HEADERS]
-                assert answer.headers == [*kept, *((name, b"true") for name in REPLAYED)]
+            keys = Counter(app.leased_runs[n][0] for n in ran)
+            assert max(keys.values(), default=0) <= 1, "a key ran to a stored response twice"
+        for request, answer in answers:
+            if not answer.replayed:
+                continue
+            assert behaviour in STORABLE, "a replay of a response never stored"
+            assert answer.run in ran, "a replay of nothing"
+            key, body = app.leased_runs[answer.run]
+            assert key == key_of(request)
+            assert body in (None, request.body)
+            stored = ran[answer.run]
+            assert answer.status == stored.status
+            assert answer.body == stored.body
+            kept = [h for h in stored.headers if h[0].lower() not in UNSTORED_HEADERS]
+            assert answer.headers == [*kept, *((name, b"true") for name in REPLAYED)]
 
-    asyncio.run(main())
+    fuzz()

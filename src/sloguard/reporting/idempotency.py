@@ -11,21 +11,31 @@ and the process-wide figures stay the only ones (``GET /slo``'s ``idempotency``)
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 
 class IdempotencyCounts:
-    """Hits and misses by capability (requests without a capability count under None)."""
+    """Hits and misses by capability (requests without a capability count under None).
 
-    def __init__(self) -> None:
+    With ``slo_of`` (the manager's ``get_slo``), a capability without an SLO file
+    counts under None too: only those with one are reported, and clients name
+    capabilities at will (any ``/route/{verb}/{name}``), so each name kept would
+    grow memory without bound.
+    """
+
+    def __init__(self, slo_of: Callable[[str], object | None] | None = None) -> None:
         self._hits: Counter[str | None] = Counter()
         self._misses: Counter[str | None] = Counter()
+        self._slo_of = slo_of
         self.active = False
         """Whether anything was ever counted: only then are the figures per capability true."""
 
     def count(self, capability: str | None, event: str) -> None:
         """Count ``event`` for ``capability``; only ``hit`` and ``miss`` make the rate."""
         self.active = True
+        if capability is not None and self._slo_of is not None and self._slo_of(capability) is None:
+            capability = None
         if event == "hit":
             self._hits[capability] += 1
         elif event == "miss":

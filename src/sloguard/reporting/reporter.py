@@ -101,7 +101,7 @@ class Reporter:
         self.store_timeout_s = store_timeout_s
         self._store_calls = StoreCalls("sloguard-history", timeout_s=store_timeout_s)
         self.hub = EventHub()
-        self.idempotency = IdempotencyCounts()
+        self.idempotency = IdempotencyCounts(manager.get_slo)
         """Per-capability idempotency hits and misses, counted by the request path."""
         self.notifier = Notifier(config, record=None if repository is None else self._save_alert)
         store: EscalationStore = (
