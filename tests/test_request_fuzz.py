@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import uuid
 from collections import Counter
@@ -35,6 +36,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sloguard import IdempotencyMiddleware, MemoryStore, RedisStore, SLOGuard
@@ -64,9 +66,13 @@ CAPABILITY = "convert:pdf"
 MAX_REQUEST_BYTES = 64
 MAX_BODY_BYTES = 48
 REPLAYED = (b"idempotent-replayed", b"x-idempotent-replay")
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SCALE = int(os.environ.get("SLOGUARD_FUZZ_SCALE", "1"))
+"""Examples per property are multiplied by this: a longer hunt, run by hand."""
+FUZZ = settings(
+    max_examples=250 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 """The stacks every property must hold for (SLOGuard, IdempotencyMiddleware on each store)."""
-FUZZ_LESS = settings(FUZZ, max_examples=100)
+FUZZ_LESS = settings(FUZZ, max_examples=100 * SCALE)
 """Stacks that differ from those in one option (a principal function, a store that is down)."""
 
 
@@ -94,6 +100,8 @@ BEHAVIOURS = (
 )
 STORABLE = frozenset({"ok", "stream", "empty", "cookie", "ignore_body"})
 """Behaviours whose response the gate stores (the others are released, or too large)."""
+ERRORS = frozenset({"s429", "s500", "s503"})
+"""Behaviours stored too by a gate that keeps errors (``release_on_server_error=False``)."""
 
 
 @dataclass
@@ -105,13 +113,12 @@ class App:
     hold: asyncio.Event | None = None
     runs: Counter[tuple[Any, ...]] = field(default_factory=Counter)
     running: int = 0
-    leased: Counter[str] = field(default_factory=Counter)
-    """Runs now holding each key (until their response is complete)."""
+    leased: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Runs now holding each principal's key (until their response is complete)."""
     most_leased: int = 0
     """The most runs that held one key at once."""
-    leased_runs: dict[int, tuple[str, bytes | None]] = field(default_factory=dict)
-    """The runs (numbered from 1, as their ``x-app`` header says) under an idempotency
-    lease: the key they held and the body they read (None: it read none)."""
+    leased_runs: dict[int, Leased] = field(default_factory=dict)
+    """The runs (numbered from 1, as their ``x-app`` header says) under an idempotency lease."""
     bodies: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
     """Each run's body as the app read it, and whether it saw the client go."""
 
@@ -119,7 +126,8 @@ class App:
         assert scope["type"] == "http"
         # A run holds its key until its response is complete: the key is settled as the
         # last message leaves (stored, or released so that a retry runs at once).
-        key = scope[SCOPE_KEY]["key"] if SCOPE_KEY in scope else None
+        lease = scope.get(SCOPE_KEY)
+        key = None if lease is None else (lease["principal"], lease["key"])
 
         async def send_and_let_go(message: Message) -> None:
             nonlocal key
@@ -138,7 +146,7 @@ class App:
             self.running -= 1
             self._let_go(key)
 
-    def _let_go(self, key: str | None) -> None:
+    def _let_go(self, key: tuple[str, str] | None) -> None:
         if key is not None:
             self.leased[key] -= 1
 
@@ -160,7 +168,10 @@ class App:
         if read:
             self.bodies[n] = (body, gone)
         if SCOPE_KEY in scope:
-            self.leased_runs[n] = (scope[SCOPE_KEY]["key"], body if read else None)
+            leased = scope[SCOPE_KEY]
+            self.leased_runs[n] = Leased(
+                leased["principal"], leased["key"], body if read else None, credentials(scope)
+            )
         if self.hold is not None:
             await self.hold.wait()
         if behaviour == "raise_before":
@@ -169,8 +180,10 @@ class App:
             return
         status = {"s429": 429, "s500": 500, "s503": 503, "empty": 204}.get(behaviour, 201)
         headers = [(b"content-type", b"application/json"), (b"x-app", str(n).encode())]
-        if behaviour == "cookie":
-            headers.append((b"set-cookie", b"session=secret"))
+        if behaviour == "cookie":  # none of these is stored
+            headers.append((b"Set-Cookie", b"session=secret"))
+            headers.append((b"connection", b"close"))
+            headers.append((b"X-Idempotent-Replay", b"false"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if behaviour == "raise_after":
             raise AppFailure(n)
@@ -188,6 +201,21 @@ class App:
             await send({"type": "http.response.body", "body": b"0]"})
             return
         await send({"type": "http.response.body", "body": payload})
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A run under an idempotency lease: the principal and key it held, the body it read
+    (None: it read none) and the credentials the client sent."""
+
+    principal: str
+    key: str
+    body: bytes | None
+    credentials: tuple[bytes, ...]
+
+
+def credentials(scope: Scope) -> tuple[bytes, ...]:
+    return tuple(v for k, v in scope["headers"] if k in (b"authorization", b"cookie"))
 
 
 def identity(scope: Scope, body: bytes) -> tuple[Any, ...]:
@@ -459,25 +487,27 @@ Build = Callable[..., Any]
 class Stack:
     build: Build
     fuzz: settings
+    storable: frozenset[str] = STORABLE
+    """The app's behaviours whose responses this stack stores."""
 
 
-def guard_stack(slo_dir: Path, **gate: Any) -> Build:
+def guard_stack(slo_dir: Path, guard: dict[str, Any] | None = None, **gate: Any) -> Build:
     @asynccontextmanager
     async def build(app: App, **extra: Any) -> AsyncIterator[ASGIApp]:
         clock = ManualClock()
-        gate.update(extra)
-        gate.setdefault("max_request_bytes", MAX_REQUEST_BYTES)
-        gate.setdefault("max_body_bytes", MAX_BODY_BYTES)
+        gate_options = {"max_request_bytes": MAX_REQUEST_BYTES, "max_body_bytes": MAX_BODY_BYTES}
+        gate_options.update(gate, **extra)
+        # ``guard`` options win (``idempotency=False`` with no store).
+        options = {"store": MemoryStore(clock=clock), "idempotency": gate_options, **(guard or {})}
         yield SLOGuard(
             app,
             slo_dir=slo_dir,
-            store=MemoryStore(clock=clock),
-            idempotency=gate,  # type: ignore[arg-type]
-            route_table={"/items": "convert:pdf"},
+            route_table={"/items": CAPABILITY},
             clock=clock,
             metrics=False,
             reload_every_s=None,
             random_source=lambda: 0.5,
+            **options,
         )
 
     return build
@@ -549,9 +579,20 @@ STACKS: dict[str, Callable[[Path], Stack]] = {
     "guard-required": lambda slo_dir: Stack(
         guard_stack(slo_dir, require_key=True, methods=["POST", "PUT"], paths=["/it"]), FUZZ_LESS
     ),
+    "guard-traced": lambda slo_dir: Stack(
+        guard_stack(slo_dir, {"tracing": True, "tracer_provider": TracerProvider()}), FUZZ_LESS
+    ),
+    "guard-no-idempotency": lambda slo_dir: Stack(
+        guard_stack(slo_dir, {"idempotency": False, "store": None}), FUZZ_LESS, frozenset()
+    ),
     "middleware-memory": lambda _: Stack(middleware_stack(memory_store), FUZZ),
     "middleware-principal": lambda _: Stack(
         middleware_stack(memory_store, principal=cookie_principal), FUZZ_LESS
+    ),
+    "middleware-keeps-errors": lambda _: Stack(
+        middleware_stack(memory_store, release_on_server_error=False, released_statuses=()),
+        FUZZ_LESS,
+        STORABLE | ERRORS,
     ),
     "middleware-down": lambda _: Stack(
         middleware_stack(unreachable_store("fail_closed")), FUZZ_LESS
@@ -594,9 +635,9 @@ def test_any_request_gets_the_app_or_a_documented_problem(stack: Stack) -> None:
     fuzz()
 
 
-VARIANTS = ("same", "same", "same", "other_body", "other_key")
+VARIANTS = ("same", "same", "same", "other_body", "other_key", "other_principal")
 """How a wave's request relates to the first: the same one (its body split its own
-way), the same key with another body, or another key."""
+way), the same key with another body, another key, or the same from another client."""
 
 
 @dataclass(frozen=True)
@@ -616,6 +657,9 @@ class Duplicates:
                 (k, b"k-other" if k == b"idempotency-key" else v) for k, v in request.headers
             )
             request = replace(request, headers=headers)
+        elif name == "other_principal":
+            others = (b"authorization", b"Bearer zed-the-fuzzer"), (b"cookie", b"session=zed")
+            request = replace(request, headers=(*request.headers, *others))
         return replace(request, cuts=cuts)
 
 
@@ -672,21 +716,26 @@ def test_duplicates_run_at_most_once_and_replay_byte_for_byte(stack: Stack) -> N
         assert app.most_leased <= 1, "two runs of one key at once"
         # Waves are in order; a wave's answers are not (one may wait for another's).
         ran = {a.run: a for _, a in answers if a.run in app.leased_runs and not a.replayed}
-        if behaviour in STORABLE:
-            keys = Counter(app.leased_runs[n][0] for n in ran)
+        storable = behaviour in stack.storable
+        if storable:
+            keys = Counter((app.leased_runs[n].principal, app.leased_runs[n].key) for n in ran)
             assert max(keys.values(), default=0) <= 1, "a key ran to a stored response twice"
         for request, answer in answers:
             if not answer.replayed:
                 continue
-            assert behaviour in STORABLE, "a replay of a response never stored"
+            assert storable, "a replay of a response never stored"
             assert answer.run in ran, "a replay of nothing"
-            key, body = app.leased_runs[answer.run]
-            assert key == key_of(request)
-            assert body in (None, request.body)
+            leased = app.leased_runs[answer.run]
+            assert leased.key == key_of(request)
+            assert leased.body in (None, request.body)
+            assert leased.credentials == tuple(
+                v for k, v in request.headers if k in (b"authorization", b"cookie")
+            ), "a replay to another client"
             stored = ran[answer.run]
             assert answer.status == stored.status
             assert answer.body == stored.body
-            kept = [h for h in stored.headers if h[0].lower() not in UNSTORED_HEADERS]
+            unstored = UNSTORED_HEADERS | set(REPLAYED)
+            kept = [h for h in stored.headers if h[0].lower() not in unstored]
             assert answer.headers == [*kept, *((name, b"true") for name in REPLAYED)]
 
     fuzz()
