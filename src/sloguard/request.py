@@ -73,7 +73,9 @@ class GuardedRequest:
         self.key_repeated = key_repeated
         """Whether the key header came more than once (a 400)."""
         self.authorization = authorization
-        """The ``Authorization`` header's value, ``b""`` when absent."""
+        """The ``Authorization`` header's value, ``b""`` when absent; a repeated header's
+        values joined by a newline (which no one value holds): a principal of its own,
+        whichever value the app reads."""
 
 
 class Classifier:
@@ -122,7 +124,7 @@ class Classifier:
         raw_priority: bytes | None = None
         key: bytes | None = None
         repeated = False
-        authorization = b""
+        authorization: bytes | None = None
         has_body = False
         claimed: bytes | None = None
         key_name, priority_name, capability_name = self._key, self._priority, self._capability
@@ -136,7 +138,7 @@ class Classifier:
             elif name == b"content-length":
                 has_body = value != b"0"
             elif name == b"authorization":
-                authorization = value
+                authorization = value if authorization is None else authorization + b"\n" + value
             elif name == priority_name:
                 raw_priority = value
             elif name == b"transfer-encoding":
@@ -153,7 +155,7 @@ class Classifier:
             DEFAULT_PRIORITY if raw_priority is None else parse_priority(raw_priority),
             key,
             repeated,
-            authorization,
+            b"" if authorization is None else authorization,
             has_body,
         )
 
@@ -165,18 +167,19 @@ class Classifier:
         nothing of it matters). Two names looked for per header, not :meth:`classify`'s six."""
         key: bytes | None = None
         repeated = False
-        authorization = b""
+        authorization: bytes | None = None
         key_name = self._key
         for name, value in scope["headers"]:
             if name == key_name:
                 repeated = key is not None
                 key = value
             elif name == b"authorization":
-                authorization = value
+                authorization = value if authorization is None else authorization + b"\n" + value
         if key is None and not required:
             return None
+        credential = b"" if authorization is None else authorization
         return GuardedRequest(
-            scope, receive, self.clock(), None, DEFAULT_PRIORITY, key, repeated, authorization
+            scope, receive, self.clock(), None, DEFAULT_PRIORITY, key, repeated, credential
         )
 
     def _trusts(self, scope: Scope) -> bool:

@@ -223,6 +223,27 @@ async def test_keys_are_scoped_per_principal(client: httpx.AsyncClient, handlers
     assert a2.content == a1.content != b1.content
 
 
+async def test_a_repeated_authorization_is_a_principal_of_its_own(
+    client: httpx.AsyncClient, handlers: Handlers
+) -> None:
+    # An app reads the first value (Starlette), the last or all (Django joins them): the
+    # principal was the last, so a request whose app saw "Bearer mallory" got alice's replay.
+    alice = [("Idempotency-Key", "k-1"), ("Authorization", "Bearer alice")]
+    both = [("Authorization", "Bearer mallory"), *alice]
+    first = await client.post("/items", content=b"same", headers=alice)
+    mallory = await client.post("/items", content=b"same", headers=both)
+    again = await client.post("/items", content=b"same", headers=both)
+    empty_first = [("Authorization", ""), *alice]
+    empty = await client.post("/items", content=b"same", headers=empty_first)
+
+    assert handlers.calls["items"] == 3
+    assert not is_replay(mallory)
+    assert mallory.content != first.content
+    assert is_replay(again)
+    assert again.content == mallory.content
+    assert not is_replay(empty)
+
+
 async def test_a_key_belongs_to_one_operation(
     client: httpx.AsyncClient, handlers: Handlers
 ) -> None:

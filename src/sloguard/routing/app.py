@@ -329,10 +329,8 @@ class Controller:
                 key = parse_idempotency_key(values[0].encode("latin-1"))
             except InvalidIdempotencyKey:
                 return
-            authorization = b""
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    authorization = value
+            # As the gate's principal (request.py): every Authorization value, joined.
+            authorization = b"\n".join(v for n, v in scope["headers"] if n == b"authorization")
             principal = self.fingerprints.principal(authorization)
         scoped = forwarded_key(principal, key)
         if scoped is not None:
