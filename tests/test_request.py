@@ -42,6 +42,17 @@ def test_a_repeated_key_header_is_noted() -> None:
     assert classifier().classify(scope, _no_body).key_repeated
 
 
+def test_a_repeated_authorization_is_every_value_joined() -> None:
+    both = [(b"authorization", b"a"), (b"authorization", b"b"), (b"idempotency-key", b"k")]
+    assert classifier().classify(http_scope(headers=both), _no_body).authorization == b"a\nb"
+    alone = Classifier(clock=lambda: 5.0, capabilities=False)
+    keyed = alone.classify_keyed(http_scope(headers=both), _no_body, required=False)
+    assert keyed is not None
+    assert keyed.authorization == b"a\nb"
+    empty_first = [(b"authorization", b""), (b"authorization", b"a")]
+    assert classifier().classify(http_scope(headers=empty_first), _no_body).authorization == b"\na"
+
+
 def test_idempotency_alone_reads_the_key_and_credential_or_nothing() -> None:
     alone = Classifier(clock=lambda: 5.0, capabilities=False)
     headers = [(b"x-priority", b"high"), (b"authorization", b"Bearer t")]

@@ -115,6 +115,21 @@ def test_two_clients_with_one_key_both_run_and_each_retry_replays_its_own() -> N
     assert worker.credentials == [None, None]
 
 
+def test_a_repeated_authorization_scopes_the_key_as_the_gate_does() -> None:
+    # Unguarded, the controller scopes the key itself: by all of the values, as the gate.
+    worker = IdempotentWorker()
+    both = [("Authorization", "Bearer mallory"), ("Authorization", "Bearer alice-token")]
+    with deployment(worker, guarded=False) as (url, _):
+        post(url, "order-1", ALICE)
+        headers = [("Idempotency-Key", "order-1"), *both]
+        mallory = httpx.post(url + EMAIL_PATH, content=b'{"n": 1}', headers=headers)
+
+    assert worker.runs == 2
+    assert "idempotent-replayed" not in mallory.headers
+    joined = Fingerprinter().principal(b"Bearer mallory\nBearer alice-token")
+    assert worker.keys[1] == forwarded_key(joined, "order-1")
+
+
 def test_behind_slo_guard_the_key_is_scoped_by_the_gates_principal_digest() -> None:
     # The controller's own gate replays a retry; once its store has forgotten the
     # key (TTL), the retry reaches the worker, whose middleware replays it: the key
