@@ -23,7 +23,8 @@ def free_port() -> int:
 def serving(app: ASGIApp, **config: Any) -> Iterator[str]:
     """Run ``app`` under uvicorn until the block ends; yields its base URL.
 
-    ``config`` goes to ``uvicorn.Config`` (e.g. ``date_header=False``).
+    ``config`` goes to ``uvicorn.Config`` (e.g. ``date_header=False``); with
+    ``ssl_certfile`` and ``ssl_keyfile`` it serves TLS and the URL is ``https://``.
     """
     port = free_port()
     server = uvicorn.Server(
@@ -37,7 +38,8 @@ def serving(app: ASGIApp, **config: Any) -> Iterator[str]:
                 break
             threading.Event().wait(0.01)
         assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
+        scheme = "https" if config.get("ssl_certfile") else "http"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -96,6 +96,13 @@ def add_serve(subparsers: Any) -> None:
         "403 for others (default: any)",
     )
     parser.add_argument(
+        "--worker-ca",
+        metavar="FILE",
+        help="verify https:// workers against the CA certificates in FILE (PEM) instead of "
+        "the system's trust store, for forwards and health checks (default: the system's "
+        "store, or $SSL_CERT_FILE)",
+    )
+    parser.add_argument(
         "--max-workers",
         default="256",
         metavar="N",
@@ -165,6 +172,10 @@ def serve(args: argparse.Namespace) -> int:
             from sloguard.routing.registration import WorkerHosts
 
             WorkerHosts.parse(args.worker_hosts)  # a bad entry is exit 2, here
+        if args.worker_ca is not None:
+            from sloguard.routing.forward import worker_tls_context
+
+            worker_tls_context(args.worker_ca)  # an unreadable file is exit 2, here
         if processes > 1 and not args.redis:
             raise ConfigurationError(
                 f"--processes {processes} needs --redis URL: idempotency keys and the worker "
@@ -181,6 +192,7 @@ def serve(args: argparse.Namespace) -> int:
             registry_token=token,
             open_registry=args.open_registry,
             worker_hosts=args.worker_hosts,
+            worker_ca=args.worker_ca,
             max_workers=max_workers,
             open_after_s=args.open_after,
             resolve_after_s=args.resolve_after,

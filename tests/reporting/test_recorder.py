@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -365,10 +366,12 @@ class BlockingStore(SQLiteHistory):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.written = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
     def write_minutes(self, rows: Sequence[MinuteAggregate]) -> None:
+        self.entered.set()
         self.release.wait()
         super().write_minutes(rows)
         self.loop.call_soon_threadsafe(self.written.set)
@@ -399,6 +402,34 @@ async def test_a_hung_store_is_a_failed_write_after_its_deadline_and_no_thread_p
         await asyncio.sleep(0.001)
     assert recorder.backlog == 0
     assert [r.requests for r in repository.minute_rows(CAP, MINUTE0, MINUTE0 + 60)] == [2]
+    repository.close()
+
+
+async def test_stop_waits_for_the_write_in_flight_then_writes_the_rest(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = BlockingStore(tmp_path / "history.sqlite3")
+    repository.migrate()
+    recorder = stack.recorder(repository)
+    await stack.send(2)
+    stack.advance(10)
+    writing = asyncio.ensure_future(recorder.flush())  # the loop's write, when stop() comes
+    assert await asyncio.to_thread(repository.entered.wait, 10)
+    writing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writing
+    await stack.send(1)  # served while the write was stuck: for the last flush
+    stack.advance(10)
+
+    stopping = asyncio.ensure_future(recorder.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done()  # waits for the stuck write, not failing past it
+    repository.release.set()
+    await stopping
+
+    assert [r.requests for r in repository.minute_rows(CAP, MINUTE0, MINUTE0 + 60)] == [3]
+    assert recorder.flush_errors == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     repository.close()
 
 

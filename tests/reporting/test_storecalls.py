@@ -45,6 +45,43 @@ async def test_a_call_that_hangs_is_given_up_and_the_stuck_ones_are_not_joined()
         pytest.fail("the store was never called again")
 
 
+async def test_idle_waits_for_a_call_its_caller_stopped_waiting_for() -> None:
+    calls = StoreCalls("test", threads=1)
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck() -> str:
+        entered.set()
+        release.wait(10)
+        return "written"
+
+    caller = asyncio.ensure_future(calls(stuck))
+    assert await asyncio.to_thread(entered.wait, 10)
+    caller.cancel()  # as a loop being stopped: its call runs on in its thread
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    with pytest.raises(HistoryUnavailable, match="has not answered the last 1 calls"):
+        await calls(abs, -1)  # what a last call found before
+
+    idle = asyncio.ensure_future(calls.idle())
+    await asyncio.sleep(0)
+    assert not idle.done()
+    release.set()
+    assert await idle
+    assert await calls(abs, -1) == 1  # the thread is free again
+    assert await calls.idle()  # nothing running: at once
+
+
+async def test_idle_gives_up_after_the_deadline() -> None:
+    calls = StoreCalls("test", timeout_s=0.05, threads=1)
+    release = threading.Event()
+    try:
+        with pytest.raises(HistoryUnavailable):
+            await calls(release.wait)
+        assert not await calls.idle()
+    finally:
+        release.set()
+
+
 def test_options_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="timeout"):
         StoreCalls("test", timeout_s=0)

@@ -424,7 +424,7 @@ class Lease:
         """
         gate = self._gate
         sync = gate._sync
-        if self.settled or sync is None or not _storable(exchange, gate._unkept):
+        if self.settled or sync is None or not self._storable(exchange):
             return self._settle_then(exchange, send, last)
         self.settled = True
         gate._renewals.drop(self)
@@ -467,7 +467,7 @@ class Lease:
                 self.log_id,
                 gate.max_body_bytes,
             )
-        elif exchange.finished and _storable(exchange, gate._unkept):
+        elif exchange.finished and self._storable(exchange):
             assert exchange.chunks is not None
             response, _ = self._response(exchange, exchange.chunks)
             try:
@@ -498,6 +498,10 @@ class Lease:
             # The lease expires on its own; a failed release must not mask the app's outcome.
             logger.warning("could not release idempotency key %s", self.log_id, exc_info=True)
 
+    def _storable(self, exchange: Exchange) -> bool:
+        """Whether ``exchange`` kept the whole response and it is a result (``keeps``)."""
+        return exchange.chunks is not None and exchange.status not in self._gate._unkept
+
     def _response(self, exchange: Exchange, chunks: list[bytes]) -> tuple[StoredResponse, int]:
         kept = []
         header_bytes = 0
@@ -508,10 +512,7 @@ class Lease:
                 header_bytes += len(name) + len(value)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         nbytes = stored_nbytes(self._fingerprint, len(kept), header_bytes, body)
-        # tuple.__new__ skips the named tuple's Python-level constructor (~3k instructions).
-        response = tuple.__new__(
-            StoredResponse, (self._fingerprint, exchange.status, tuple(kept), body)
-        )
+        response = StoredResponse(self._fingerprint, exchange.status, tuple(kept), body)
         return response, nbytes
 
     def _log_store_failure(self) -> None:
@@ -522,12 +523,6 @@ class Lease:
             self.log_id,
             exc_info=True,
         )
-
-
-def _storable(exchange: Exchange, unkept: frozenset[int]) -> bool:
-    """Whether ``exchange`` kept the whole response and it is a result
-    (:meth:`IdempotencyGate.keeps`)."""
-    return exchange.chunks is not None and exchange.status not in unkept
 
 
 class _Renewals:

@@ -203,8 +203,8 @@ def store_key(principal_digest: str, key: str) -> str:
 
 def principal_of(key: str) -> str:
     """The principal digest a store key was made with (``""`` for a key that names none)."""
-    end = key.find(SEPARATOR)
-    return key[:end] if end > 0 else ""
+    principal, separator, _ = key.partition(SEPARATOR)
+    return principal if separator else ""
 
 
 FORWARDED_PRINCIPAL_CHARS = 16

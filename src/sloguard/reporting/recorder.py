@@ -365,10 +365,11 @@ class HistoryRecorder:
             self._task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:
-        """Stop the loop and flush one last time."""
+        """Stop the loop and flush one last time (after a write the loop had in flight)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._call.idle()
         await self.flush()

@@ -192,6 +192,7 @@ class Reporter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._store_calls.idle()  # a breach or alert the monitor was saving
         if self.recorder is not None:
             await self.recorder.stop()
         await self.notifier.aclose()

@@ -44,6 +44,8 @@ class StoreCalls:
         self.timeout_s = timeout_s
         self.threads = threads
         self._free = threading.BoundedSemaphore(threads)
+        # One future per call whose thread has not returned, awaited or not (idle()).
+        self._running: set[asyncio.Future[None]] = set()
 
     async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a thread; raise :class:`HistoryUnavailable` if it has not
@@ -55,6 +57,9 @@ class StoreCalls:
             )
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[T] = loop.create_future()
+        returned: asyncio.Future[None] = loop.create_future()
+        self._running.add(returned)
+        returned.add_done_callback(self._running.discard)
 
         def run() -> None:
             try:
@@ -64,7 +69,7 @@ class StoreCalls:
             finally:
                 self._free.release()
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(_settle, answer, *outcome)
+                loop.call_soon_threadsafe(_settle, answer, *outcome, returned)
 
         threading.Thread(target=run, name=self.name, daemon=True).start()
         try:
@@ -78,8 +83,24 @@ class StoreCalls:
                 f"{self.name}: the history store did not answer {what} within {self.timeout_s:g} s"
             ) from None
 
+    async def idle(self) -> bool:
+        """Wait, at most ``timeout_s``, until no call is running: a caller that stopped
+        waiting (cancelled, or past its deadline) leaves its call running in its thread.
+        Whether none is. Whoever stops using the store waits here before its last call,
+        which would otherwise find every thread taken."""
+        if not self._running:
+            return True
+        _, running = await asyncio.wait(set(self._running), timeout=self.timeout_s)
+        return not running
 
-def _settle(answer: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+
+def _settle(
+    answer: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+    returned: asyncio.Future[None],
+) -> None:
+    returned.set_result(None)
     if answer.done():  # the caller stopped waiting (its deadline passed, or it was cancelled)
         return
     if error is not None:

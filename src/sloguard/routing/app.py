@@ -63,6 +63,7 @@ from sloguard.routing.forward import (
     ResponseAborted,
     Upstream,
     request_headers,
+    worker_tls_context,
 )
 from sloguard.routing.health import HealthChecker
 from sloguard.routing.local import LocalWorker
@@ -174,6 +175,9 @@ class Controller:
     worker at once. ``local_workers``: workers served in this process from the
     lifespan on (the demo ones). ``worker_hosts``: the hosts workers registering
     over HTTP may be on (403 for others; static workers are not checked).
+    ``worker_ca``: a PEM file of the CAs that ``https://`` workers' certificates are
+    verified against, forwards and health checks alike (default: the system's trust
+    store); :class:`ConfigurationError` if it cannot be read.
 
     The ``Idempotency-Key`` a worker gets is scoped by the caller's principal
     (:func:`~sloguard.idempotency.keys.forwarded_key`): the digest SLOGuard's gate
@@ -195,6 +199,7 @@ class Controller:
         limit_per_host: int = DEFAULT_LIMIT_PER_HOST,
         local_workers: Sequence[LocalWorker] = (),
         worker_hosts: WorkerHosts | None = None,
+        worker_ca: str | os.PathLike[str] | None = None,
         tracing: bool = False,
         tracer_provider: Any = None,
         fingerprint_secret: bytes | str | None = None,
@@ -227,7 +232,8 @@ class Controller:
         self.worker_hosts = worker_hosts
         self.registry_token: str | None = None
         """What registry writes need as ``Authorization: Bearer``; None: the registry is open."""
-        self.forwarder = Forwarder(limit_per_host=limit_per_host)
+        tls = worker_tls_context(worker_ca) if worker_ca is not None else None
+        self.forwarder = Forwarder(limit_per_host=limit_per_host, tls=tls)
         self.fingerprints = Fingerprinter(fingerprint_secret)
         """Scopes forwarded keys when no idempotency gate leased them (see the class)."""
 
@@ -244,10 +250,15 @@ class Controller:
             await self.registry.start()
             stack.push_async_callback(self.registry.close)
             if self.health_interval_s is not None:
-                checks = await stack.enter_async_context(httpx.AsyncClient())
+                checks = await stack.enter_async_context(self.health_client())
                 task = asyncio.create_task(self.health.run(checks, self.health_interval_s))
                 stack.push_async_callback(_cancelled, task)
             yield
+
+    def health_client(self) -> httpx.AsyncClient:
+        """The client the health checks use: it trusts what the forwarder trusts
+        (httpx's own default would be certifi's bundle, not the system's store)."""
+        return httpx.AsyncClient(verify=self.forwarder.tls_context())
 
     # -- /route -----------------------------------------------------------------
 
@@ -359,13 +370,14 @@ class Controller:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.forward_timeout_s
         tried: list[str] = []
+        failed: ForwardError | None = None
         while True:
             worker = self.registry.choose(capability, exclude=tried)
             if worker is None and not tried:
                 await self.registry.refresh()  # a shared registry may know of one by now
                 worker = self.registry.choose(capability)
             if worker is None:
-                raise self._no_worker(capability, tried)
+                raise self._no_worker(capability, tried, failed)
             worker.outstanding += 1
             worker.served += 1
             try:
@@ -377,6 +389,7 @@ class Controller:
                 if body.error is not None:
                     raise body.error from exc
                 tried.append(worker.id)
+                failed = exc
                 self._failed(worker, exc)
                 retry = exc.failure is Failure.NOT_SENT or (exc.failure is Failure.LOST and keyed)
                 if not retry or len(tried) > 1 or not body.retryable:
@@ -490,9 +503,12 @@ class Controller:
         await self.registry.refresh()  # a shared registry may have learned of a worker
         return self.registry.serves(capability)
 
-    def _no_worker(self, capability: str, tried: list[str]) -> Problem:
+    def _no_worker(
+        self, capability: str, tried: list[str], failed: ForwardError | None = None
+    ) -> Problem:
         if tried:  # the only worker failed and none is left to retry on
-            detail = f"worker {tried[0]} was unreachable and no other healthy worker serves it"
+            why = f" ({failed.detail})" if failed is not None else ""
+            detail = f"worker {tried[0]} was unreachable{why} and no other healthy worker serves it"
             problem = Problem(502, "worker_unreachable", "Worker unreachable", detail)
             problem.extra = {"capability": capability, "workers": tried}
             return problem

@@ -21,6 +21,11 @@ worker gets ``Via`` and ``X-Forwarded-For``/``-Proto`` added. The worker's
 status and end-to-end headers come back, except ``Date`` and ``Server``,
 which the controller's server sets (as nginx does), with ``Via`` and
 ``X-Worker-Id`` added.
+
+An ``https://`` worker's certificate and host name are verified
+(:func:`worker_tls_context`: the system's trust store, or a CA file given);
+a handshake that fails is :attr:`Failure.NOT_SENT`, nothing of the request
+having been written.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -36,6 +42,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from sloguard.exceptions import ConfigurationError
 from sloguard.routing.registry import Worker
 
 Headers = list[tuple[bytes, bytes]]
@@ -407,6 +414,13 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
 
+def _tls_failure(exc: ssl.SSLError) -> str:
+    """What a failed TLS handshake says: the verification's own words when it was that."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS verification failed: {exc.verify_message or exc.reason}"
+    return f"TLS handshake failed: {exc.reason or exc}"
+
+
 def _lost(exc: Exception | None, answered: bool) -> str:
     if exc is not None:
         return f"{type(exc).__name__}: {exc}"
@@ -475,6 +489,10 @@ class _Pool:
                 Failure.NOT_SENT,
                 f"ConnectError: no connection within the deadline ({self.host}:{self.port})",
             ) from None
+        except ssl.SSLError as exc:  # an OSError too: before the TLS handshake ended
+            self.forget(conn)
+            detail = f"{_tls_failure(exc)} ({self.host}:{self.port})"
+            raise _Broken(Failure.NOT_SENT, detail) from None
         except OSError as exc:
             self.forget(conn)
             reason = exc.strerror or str(exc) or type(exc).__name__
@@ -566,21 +584,46 @@ class Upstream:
         self._conn.finish()
 
 
+def worker_tls_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The TLS context ``https://`` workers are verified with: certificate and host name
+    checked, against ``ca_file`` (PEM, one CA or several) alone when given, else the
+    system's trust store (OpenSSL's default paths, which ``$SSL_CERT_FILE`` and
+    ``$SSL_CERT_DIR`` override). :class:`ConfigurationError` naming a ``ca_file`` that
+    cannot be read or holds no PEM certificate."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    path = os.fspath(ca_file)
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:  # before OSError: an SSLError is one
+        raise ConfigurationError(
+            f"worker CA file {path}: no PEM certificate in it ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(f"worker CA file {path}: cannot read it: {reason}") from None
+
+
 class Forwarder:
-    """The process's one pooled HTTP client for forwards: open with :meth:`start`."""
+    """The process's one pooled HTTP client for forwards: open with :meth:`start`.
+
+    ``tls``: the context ``https://`` workers are verified with (default:
+    :func:`worker_tls_context`, the system's trust store, made on first use).
+    """
 
     def __init__(
         self,
         *,
         limit_per_host: int = DEFAULT_LIMIT_PER_HOST,
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.limit_per_host = limit_per_host
         self.keepalive_s = keepalive_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._origins: dict[str, _Origin] = {}
         self._pools: dict[tuple[bool, str, int], _Pool] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -589,8 +632,9 @@ class Forwarder:
         return self._loop
 
     def tls_context(self) -> ssl.SSLContext:
+        """The context ``https://`` workers are verified with (the health checks' too)."""
         if self._tls is None:
-            self._tls = ssl.create_default_context()
+            self._tls = worker_tls_context()
         return self._tls
 
     async def start(self) -> None:

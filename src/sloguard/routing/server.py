@@ -53,6 +53,9 @@ class ServeConfig:
     """What ``/workers`` writes need (None: see :meth:`with_token`)."""
     open_registry: bool = False
     worker_hosts: str | None = None
+    worker_ca: str | None = None
+    """A PEM file of the CAs ``https://`` workers are verified against (default: the
+    system's trust store)."""
     max_workers: int = DEFAULT_MAX_WORKERS
     open_after_s: float = DEFAULT_OPEN_AFTER_S
     resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S
@@ -130,6 +133,7 @@ class ServeConfig:
             registry_token=token,
             open_registry=self.open_registry,
             worker_hosts=self.worker_hosts,
+            worker_ca=self.worker_ca,
             tracing=self.tracing,
             tracer_provider=tracer_provider,
             fingerprint_secret=self.fingerprint_secret,

@@ -57,6 +57,8 @@ _DAY_SECONDS = 86_400.0
 
 
 class Wait(enum.Enum):
+    """The type of :data:`WAIT` (a one-member enum, so that type checkers narrow on it)."""
+
     WAIT = "wait"
 
 
@@ -159,8 +161,8 @@ class Admission:
         return WAIT if permit is None else permit
 
     async def wait(self, request: GuardedRequest) -> Permit | Reply:
-        """After :meth:`admit` said :data:`WAIT`: a permit once a place is free, or the
-        refusal (the queue is full, the request could not finish in time, or it
+        """Right after :meth:`admit` said :data:`WAIT`: a permit once a place is free, or
+        the refusal (the queue is full, the request could not finish in time, or it
         waited too long)."""
         assert request.capability is not None
         state = self._capabilities[request.capability]
