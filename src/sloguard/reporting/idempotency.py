@@ -34,12 +34,17 @@ class IdempotencyCounts:
     def count(self, capability: str | None, event: str) -> None:
         """Count ``event`` for ``capability``; only ``hit`` and ``miss`` make the rate."""
         self.active = True
-        if capability is not None and self._slo_of is not None and self._slo_of(capability) is None:
-            capability = None
         if event == "hit":
-            self._hits[capability] += 1
+            counts = self._hits
         elif event == "miss":
-            self._misses[capability] += 1
+            counts = self._misses
+        else:
+            return
+        # A name is looked up only until it is counted (forget() drops it with its file).
+        slo_of = self._slo_of
+        if capability not in counts and capability is not None and slo_of is not None:
+            capability = capability if slo_of(capability) is not None else None
+        counts[capability] += 1
 
     def forget(self, capability: str | None) -> None:
         """Drop a capability's figures (its SLO file is gone)."""
