@@ -71,11 +71,16 @@ def test_a_non_printable_byte_is_rejected(key: str, byte: int) -> None:
         (b'"abc\\"', "inside an escape"),
         (b"k" * 256, "256 characters"),
         (b'"' + b"k" * 256 + b'"', "256 characters"),
+        (b'"' + b"\\\\" * 400_000 + b'"', "800002 bytes long"),  # refused before unescaping
     ],
 )
 def test_malformed_keys_say_what_is_wrong(raw: bytes, reason: str) -> None:
     with pytest.raises(InvalidIdempotencyKey, match=reason):
         parse_idempotency_key(raw)
+
+
+def test_the_longest_quoted_value_is_a_key_with_every_character_escaped() -> None:
+    assert parse_idempotency_key(b'"' + b"\\\\" * MAX_KEY_LENGTH + b'"') == "\\" * MAX_KEY_LENGTH
 
 
 def test_an_escaped_quote_at_the_end_is_part_of_the_key() -> None:

@@ -21,6 +21,8 @@ from hashlib import blake2b
 from sloguard.exceptions import ConfigurationError, InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255
+MAX_QUOTED_LENGTH = 2 * MAX_KEY_LENGTH + 2
+"""The longest header value a key can have: an sf-string with every character escaped."""
 
 BARE_KEY = re.compile(rb"[!#-~]{1,%d}" % MAX_KEY_LENGTH)
 """The common case, settled by one match: a bare key of printable ASCII, no quote
@@ -44,6 +46,11 @@ def parse_idempotency_key(raw: bytes) -> str:
     if BARE_KEY.fullmatch(raw):
         return raw.decode("ascii")
     value = raw.strip(b" \t")
+    if len(value) > MAX_QUOTED_LENGTH:  # before any unescaping: a huge header costs nothing
+        raise InvalidIdempotencyKey(
+            f"the value is {len(value)} bytes long; a key of at most {MAX_KEY_LENGTH} "
+            f"characters takes at most {MAX_QUOTED_LENGTH}"
+        )
     if value[:1] == b'"':
         value = _unquote_sf_string(value)
     elif not value:
