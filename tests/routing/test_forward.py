@@ -714,3 +714,45 @@ def test_an_answer_whose_headers_never_end_is_a_502_problem() -> None:
     assert answer.status_code == 502
     assert answer.json()["error"] == "worker_bad_response"
     assert "headers are over" in answer.json()["detail"]
+
+
+def head_over_the_limit_at_once(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nx-big: " + b"h" * 70_000 + b"\r\ncontent-length: 2\r\n\r\nok")
+
+
+def test_a_head_over_the_limit_is_a_502_problem_even_when_it_arrives_at_once() -> None:
+    registry = WorkerRegistry()
+    with RawWorker(head_over_the_limit_at_once) as worker, controller(registry) as url:
+        registry.register("w", worker.url, [PDF])
+        answer = httpx.post(url + PDF_PATH, content=b"{}")
+
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "worker_bad_response"
+    assert "headers are over" in answer.json()["detail"]
+
+
+def answers_twice(conn: socket.socket) -> None:
+    while read_request(conn):
+        conn.sendall(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nretry-after: 5\r\n\r\nbusy"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-second: yes\r\n\r\nok"
+        )
+
+
+def test_a_second_answer_to_one_request_never_replaces_the_first() -> None:
+    registry = WorkerRegistry()
+    with (
+        RawWorker(answers_twice) as worker,
+        controller(registry) as url,
+        httpx.Client() as client,
+    ):
+        registry.register("w", worker.url, [PDF])
+        answers = [client.post(url + PDF_PATH, content=b"{}") for _ in range(2)]
+
+    for answer in answers:
+        assert (answer.status_code, answer.text) == (503, "busy")
+        assert answer.headers["retry-after"] == "5"
+        assert "x-second" not in answer.headers
+        assert answer.headers.get_list("content-length") == ["4"]
+    assert worker.connections == 2  # the connection that answered twice was not pooled

@@ -115,6 +115,10 @@ class ResponseAborted(Exception):
     """
 
 
+class _StopParsing(Exception):
+    """Raised from a parser callback: httptools stops and ``feed_data`` raises."""
+
+
 class _Broken(Exception):
     """Why one exchange on a connection failed; :meth:`Forwarder.send` names the worker."""
 
@@ -227,6 +231,7 @@ class _Connection(asyncio.Protocol):
     def _begin(self) -> None:
         self.status = 0
         self.head_bytes = 0
+        self.header_bytes = 0
         self.raw_headers: Headers = []
         self.length: int | None = None
         self.until_close = False
@@ -293,11 +298,16 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:
-            self.reusable = False  # more than one answer to one request
+        if self.complete:  # more than one answer to one request: the first one stands
+            self.reusable = False
+            raise _StopParsing("a second answer to one request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEAD_BYTES:  # a head that came in one read, too
+            self.fail(Failure.MALFORMED, f"the answer's headers are over {MAX_HEAD_BYTES} bytes")
+            raise _StopParsing("headers over the limit")
         if len(name) == 14 and name.lower() == b"content-length":
             self.length = int(value) if value.isdigit() else None
         elif len(name) == 17 and name.lower() == b"transfer-encoding":
