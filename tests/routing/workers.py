@@ -7,7 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,3 +180,137 @@ def reset(conn: socket.socket) -> None:
     """Close with a TCP reset (RST), not a FIN."""
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
+
+
+# -- a scripted worker on the test's own event loop ------------------------------------
+
+
+@dataclass
+class Arrival:
+    """One request a :class:`ScriptedWorker` read the head of, and the act it got."""
+
+    worker: str
+    tag: str
+    """The request's ``X-Fuzz-Id``: which client request it was."""
+    key: str | None
+    """The ``Idempotency-Key`` it carried (as the controller forwarded it)."""
+    act: Any
+
+
+class Peer:
+    """One accepted connection of a :class:`ScriptedWorker`, as an act sees it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def read_head(self) -> dict[str, str] | None:
+        """The next request's headers (names in lower case), None at the end of the stream."""
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        return {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}
+
+    async def read_body(self, headers: dict[str, str]) -> bytes:
+        """The body the head announced: its Content-Length, or chunked."""
+        if "content-length" in headers:
+            return await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("transfer-encoding", "").lower() != "chunked":
+            return b""
+        body = b""
+        while size := int((await self.reader.readline()).split(b";")[0], 16):
+            body += (await self.reader.readexactly(size + 2))[:-2]
+        await self.reader.readline()  # the last chunk's CRLF (no trailers)
+        return body
+
+    async def send(self, *pieces: bytes) -> None:
+        """Each piece in a write of its own, drained before the next."""
+        for piece in pieces:
+            self.writer.write(piece)
+            await self.writer.drain()
+
+    async def until_closed(self) -> None:
+        """Until the controller hangs up (a worker that never answers)."""
+        with contextlib.suppress(ConnectionError):
+            while await self.reader.read(65536):
+                pass
+
+    def reset(self) -> None:
+        """Close with a TCP reset (RST), not a FIN."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+Act = Callable[[Peer, dict[str, str]], Awaitable[bool]]
+"""What a worker does with one request whose head it read: True to keep the connection."""
+
+
+async def answer_ok(peer: Peer, headers: dict[str, str]) -> bool:
+    await peer.read_body(headers)
+    await peer.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+    return True
+
+
+class ScriptedWorker:
+    """An HTTP/1.1 worker on a free loopback port of the running event loop, written
+    by hand so that it can misbehave: the n-th request it receives, on whichever
+    connection, gets ``script[n]`` (an object with an async ``act(peer, headers)``),
+    and every request after the script gets ``answer_ok``. ``arrivals`` records each
+    request whose head it read; ``busy`` counts the requests it is still acting on."""
+
+    def __init__(self, name: str, script: Iterable[Any] = ()) -> None:
+        self.name = name
+        self.script = list(script)
+        self.arrivals: list[Arrival] = []
+        self.busy = 0
+        self.connections = 0
+        self.open: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1024 * 1024)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self.open):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        self.open.add(writer)
+        peer = Peer(reader, writer)
+        try:
+            while (headers := await peer.read_head()) is not None:
+                act = self.script.pop(0) if self.script else None
+                self.arrivals.append(
+                    Arrival(
+                        self.name, headers.get("x-fuzz-id", ""), headers.get("idempotency-key"), act
+                    )
+                )
+                self.busy += 1
+                try:
+                    keep = await (
+                        act.act(peer, headers) if act is not None else answer_ok(peer, headers)
+                    )
+                finally:
+                    self.busy -= 1
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open.discard(writer)
+            writer.transport.abort()
+            self._tasks.discard(task)
