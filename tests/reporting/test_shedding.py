@@ -147,7 +147,12 @@ class Service:
             for p in slos.glob("*.yml")
         }
         self.guard = SLOGuard(
-            app, manager=self.manager, route_table=routes, clock=self.clock, metrics=False
+            app,
+            manager=self.manager,
+            route_table=routes,
+            clock=self.clock,
+            metrics=False,
+            random_source=lambda: 0.0,  # a priority being shed is always refused
         )
 
     async def status(self, path: str, priority: str = "normal") -> int:
