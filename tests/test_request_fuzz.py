@@ -46,6 +46,7 @@ from sloguard.idempotency.gate import SCOPE_KEY, UNSTORED_HEADERS
 from sloguard.idempotency.keys import parse_idempotency_key
 from sloguard.idempotency.store import Store
 from sloguard.problems import PROBLEM_CONTENT_TYPE, problem_type
+from tests.asgi import body_of, http_scope
 from tests.redis_server import REDIS_URL, check_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,20 +385,7 @@ async def run(app: ASGIApp, request: Request, chunking: tuple[int, ...] | None =
     if chunking is not None:
         request = replace(request, cuts=chunking)
     incoming = request.messages()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": request.method,
-        "scheme": "http",
-        "path": request.path,
-        "raw_path": request.path.encode("utf-8", "surrogateescape"),
-        "query_string": request.query,
-        "root_path": "",
-        "headers": list(request.headers),
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(request.method, request.path, request.headers, request.query)
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -415,7 +403,7 @@ async def run(app: ASGIApp, request: Request, chunking: tuple[int, ...] | None =
     return Answer(
         0 if start is None else start["status"],
         [] if start is None else list(start.get("headers", [])),
-        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        body_of(sent),
         escaped,
     )
 

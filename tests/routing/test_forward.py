@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -705,25 +705,21 @@ def endless_headers(conn: socket.socket) -> None:
         conn.sendall(b"a" * 4096)
 
 
-def test_an_answer_whose_headers_never_end_is_a_502_problem() -> None:
-    registry = WorkerRegistry()
-    with RawWorker(endless_headers) as worker, controller(registry) as url:
-        registry.register("w", worker.url, [PDF])
-        answer = httpx.post(url + PDF_PATH, content=b"{}")
-
-    assert answer.status_code == 502
-    assert answer.json()["error"] == "worker_bad_response"
-    assert "headers are over" in answer.json()["detail"]
-
-
 def head_over_the_limit_at_once(conn: socket.socket) -> None:
     read_request(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nx-big: " + b"h" * 70_000 + b"\r\ncontent-length: 2\r\n\r\nok")
 
 
-def test_a_head_over_the_limit_is_a_502_problem_even_when_it_arrives_at_once() -> None:
+@pytest.mark.parametrize(
+    "answer_head",
+    [endless_headers, head_over_the_limit_at_once],
+    ids=["headers that never end", "a head over the limit that arrives at once"],
+)
+def test_a_head_over_the_limit_is_a_502_problem(
+    answer_head: Callable[[socket.socket], None],
+) -> None:
     registry = WorkerRegistry()
-    with RawWorker(head_over_the_limit_at_once) as worker, controller(registry) as url:
+    with RawWorker(answer_head) as worker, controller(registry) as url:
         registry.register("w", worker.url, [PDF])
         answer = httpx.post(url + PDF_PATH, content=b"{}")
 

@@ -77,6 +77,7 @@ RESUME_BYTES = 64 * 1024
 """...and at or under which it resumes."""
 MAX_HEAD_BYTES = 64 * 1024
 """The most a worker may send before its answer's headers end (a malformed answer above)."""
+_HEAD_TOO_LARGE = f"the answer's headers are over {MAX_HEAD_BYTES} bytes"
 
 _TARGET = re.compile(r"[!-~]+")
 """A request target that needs no escaping: visible ASCII, no space or control character."""
@@ -263,11 +264,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.fail(Failure.MALFORMED, f"{type(exc).__name__}: {exc}")
         else:
-            if not self.head_done:
+            if not self.head_done:  # a header that never ends, read after read
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
-                    detail = f"the answer's headers are over {MAX_HEAD_BYTES} bytes"
-                    self.fail(Failure.MALFORMED, detail)
+                    self.fail(Failure.MALFORMED, _HEAD_TOO_LARGE)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost follows
@@ -306,7 +306,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers.append((name, value))
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > MAX_HEAD_BYTES:  # a head that came in one read, too
-            self.fail(Failure.MALFORMED, f"the answer's headers are over {MAX_HEAD_BYTES} bytes")
+            self.fail(Failure.MALFORMED, _HEAD_TOO_LARGE)
             raise _StopParsing("headers over the limit")
         if len(name) == 14 and name.lower() == b"content-length":
             self.length = int(value) if value.isdigit() else None
