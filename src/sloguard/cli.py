@@ -384,6 +384,8 @@ def _registered(
     each refusal is printed once (until it changes), and registering is tried again."""
     import httpx
 
+    from sloguard.liveness import stop_task
+
     spec = {"id": worker_id, "url": url, "capabilities": capabilities}
 
     async def keep_registered(client: httpx.AsyncClient) -> None:
@@ -421,9 +423,7 @@ def _registered(
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
                 with contextlib.suppress(httpx.HTTPError):
                     await client.delete(f"{controller}/workers/{worker_id}")
 

@@ -11,6 +11,7 @@ goes on with the next. :func:`liveness_report` turns the records into what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -148,3 +149,11 @@ def liveness_report(loops: Iterable[Liveness], now: float | None = None) -> dict
     records = {loop.name: loop.json(now) for loop in loops}
     bad = any(record["state"] in ("stalled", "stopped") for record in records.values())
     return {"status": "degraded" if bad else "ok", "loops": records}
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a background task and wait until it has ended (its cancellation is not
+    the caller's: it is not raised again here)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -18,7 +18,6 @@ without an SLO file, skip step 3.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -34,6 +33,7 @@ from sloguard.exceptions import ConfigurationError
 from sloguard.http import CAPABILITY, PRIORITY, Exchange, Reply
 from sloguard.idempotency.gate import DEFAULT_MAX_REQUEST_BYTES, GateOptions, IdempotencyGate
 from sloguard.idempotency.store import Store
+from sloguard.liveness import stop_task
 from sloguard.observability.metrics import MetricsSink, NoMetrics, default_metrics
 from sloguard.observability.tracing import annotate, traced
 from sloguard.outcomes import (
@@ -264,9 +264,7 @@ class SLOGuard:
 
     async def _stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await stop_task(self._watch)
             self._watch = None
         if self._owns_reporter:
             self._owns_reporter = False

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from sloguard.exceptions import ConfigurationError
+from sloguard.liveness import stop_task
 
 if TYPE_CHECKING:
     from sloguard.middleware import SLOGuard
@@ -477,9 +478,7 @@ async def drive(
         if tasks:
             await asyncio.gather(*tasks)
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        await stop_task(reporter)
         for task in tasks:
             task.cancel()
     if progress is not None:

@@ -47,6 +47,7 @@ except ImportError as exc:
 from sloguard.exceptions import ConfigurationError, StoreUnavailable
 from sloguard.idempotency.keys import principal_of
 from sloguard.idempotency.store import Claim, ClaimStatus, StoredResponse
+from sloguard.liveness import stop_task
 
 logger = logging.getLogger("sloguard.idempotency")
 
@@ -266,9 +267,7 @@ class RedisStore:
         ``timeout_seconds`` per pending lease and one for closing."""
         releaser, self._releaser = self._releaser, None
         if releaser is not None:
-            releaser.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await releaser
+            await stop_task(releaser)
         await self._release_pending(give_up=True)
         if self._owns_client:
             with contextlib.suppress(*_BACKEND_ERRORS):

@@ -33,7 +33,6 @@ refused since the last flush (``guard.shed_counts``), and upserts one row per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -43,7 +42,7 @@ from typing import Any, Protocol, overload
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
-from sloguard.liveness import Liveness
+from sloguard.liveness import Liveness, stop_task
 from sloguard.observability.metrics import Metrics, default_metrics
 from sloguard.reporting.records import MinuteAggregate
 from sloguard.reporting.repository import HistoryRepository
@@ -367,9 +366,7 @@ class HistoryRecorder:
     async def stop(self) -> None:
         """Stop the loop and flush one last time (after a write the loop had in flight)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         await self._call.idle()
         await self.flush()

@@ -42,7 +42,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sloguard._clock import Clock, monotonic
 from sloguard.exceptions import ConfigurationError
-from sloguard.liveness import Liveness, liveness_report
+from sloguard.liveness import Liveness, liveness_report, stop_task
 from sloguard.observability.metrics import MetricsSink
 from sloguard.reporting.api import api_token, slo_routes
 from sloguard.reporting.breaches import (
@@ -189,9 +189,7 @@ class Reporter:
         """Stop the loops, flush the history one last time, deliver what is queued."""
         task, self._monitor_task = self._monitor_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         await self._store_calls.idle()  # a breach or alert the monitor was saving
         if self.recorder is not None:
             await self.recorder.stop()

@@ -43,7 +43,7 @@ from sloguard.exceptions import (
 )
 from sloguard.idempotency.gate import SCOPE_KEY
 from sloguard.idempotency.keys import Fingerprinter, forwarded_key, parse_idempotency_key
-from sloguard.liveness import Liveness, liveness_report
+from sloguard.liveness import Liveness, liveness_report, stop_task
 from sloguard.observability.metrics import metrics_app
 from sloguard.observability.tracing import client_span
 from sloguard.problems import Problem
@@ -252,7 +252,7 @@ class Controller:
             if self.health_interval_s is not None:
                 checks = await stack.enter_async_context(self.health_client())
                 task = asyncio.create_task(self.health.run(checks, self.health_interval_s))
-                stack.push_async_callback(_cancelled, task)
+                stack.push_async_callback(stop_task, task)
             yield
 
     def health_client(self) -> httpx.AsyncClient:
@@ -597,12 +597,6 @@ class Controller:
         else:
             body.update(liveness_report(self.loops()))
         return JSONResponse(body)
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _parse_seed(body: bytes) -> SeedRoute:
