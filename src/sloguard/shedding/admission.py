@@ -184,11 +184,9 @@ class Admission:
             return await self.wait(request)
         return admitted
 
-    def release(self, permit: Permit | None, status: int | None, latency_s: float) -> None:
+    def release(self, permit: Permit, status: int | None, latency_s: float) -> None:
         """Give ``permit`` back: the app answered with ``status`` after ``latency_s``
         (None: it raised or was cancelled, which says nothing about the limit)."""
-        if permit is None:
-            return
         if status is None:
             permit.ignore()
         elif status in _OVERLOADED:
